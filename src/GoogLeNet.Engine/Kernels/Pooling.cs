@@ -1,0 +1,202 @@
+namespace GoogLeNet.Engine.Kernels;
+
+/// <summary>Max, average and adaptive-average pooling over NCHW planes, with PyTorch's window rules.</summary>
+public static class Pooling
+{
+    // input (planes, h, w); output (planes, oh, ow); argmax (planes, oh, ow) holds the flat index
+    // inside the plane of each maximum, -1 for a window of padding only. Ties keep the first
+    // maximum and NaN wins, as in PyTorch.
+    public static void MaxForward(
+        ReadOnlySpan<float> input, int planes, int height, int width,
+        int kernel, int stride, int padding, int outH, int outW, Span<float> output, Span<int> argmax)
+    {
+        int inPlane = height * width;
+        int outPlane = outH * outW;
+        for (int p = 0; p < planes; p++)
+        {
+            ReadOnlySpan<float> x = input.Slice(p * inPlane, inPlane);
+            for (int oy = 0; oy < outH; oy++)
+            {
+                int y0 = Math.Max(oy * stride - padding, 0);
+                int y1 = Math.Min(oy * stride - padding + kernel, height);
+                for (int ox = 0; ox < outW; ox++)
+                {
+                    int x0 = Math.Max(ox * stride - padding, 0);
+                    int x1 = Math.Min(ox * stride - padding + kernel, width);
+                    float best = float.NegativeInfinity;
+                    int bestIndex = -1;
+                    for (int iy = y0; iy < y1; iy++)
+                    {
+                        for (int ix = x0; ix < x1; ix++)
+                        {
+                            float v = x[iy * width + ix];
+                            if (v > best || float.IsNaN(v) || bestIndex < 0)
+                            {
+                                best = v;
+                                bestIndex = iy * width + ix;
+                                if (float.IsNaN(v))
+                                {
+                                    goto done;
+                                }
+                            }
+                        }
+                    }
+                done:
+                    int o = p * outPlane + oy * outW + ox;
+                    output[o] = best;
+                    argmax[o] = bestIndex;
+                }
+            }
+        }
+    }
+
+    /// <summary>Routes each output gradient to its maximum; overwrites dInput.</summary>
+    public static void MaxBackward(
+        ReadOnlySpan<float> dOutput, ReadOnlySpan<int> argmax, int planes, int height, int width,
+        int outH, int outW, Span<float> dInput)
+    {
+        dInput.Clear();
+        int inPlane = height * width;
+        int outPlane = outH * outW;
+        for (int p = 0; p < planes; p++)
+        {
+            Span<float> dx = dInput.Slice(p * inPlane, inPlane);
+            for (int o = 0; o < outPlane; o++)
+            {
+                int index = argmax[p * outPlane + o];
+                if (index >= 0)
+                {
+                    dx[index] += dOutput[p * outPlane + o];
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Divisor of one average window, PyTorch's way: with count_include_pad the window is clipped
+    /// to the padded input (so ceil-mode overhang is not counted), otherwise to the input itself.
+    /// </summary>
+    private static int AverageDivisor(int o, int stride, int padding, int kernel, int size, bool countIncludePad, out int start, out int end)
+    {
+        start = o * stride - padding;
+        end = Math.Min(start + kernel, size + padding);
+        int padded = end - start;
+        start = Math.Max(start, 0);
+        end = Math.Min(end, size);
+        return countIncludePad ? padded : end - start;
+    }
+
+    // input (planes, h, w); output (planes, oh, ow)
+    public static void AverageForward(
+        ReadOnlySpan<float> input, int planes, int height, int width,
+        int kernel, int stride, int padding, bool countIncludePad, int outH, int outW, Span<float> output)
+    {
+        int inPlane = height * width;
+        int outPlane = outH * outW;
+        for (int p = 0; p < planes; p++)
+        {
+            ReadOnlySpan<float> x = input.Slice(p * inPlane, inPlane);
+            for (int oy = 0; oy < outH; oy++)
+            {
+                int dy = AverageDivisor(oy, stride, padding, kernel, height, countIncludePad, out int y0, out int y1);
+                for (int ox = 0; ox < outW; ox++)
+                {
+                    int dx = AverageDivisor(ox, stride, padding, kernel, width, countIncludePad, out int x0, out int x1);
+                    float sum = 0f;
+                    for (int iy = y0; iy < y1; iy++)
+                    {
+                        for (int ix = x0; ix < x1; ix++)
+                        {
+                            sum += x[iy * width + ix];
+                        }
+                    }
+                    output[p * outPlane + oy * outW + ox] = sum / (dy * dx);
+                }
+            }
+        }
+    }
+
+    /// <summary>Overwrites dInput.</summary>
+    public static void AverageBackward(
+        ReadOnlySpan<float> dOutput, int planes, int height, int width,
+        int kernel, int stride, int padding, bool countIncludePad, int outH, int outW, Span<float> dInput)
+    {
+        dInput.Clear();
+        int inPlane = height * width;
+        int outPlane = outH * outW;
+        for (int p = 0; p < planes; p++)
+        {
+            Span<float> dx = dInput.Slice(p * inPlane, inPlane);
+            for (int oy = 0; oy < outH; oy++)
+            {
+                int divY = AverageDivisor(oy, stride, padding, kernel, height, countIncludePad, out int y0, out int y1);
+                for (int ox = 0; ox < outW; ox++)
+                {
+                    int divX = AverageDivisor(ox, stride, padding, kernel, width, countIncludePad, out int x0, out int x1);
+                    float g = dOutput[p * outPlane + oy * outW + ox] / (divY * divX);
+                    for (int iy = y0; iy < y1; iy++)
+                    {
+                        for (int ix = x0; ix < x1; ix++)
+                        {
+                            dx[iy * width + ix] += g;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>PyTorch's adaptive window: [floor(o*in/out), ceil((o+1)*in/out)).</summary>
+    public static (int Start, int End) AdaptiveWindow(int o, int inSize, int outSize) =>
+        (o * inSize / outSize, ((o + 1) * inSize + outSize - 1) / outSize);
+
+    // input (planes, h, w); output (planes, oh, ow)
+    public static void AdaptiveAverageForward(
+        ReadOnlySpan<float> input, int planes, int height, int width, int outH, int outW, Span<float> output)
+    {
+        int inPlane = height * width;
+        for (int p = 0; p < planes; p++)
+        {
+            ReadOnlySpan<float> x = input.Slice(p * inPlane, inPlane);
+            for (int oy = 0; oy < outH; oy++)
+            {
+                var (y0, y1) = AdaptiveWindow(oy, height, outH);
+                for (int ox = 0; ox < outW; ox++)
+                {
+                    var (x0, x1) = AdaptiveWindow(ox, width, outW);
+                    float sum = 0f;
+                    for (int iy = y0; iy < y1; iy++)
+                    {
+                        sum += System.Numerics.Tensors.TensorPrimitives.Sum(x.Slice(iy * width + x0, x1 - x0));
+                    }
+                    output[(p * outH + oy) * outW + ox] = sum / ((y1 - y0) * (x1 - x0));
+                }
+            }
+        }
+    }
+
+    /// <summary>Overwrites dInput.</summary>
+    public static void AdaptiveAverageBackward(
+        ReadOnlySpan<float> dOutput, int planes, int height, int width, int outH, int outW, Span<float> dInput)
+    {
+        dInput.Clear();
+        int inPlane = height * width;
+        for (int p = 0; p < planes; p++)
+        {
+            Span<float> dx = dInput.Slice(p * inPlane, inPlane);
+            for (int oy = 0; oy < outH; oy++)
+            {
+                var (y0, y1) = AdaptiveWindow(oy, height, outH);
+                for (int ox = 0; ox < outW; ox++)
+                {
+                    var (x0, x1) = AdaptiveWindow(ox, width, outW);
+                    float g = dOutput[(p * outH + oy) * outW + ox] / ((y1 - y0) * (x1 - x0));
+                    for (int iy = y0; iy < y1; iy++)
+                    {
+                        System.Numerics.Tensors.TensorPrimitives.Add(dx.Slice(iy * width + x0, x1 - x0), g, dx.Slice(iy * width + x0, x1 - x0));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+using GoogLeNet.Engine.Kernels;
+
+namespace GoogLeNet.Engine.Layers;
+
+/// <summary>2-D convolution, square kernel, symmetric padding, optional bias. Weight is (co, ci, k, k).</summary>
+public sealed class Conv2d : Layer
+{
+    private readonly Parameter _weight;
+    private readonly Parameter? _bias;
+    private Tensor? _input;
+    private Tensor? _output;
+    private Tensor? _dInput;
+    private float[] _col = [];
+
+    public Conv2d(string name, int inChannels, int outChannels, int kernelSize, int stride = 1, int padding = 0, bool bias = true)
+        : base(name)
+    {
+        if (inChannels <= 0 || outChannels <= 0 || kernelSize <= 0 || stride <= 0 || padding < 0)
+        {
+            throw new ArgumentException($"{name}: invalid convolution {inChannels}->{outChannels}, kernel {kernelSize}, stride {stride}, padding {padding}.");
+        }
+        InChannels = inChannels;
+        OutChannels = outChannels;
+        KernelSize = kernelSize;
+        Stride = stride;
+        Padding = padding;
+        _weight = new Parameter("weight", [outChannels, inChannels, kernelSize, kernelSize]);
+        _bias = bias ? new Parameter("bias", [outChannels]) { NoDecay = true } : null;
+    }
+
+    public int InChannels { get; }
+
+    public int OutChannels { get; }
+
+    public int KernelSize { get; }
+
+    public int Stride { get; }
+
+    public int Padding { get; }
+
+    public Parameter Weight => _weight;
+
+    public Parameter? Bias => _bias;
+
+    /// <summary>False for the first layer of a network: its input gradient is not needed.</summary>
+    public bool PropagateDown { get; set; } = true;
+
+    public override IEnumerable<Parameter> OwnParameters => _bias is null ? [_weight] : [_weight, _bias];
+
+    public override int[] OutputShape(int[] inputShape)
+    {
+        ExpectImage(inputShape, InChannels);
+        int oh = WindowMath.OutputSize(inputShape[1], KernelSize, Stride, Padding, false);
+        int ow = WindowMath.OutputSize(inputShape[2], KernelSize, Stride, Padding, false);
+        if (oh < 1 || ow < 1)
+        {
+            throw new ShapeException($"{Name}: input {Tensor.Format(inputShape)} is smaller than the {KernelSize}x{KernelSize} kernel with padding {Padding}.");
+        }
+        return [OutChannels, oh, ow];
+    }
+
+    public override long Macs(int[] inputShape)
+    {
+        int[] o = OutputShape(inputShape);
+        return (long)o[0] * o[1] * o[2] * InChannels * KernelSize * KernelSize;
+    }
+
+    public override Tensor Forward(Tensor input)
+    {
+        int[] o = OutputShape(SampleShape(input));
+        int batch = input.Shape[0];
+        Tensor output = Ensure(ref _output, WithBatch(batch, o));
+        EnsureCol(o);
+        Convolution.Forward(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
+            _weight.Value.Span, _bias is null ? default : _bias.Value.Span, OutChannels, KernelSize, KernelSize,
+            Stride, Padding, o[1], o[2], relu: false, _col, output.Span);
+        _input = input;
+        return output;
+    }
+
+    public override Tensor? Backward(Tensor dOutput)
+    {
+        Tensor input = RequireForward(_input);
+        int batch = input.Shape[0];
+        Span<float> dInput = default;
+        if (PropagateDown)
+        {
+            dInput = Ensure(ref _dInput, input.Shape).Span;
+        }
+        Convolution.Backward(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
+            _weight.Value.Span, OutChannels, KernelSize, KernelSize, Stride, Padding,
+            dOutput.Shape[2], dOutput.Shape[3], dOutput.Span, _col,
+            _weight.Grad!.Span, _bias is null ? default : _bias.Grad!.Span, dInput);
+        return PropagateDown ? _dInput : null;
+    }
+
+    private void EnsureCol(int[] outputShape)
+    {
+        if (Convolution.IsPointwise(KernelSize, KernelSize, Stride, Padding))
+        {
+            return;
+        }
+        int size = InChannels * KernelSize * KernelSize * outputShape[1] * outputShape[2];
+        if (_col.Length < size)
+        {
+            _col = new float[size];
+        }
+    }
+}

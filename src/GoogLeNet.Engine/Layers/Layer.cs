@@ -1,0 +1,104 @@
+namespace GoogLeNet.Engine.Layers;
+
+/// <summary>
+/// A node of a static network. Shapes exclude the batch: (C, H, W) for images, (F) for vectors.
+/// A layer sizes its output and input-gradient buffers once per input shape and reuses them;
+/// Forward caches what Backward needs, so each Backward follows the Forward it belongs to.
+/// </summary>
+public abstract class Layer
+{
+    protected Layer(string name)
+    {
+        Name = name;
+    }
+
+    /// <summary>The name inside the parent: parameter paths join these with dots.</summary>
+    public string Name { get; }
+
+    public bool IsTraining { get; private set; }
+
+    /// <summary>Short type name for summaries (<c>Conv2d</c>, <c>Inception</c>).</summary>
+    public virtual string TypeName => GetType().Name;
+
+    public virtual IEnumerable<Layer> Children => [];
+
+    /// <summary>This layer's own parameters and buffers, without those of its children.</summary>
+    public virtual IEnumerable<Parameter> OwnParameters => [];
+
+    public void SetTraining(bool training)
+    {
+        IsTraining = training;
+        foreach (Layer child in Children)
+        {
+            child.SetTraining(training);
+        }
+    }
+
+    /// <summary>Parameters and buffers with their dotted paths, in definition order.</summary>
+    public IEnumerable<(string Path, Parameter Parameter)> NamedParameters(string prefix = "")
+    {
+        foreach (Parameter p in OwnParameters)
+        {
+            yield return (prefix + p.Name, p);
+        }
+        foreach (Layer child in Children)
+        {
+            foreach (var item in child.NamedParameters(prefix + child.Name + "."))
+            {
+                yield return item;
+            }
+        }
+    }
+
+    /// <summary>Output shape for an input shape; throws <see cref="ShapeException"/> when the input does not fit.</summary>
+    public abstract int[] OutputShape(int[] inputShape);
+
+    /// <summary>Multiply-accumulates per sample (convolutions and linear layers count; the rest is free).</summary>
+    public virtual long Macs(int[] inputShape) => 0;
+
+    public abstract Tensor Forward(Tensor input);
+
+    /// <summary>
+    /// Accumulates parameter gradients and returns the gradient with respect to the input of the
+    /// last Forward, in a buffer the layer owns (valid until its next Backward). Returns null when
+    /// the layer was told not to propagate (the first layer of a network).
+    /// </summary>
+    public abstract Tensor? Backward(Tensor dOutput);
+
+    protected static Tensor Ensure(ref Tensor? buffer, int[] shape)
+    {
+        if (buffer is null || !buffer.HasShape(shape))
+        {
+            buffer = new Tensor(shape);
+        }
+        return buffer;
+    }
+
+    protected static int[] WithBatch(int batch, int[] sampleShape)
+    {
+        var shape = new int[sampleShape.Length + 1];
+        shape[0] = batch;
+        sampleShape.CopyTo(shape, 1);
+        return shape;
+    }
+
+    protected static int[] SampleShape(Tensor t) => t.Shape[1..];
+
+    protected void ExpectImage(int[] inputShape, int channels)
+    {
+        if (inputShape.Length != 3)
+        {
+            throw new ShapeException($"{Name}: expected an image (C, H, W), got {Tensor.Format(inputShape)}.");
+        }
+        if (channels > 0 && inputShape[0] != channels)
+        {
+            throw new ShapeException($"{Name}: expected {channels} input channels, got {inputShape[0]} (input {Tensor.Format(inputShape)}).");
+        }
+    }
+
+    protected Tensor RequireForward(Tensor? cached) =>
+        cached ?? throw new InvalidOperationException($"{Name}: Backward was called before Forward.");
+}
+
+/// <summary>An input whose shape does not fit the network.</summary>
+public sealed class ShapeException(string message) : ArgumentException(message);

@@ -1,0 +1,173 @@
+using GoogLeNet.Engine.Kernels;
+
+namespace GoogLeNet.Engine.Layers;
+
+/// <summary>Square max pooling with PyTorch's padding and ceil-mode rules.</summary>
+public sealed class MaxPool2d : Layer
+{
+    private Tensor? _input;
+    private Tensor? _output;
+    private Tensor? _dInput;
+    private int[] _argmax = [];
+
+    public MaxPool2d(string name, int kernelSize, int stride, int padding = 0, bool ceilMode = false)
+        : base(name)
+    {
+        if (kernelSize <= 0 || stride <= 0 || padding < 0 || padding > kernelSize / 2)
+        {
+            throw new ArgumentException($"{name}: invalid pooling kernel {kernelSize}, stride {stride}, padding {padding} (padding must be at most half the kernel).");
+        }
+        KernelSize = kernelSize;
+        Stride = stride;
+        Padding = padding;
+        CeilMode = ceilMode;
+    }
+
+    public int KernelSize { get; }
+
+    public int Stride { get; }
+
+    public int Padding { get; }
+
+    public bool CeilMode { get; }
+
+    public override int[] OutputShape(int[] inputShape)
+    {
+        ExpectImage(inputShape, 0);
+        int oh = WindowMath.OutputSize(inputShape[1], KernelSize, Stride, Padding, CeilMode);
+        int ow = WindowMath.OutputSize(inputShape[2], KernelSize, Stride, Padding, CeilMode);
+        if (oh < 1 || ow < 1)
+        {
+            throw new ShapeException($"{Name}: input {Tensor.Format(inputShape)} is smaller than the {KernelSize}x{KernelSize} pooling window.");
+        }
+        return [inputShape[0], oh, ow];
+    }
+
+    public override Tensor Forward(Tensor input)
+    {
+        int[] o = OutputShape(SampleShape(input));
+        Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
+        if (_argmax.Length != output.Length)
+        {
+            _argmax = new int[output.Length];
+        }
+        Pooling.MaxForward(input.Span, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
+            KernelSize, Stride, Padding, o[1], o[2], output.Span, _argmax);
+        _input = input;
+        return output;
+    }
+
+    public override Tensor Backward(Tensor dOutput)
+    {
+        Tensor input = RequireForward(_input);
+        Tensor dInput = Ensure(ref _dInput, input.Shape);
+        Pooling.MaxBackward(dOutput.Span, _argmax, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
+            dOutput.Shape[2], dOutput.Shape[3], dInput.Span);
+        return dInput;
+    }
+}
+
+/// <summary>Square average pooling; count_include_pad and ceil mode follow PyTorch.</summary>
+public sealed class AvgPool2d : Layer
+{
+    private int[]? _inputShape;
+    private Tensor? _output;
+    private Tensor? _dInput;
+
+    public AvgPool2d(string name, int kernelSize, int stride, int padding = 0, bool ceilMode = false, bool countIncludePad = true)
+        : base(name)
+    {
+        if (kernelSize <= 0 || stride <= 0 || padding < 0 || padding > kernelSize / 2)
+        {
+            throw new ArgumentException($"{name}: invalid pooling kernel {kernelSize}, stride {stride}, padding {padding} (padding must be at most half the kernel).");
+        }
+        KernelSize = kernelSize;
+        Stride = stride;
+        Padding = padding;
+        CeilMode = ceilMode;
+        CountIncludePad = countIncludePad;
+    }
+
+    public int KernelSize { get; }
+
+    public int Stride { get; }
+
+    public int Padding { get; }
+
+    public bool CeilMode { get; }
+
+    public bool CountIncludePad { get; }
+
+    public override int[] OutputShape(int[] inputShape)
+    {
+        ExpectImage(inputShape, 0);
+        int oh = WindowMath.OutputSize(inputShape[1], KernelSize, Stride, Padding, CeilMode);
+        int ow = WindowMath.OutputSize(inputShape[2], KernelSize, Stride, Padding, CeilMode);
+        if (oh < 1 || ow < 1)
+        {
+            throw new ShapeException($"{Name}: input {Tensor.Format(inputShape)} is smaller than the {KernelSize}x{KernelSize} pooling window.");
+        }
+        return [inputShape[0], oh, ow];
+    }
+
+    public override Tensor Forward(Tensor input)
+    {
+        int[] o = OutputShape(SampleShape(input));
+        Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
+        Pooling.AverageForward(input.Span, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
+            KernelSize, Stride, Padding, CountIncludePad, o[1], o[2], output.Span);
+        _inputShape = input.Shape;
+        return output;
+    }
+
+    public override Tensor Backward(Tensor dOutput)
+    {
+        int[] shape = _inputShape ?? throw new InvalidOperationException($"{Name}: Backward was called before Forward.");
+        Tensor dInput = Ensure(ref _dInput, shape);
+        Pooling.AverageBackward(dOutput.Span, shape[0] * shape[1], shape[2], shape[3],
+            KernelSize, Stride, Padding, CountIncludePad, dOutput.Shape[2], dOutput.Shape[3], dInput.Span);
+        return dInput;
+    }
+}
+
+/// <summary>Average pooling to a fixed output size with PyTorch's adaptive windows (1x1 is global pooling).</summary>
+public sealed class AdaptiveAvgPool2d(string name, int outputHeight, int outputWidth) : Layer(name)
+{
+    private int[]? _inputShape;
+    private Tensor? _output;
+    private Tensor? _dInput;
+
+    public int OutputHeight { get; } = outputHeight;
+
+    public int OutputWidth { get; } = outputWidth;
+
+    public override string TypeName => OutputHeight == 1 && OutputWidth == 1 ? "GlobalAvgPool2d" : "AdaptiveAvgPool2d";
+
+    public override int[] OutputShape(int[] inputShape)
+    {
+        ExpectImage(inputShape, 0);
+        if (inputShape[1] < 1 || inputShape[2] < 1)
+        {
+            throw new ShapeException($"{Name}: empty input {Tensor.Format(inputShape)}.");
+        }
+        return [inputShape[0], OutputHeight, OutputWidth];
+    }
+
+    public override Tensor Forward(Tensor input)
+    {
+        int[] o = OutputShape(SampleShape(input));
+        Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
+        Pooling.AdaptiveAverageForward(input.Span, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
+            OutputHeight, OutputWidth, output.Span);
+        _inputShape = input.Shape;
+        return output;
+    }
+
+    public override Tensor Backward(Tensor dOutput)
+    {
+        int[] shape = _inputShape ?? throw new InvalidOperationException($"{Name}: Backward was called before Forward.");
+        Tensor dInput = Ensure(ref _dInput, shape);
+        Pooling.AdaptiveAverageBackward(dOutput.Span, shape[0] * shape[1], shape[2], shape[3], OutputHeight, OutputWidth, dInput.Span);
+        return dInput;
+    }
+}
