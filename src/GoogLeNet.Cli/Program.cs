@@ -1,1 +1,7 @@
-System.Console.WriteLine("hi");
+using System.CommandLine;
+using GoogLeNet.Cli;
+
+var root = new RootCommand("GoogLeNet (Inception v1) in C#: build, train, evaluate, import, export and run it without Python.");
+root.Subcommands.Add(SummaryCommand.Create());
+root.Subcommands.Add(CostCommand.Create());
+return root.Parse(args).Invoke();

@@ -1,0 +1,265 @@
+using System.IO.Compression;
+using System.Text;
+using static GoogLeNet.Interop.RestrictedUnpickler;
+
+namespace GoogLeNet.Interop;
+
+/// <summary>
+/// Reads the tensors of a PyTorch <c>.pth</c> file written by <c>torch.save</c> (the zip format of PyTorch 1.6
+/// and later). The pickle inside is interpreted by a restricted unpickler that builds data only and rejects
+/// every global a state_dict does not need, so a <c>.pth</c> can never execute anything.
+/// </summary>
+public static class PyTorchCheckpoint
+{
+    /// <summary>Keys under which training scripts commonly wrap the model's state_dict, in priority order.</summary>
+    private static readonly string[] WrapperKeys = ["state_dict", "model_state_dict", "model"];
+
+    private const long MaxPickleBytes = 256L << 20;
+
+    /// <summary>
+    /// Returns the tensors of a state_dict in file order. The file may hold the state_dict itself or a dict
+    /// wrapping it under "state_dict", "model_state_dict" or "model".
+    /// </summary>
+    public static IReadOnlyList<NamedTensor> Read(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        CheckSignature(path, stream);
+        using ZipArchive zip = Zip(path, () => new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true));
+        return ReadArchive(path, zip);
+    }
+
+    /// <summary>Runs a ZipArchive operation, reporting its corruption errors (of several types) as InvalidDataException naming the file.</summary>
+    private static T Zip<T>(string path, Func<T> operation)
+    {
+        try
+        {
+            return operation();
+        }
+        catch (Exception ex) when (ex is InvalidDataException or IOException or ArgumentException or NotSupportedException or OverflowException)
+        {
+            throw new InvalidDataException($"'{path}' is not a valid torch.save archive: {ex.Message}", ex);
+        }
+    }
+
+    private static void CheckSignature(string path, FileStream stream)
+    {
+        Span<byte> head = stackalloc byte[4];
+        int read = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+        stream.Position = 0;
+        if (read == 4 && head[0] == (byte)'P' && head[1] == (byte)'K' && head[2] == 3 && head[3] == 4)
+        {
+            return;
+        }
+        if (read >= 1 && head[0] == 0x80)
+        {
+            throw new InvalidDataException(
+                $"'{path}': legacy .pth format not supported; re-save with torch.save(..., _use_new_zipfile_serialization=True)");
+        }
+        string found = read == 0 ? "an empty file" : Convert.ToHexString(head[..read]);
+        throw new InvalidDataException($"'{path}': expected a torch.save zip archive starting with 'PK\\x03\\x04', found {found}");
+    }
+
+    private static IReadOnlyList<NamedTensor> ReadArchive(string path, ZipArchive zip)
+    {
+        string prefix = FindArchivePrefix(path, zip);
+        ZipArchiveEntry? byteOrder = Zip(path, () => zip.GetEntry(prefix + "byteorder"));
+        if (byteOrder is not null)
+        {
+            string order = Encoding.ASCII.GetString(ReadEntry(path, byteOrder, 16)).Trim();
+            if (order != "little")
+            {
+                throw new InvalidDataException($"'{path}': expected byteorder 'little', found '{order}'");
+            }
+        }
+
+        ZipArchiveEntry pickleEntry = Zip(path, () => zip.GetEntry(prefix + "data.pkl"))!;
+        object? root = Load(ReadEntry(path, pickleEntry, MaxPickleBytes), $"'{path}' ({pickleEntry.FullName})");
+        PickleDict stateDict = SelectStateDict(path, root);
+
+        var storages = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        var tensors = new List<NamedTensor>(stateDict.Items.Count);
+        foreach (KeyValuePair<object?, object?> item in stateDict.Items)
+        {
+            if (item.Key is not string name)
+            {
+                throw new InvalidDataException($"'{path}': expected string keys in the state_dict, found {DescribeValue(item.Key)}");
+            }
+            if (item.Value is not TensorRef tensor)
+            {
+                throw new InvalidDataException($"'{path}': expected a tensor for state_dict key '{name}', found {DescribeValue(item.Value)}");
+            }
+            if (!storages.TryGetValue(tensor.Storage.Key, out byte[]? bytes))
+            {
+                bytes = ReadStorage(path, zip, prefix, tensor.Storage);
+                storages.Add(tensor.Storage.Key, bytes);
+            }
+            tensors.Add(Materialize(path, name, tensor, bytes));
+        }
+        return tensors;
+    }
+
+    private static string FindArchivePrefix(string path, ZipArchive zip)
+    {
+        string? prefix = null;
+        IReadOnlyCollection<ZipArchiveEntry> entries = Zip(path, () => zip.Entries);
+        foreach (ZipArchiveEntry entry in entries)
+        {
+            int slash = entry.FullName.IndexOf('/');
+            if (slash > 0 && entry.FullName.AsSpan(slash + 1).SequenceEqual("data.pkl"))
+            {
+                if (prefix is not null)
+                {
+                    throw new InvalidDataException($"'{path}': expected one <archive>/data.pkl, found '{prefix}data.pkl' and '{entry.FullName}'");
+                }
+                prefix = entry.FullName[..(slash + 1)];
+            }
+        }
+        if (prefix is null)
+        {
+            bool torchScript = entries.Any(e => e.FullName.EndsWith("/constants.pkl", StringComparison.Ordinal));
+            throw new InvalidDataException(torchScript
+                ? $"'{path}': expected a torch.save archive, found a TorchScript archive (torch.jit.save); save the model's state_dict instead"
+                : $"'{path}': expected a torch.save archive with an <archive>/data.pkl entry, found none");
+        }
+        return prefix;
+    }
+
+    private static PickleDict SelectStateDict(string path, object? root)
+    {
+        if (root is not PickleDict dict)
+        {
+            throw new InvalidDataException($"'{path}': expected a dict (a state_dict or a dict wrapping one), found {DescribeValue(root)}");
+        }
+        foreach (string key in WrapperKeys)
+        {
+            if (dict.TryGet(key, out object? inner) && inner is PickleDict wrapped)
+            {
+                return wrapped;
+            }
+        }
+        return dict;
+    }
+
+    private static byte[] ReadStorage(string path, ZipArchive zip, string prefix, StorageRef storage)
+    {
+        string entryName = prefix + "data/" + storage.Key;
+        ZipArchiveEntry entry = Zip(path, () => zip.GetEntry(entryName))
+            ?? throw new InvalidDataException($"'{path}': expected storage entry '{entryName}', found none");
+        int elementSize = TensorDTypes.SizeOf(storage.DType);
+        if (storage.ElementCount > Array.MaxLength / elementSize)
+        {
+            throw new InvalidDataException(
+                $"'{path}': storage '{storage.Key}' declares {storage.ElementCount} elements, expected at most {Array.MaxLength / elementSize}");
+        }
+        long expectedBytes = storage.ElementCount * elementSize;
+        if (entry.Length != expectedBytes)
+        {
+            throw new InvalidDataException(
+                $"'{path}': storage '{storage.Key}' declares {storage.ElementCount} {storage.DType} elements ({expectedBytes} bytes), but entry '{entryName}' holds {entry.Length} bytes");
+        }
+        return ReadEntry(path, entry, expectedBytes);
+    }
+
+    /// <summary>Reads a whole entry after checking its declared size against <paramref name="maxBytes"/> and the compressed size.</summary>
+    private static byte[] ReadEntry(string path, ZipArchiveEntry entry, long maxBytes)
+    {
+        // Deflate cannot expand more than about 1032:1, so a larger declared size is a lie that must not drive an allocation.
+        const long MaxDeflateRatio = 1032;
+        if (entry.Length > maxBytes || entry.Length > Array.MaxLength
+            || entry.Length > entry.CompressedLength * MaxDeflateRatio + 64)
+        {
+            throw new InvalidDataException(
+                $"'{path}': entry '{entry.FullName}' declares {entry.Length} bytes ({entry.CompressedLength} compressed), expected at most {Math.Min(maxBytes, Array.MaxLength)}");
+        }
+        byte[] bytes = new byte[entry.Length];
+        return Zip(path, () =>
+        {
+            using Stream s = entry.Open();
+            s.ReadExactly(bytes);
+            return bytes;
+        });
+    }
+
+    private static NamedTensor Materialize(string path, string name, TensorRef tensor, byte[] storageBytes)
+    {
+        long storageCount = tensor.Storage.ElementCount;
+        long count = 1;
+        long lastIndex = tensor.Offset;
+        for (int d = 0; d < tensor.Size.Length; d++)
+        {
+            count = tensor.Size[d] == 0 || count <= long.MaxValue / tensor.Size[d] ? count * tensor.Size[d] : long.MaxValue;
+            if (tensor.Size[d] > 0)
+            {
+                long step = (tensor.Size[d] - 1) > 0 && tensor.Stride[d] > long.MaxValue / (tensor.Size[d] - 1)
+                    ? long.MaxValue
+                    : (tensor.Size[d] - 1) * tensor.Stride[d];
+                lastIndex = lastIndex > long.MaxValue - step ? long.MaxValue : lastIndex + step;
+            }
+        }
+        string shape = string.Join(", ", tensor.Size);
+        // A state_dict tensor never holds more elements than its storage; broadcast views would be unbounded.
+        if (count > storageCount)
+        {
+            throw new InvalidDataException(
+                $"'{path}': tensor '{name}' of shape [{shape}] has {count} elements, expected at most its storage's {storageCount}");
+        }
+        if (count > 0 && lastIndex >= storageCount)
+        {
+            throw new InvalidDataException(
+                $"'{path}': tensor '{name}' of shape [{shape}], stride [{string.Join(", ", tensor.Stride)}] at offset {tensor.Offset} reaches element {lastIndex}, past its storage of {storageCount}");
+        }
+
+        float[] values = new float[count];
+        if (count > 0)
+        {
+            if (IsRowMajor(tensor.Size, tensor.Stride))
+            {
+                int elementSize = TensorDTypes.SizeOf(tensor.Storage.DType);
+                ReadOnlySpan<byte> source = storageBytes.AsSpan(checked((int)(tensor.Offset * elementSize)), checked((int)(count * elementSize)));
+                TensorDTypes.Decode(source, tensor.Storage.DType, values);
+            }
+            else
+            {
+                Gather(storageBytes, tensor, values);
+            }
+        }
+        return new NamedTensor(name, tensor.Size, values, tensor.Storage.DType);
+    }
+
+    private static bool IsRowMajor(long[] size, long[] stride)
+    {
+        long expected = 1;
+        for (int d = size.Length - 1; d >= 0; d--)
+        {
+            if (size[d] != 1 && stride[d] != expected)
+            {
+                return false;
+            }
+            expected *= size[d];
+        }
+        return true;
+    }
+
+    /// <summary>Copies a strided view into row-major order, walking the index like an odometer.</summary>
+    private static void Gather(byte[] storage, TensorRef tensor, float[] destination)
+    {
+        int rank = tensor.Size.Length;
+        var index = new long[rank];
+        long source = tensor.Offset;
+        for (int i = 0; i < destination.Length; i++)
+        {
+            destination[i] = TensorDTypes.ReadElement(storage, tensor.Storage.DType, source);
+            for (int d = rank - 1; d >= 0; d--)
+            {
+                if (++index[d] < tensor.Size[d])
+                {
+                    source += tensor.Stride[d];
+                    break;
+                }
+                source -= (tensor.Size[d] - 1) * tensor.Stride[d];
+                index[d] = 0;
+            }
+        }
+    }
+}

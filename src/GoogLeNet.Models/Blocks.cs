@@ -1,0 +1,224 @@
+using GoogLeNet.Engine;
+using GoogLeNet.Engine.Kernels;
+using GoogLeNet.Engine.Layers;
+
+namespace GoogLeNet.Models;
+
+/// <summary>
+/// Convolution then ReLU; torchvision puts BatchNorm (eps 1e-3) between them and drops the bias.
+/// Children are named conv and bn so paths read <c>conv1.conv.weight</c>, <c>conv1.bn.running_var</c>.
+/// </summary>
+public sealed class ConvBlock : Layer
+{
+    private readonly Sequential _body;
+
+    public ConvBlock(string name, int inChannels, int outChannels, int kernelSize, int stride, int padding, bool batchNorm)
+        : base(name)
+    {
+        Conv = new Conv2d("conv", inChannels, outChannels, kernelSize, stride, padding, bias: !batchNorm);
+        Norm = batchNorm ? new BatchNorm2d("bn", outChannels, epsilon: 1e-3f) : null;
+        _body = Norm is null
+            ? new Sequential(name, Conv, new ReLU("relu"))
+            : new Sequential(name, Conv, Norm, new ReLU("relu"));
+    }
+
+    public Conv2d Conv { get; }
+
+    public BatchNorm2d? Norm { get; }
+
+    public override string TypeName => Norm is null ? "Conv2d+ReLU" : "Conv2d+BN+ReLU";
+
+    public override IEnumerable<Layer> Children => _body.Children;
+
+    public override int[] OutputShape(int[] inputShape) => _body.OutputShape(inputShape);
+
+    public override long Macs(int[] inputShape) => _body.Macs(inputShape);
+
+    public override Tensor Forward(Tensor input) => _body.Forward(input);
+
+    public override Tensor? Backward(Tensor dOutput) => _body.Backward(dOutput);
+}
+
+/// <summary>
+/// The Inception module: four parallel branches (1x1; 1x1 then 3x3; 1x1 then "5x5"; 3x3 max-pool
+/// then 1x1) concatenated along channels. torchvision's "5x5" branch is a 3x3 convolution, a known
+/// deviation kept so its weights load.
+/// </summary>
+public sealed class Inception : Layer
+{
+    private readonly Layer[] _branches;
+    private readonly int[] _branchChannels;
+    private Tensor? _output;
+    private Tensor? _dInput;
+    private readonly Tensor?[] _dBranch = new Tensor?[4];
+
+    public Inception(InceptionSpec spec, int kernel5x5, bool batchNorm, bool ceilPool)
+        : base(spec.Name)
+    {
+        Spec = spec;
+        Kernel5x5 = kernel5x5;
+        ConvBlock Block(string name, int inC, int outC, int k) => new(name, inC, outC, k, 1, k / 2, batchNorm);
+        _branches =
+        [
+            Block("branch1", spec.InChannels, spec.Ch1x1, 1),
+            new Sequential("branch2", Block("0", spec.InChannels, spec.Ch3x3Reduce, 1), Block("1", spec.Ch3x3Reduce, spec.Ch3x3, 3)),
+            new Sequential("branch3", Block("0", spec.InChannels, spec.Ch5x5Reduce, 1), Block("1", spec.Ch5x5Reduce, spec.Ch5x5, kernel5x5)),
+            new Sequential("branch4", new MaxPool2d("0", 3, 1, 1, ceilPool), Block("1", spec.InChannels, spec.PoolProj, 1)),
+        ];
+        _branchChannels = [spec.Ch1x1, spec.Ch3x3, spec.Ch5x5, spec.PoolProj];
+    }
+
+    public InceptionSpec Spec { get; }
+
+    public int Kernel5x5 { get; }
+
+    public override IEnumerable<Layer> Children => _branches;
+
+    public override int[] OutputShape(int[] inputShape)
+    {
+        int channels = 0;
+        int[] first = [];
+        foreach (Layer branch in _branches)
+        {
+            int[] o = branch.OutputShape(inputShape);
+            if (first.Length == 0)
+            {
+                first = o;
+            }
+            channels += o[0];
+        }
+        return [channels, first[1], first[2]];
+    }
+
+    public override long Macs(int[] inputShape) => _branches.Sum(b => b.Macs(inputShape));
+
+    public override Tensor Forward(Tensor input)
+    {
+        int[] o = OutputShape(input.Shape[1..]);
+        int batch = input.Shape[0];
+        Tensor output = Ensure(ref _output, [batch, .. o]);
+        int offset = 0;
+        for (int b = 0; b < _branches.Length; b++)
+        {
+            Tensor y = _branches[b].Forward(input);
+            Elementwise.CopyChannels(y.Span, batch, _branchChannels[b], o[1] * o[2], o[0], offset, output.Span);
+            offset += _branchChannels[b];
+        }
+        return output;
+    }
+
+    /// <summary>The input feeds four branches, so its gradient is the sum of theirs.</summary>
+    public override Tensor Backward(Tensor dOutput)
+    {
+        int batch = dOutput.Shape[0];
+        int pixels = dOutput.Shape[2] * dOutput.Shape[3];
+        int offset = 0;
+        Tensor? dInput = null;
+        for (int b = 0; b < _branches.Length; b++)
+        {
+            Tensor dBranch = Ensure(ref _dBranch[b], [batch, _branchChannels[b], dOutput.Shape[2], dOutput.Shape[3]]);
+            Elementwise.SliceChannels(dOutput.Span, batch, _branchChannels[b], pixels, dOutput.Shape[1], offset, dBranch.Span);
+            offset += _branchChannels[b];
+            Tensor dx = _branches[b].Backward(dBranch)!;
+            if (dInput is null)
+            {
+                dInput = Ensure(ref _dInput, dx.Shape);
+                dx.Span.CopyTo(dInput.Span);
+            }
+            else
+            {
+                System.Numerics.Tensors.TensorPrimitives.Add(dInput.Span, dx.Span, dInput.Span);
+            }
+        }
+        return dInput!;
+    }
+}
+
+/// <summary>
+/// An auxiliary classifier on an intermediate Inception output: pool to 4x4, 1x1 conv to 128,
+/// FC 1024, ReLU, dropout 0.7, FC. torchvision pools adaptively; Caffe uses a 5x5/3 average pool.
+/// </summary>
+public sealed class InceptionAux : Layer
+{
+    private readonly Sequential _body;
+
+    public InceptionAux(string name, int inChannels, int classes, bool torchvisionStyle, int inputSize, float dropout, ulong seed)
+        : base(name)
+    {
+        Layer pool = torchvisionStyle
+            ? new AdaptiveAvgPool2d("pool", 4, 4)
+            : new AvgPool2d("pool", 5, 3, ceilMode: true);
+        int pooled = torchvisionStyle ? 4 : WindowMath.OutputSize(inputSize, 5, 3, 0, true);
+        if (pooled < 1)
+        {
+            throw new ShapeException($"{name}: its 5x5 average pool needs a feature map of at least 5x5, got {inputSize}x{inputSize}.");
+        }
+        _body = new Sequential(name,
+            pool,
+            new ConvBlock("conv", inChannels, 128, 1, 1, 0, batchNorm: torchvisionStyle),
+            new Flatten("flatten"),
+            new Linear("fc1", 128 * pooled * pooled, 1024),
+            new ReLU("relu"),
+            new Dropout("dropout", dropout, seed),
+            new Linear("fc2", 1024, classes));
+    }
+
+    public override IEnumerable<Layer> Children => _body.Children;
+
+    public override int[] OutputShape(int[] inputShape) => _body.OutputShape(inputShape);
+
+    public override long Macs(int[] inputShape) => _body.Macs(inputShape);
+
+    public override Tensor Forward(Tensor input) => _body.Forward(input);
+
+    public override Tensor Backward(Tensor dOutput) => _body.Backward(dOutput)!;
+}
+
+/// <summary>torchvision's transform_input: re-normalises ImageNet-normalised input to the (x-0.5)/0.5 its weights saw.</summary>
+public sealed class TransformInput(string name) : Layer(name)
+{
+    private static readonly double[] s_mean = [0.485, 0.456, 0.406];
+    private static readonly double[] s_std = [0.229, 0.224, 0.225];
+    private Tensor? _output;
+    private Tensor? _dInput;
+
+    public override int[] OutputShape(int[] inputShape)
+    {
+        ExpectImage(inputShape, 3);
+        return inputShape;
+    }
+
+    public override Tensor Forward(Tensor input)
+    {
+        OutputShape(input.Shape[1..]);
+        Tensor output = Ensure(ref _output, input.Shape);
+        int pixels = input.Shape[2] * input.Shape[3];
+        for (int n = 0; n < input.Shape[0]; n++)
+        {
+            for (int c = 0; c < 3; c++)
+            {
+                int o = (n * 3 + c) * pixels;
+                float scale = (float)(s_std[c] / 0.5);
+                float shift = (float)((s_mean[c] - 0.5) / 0.5);
+                System.Numerics.Tensors.TensorPrimitives.Multiply(input.Span.Slice(o, pixels), scale, output.Span.Slice(o, pixels));
+                System.Numerics.Tensors.TensorPrimitives.Add(output.Span.Slice(o, pixels), shift, output.Span.Slice(o, pixels));
+            }
+        }
+        return output;
+    }
+
+    public override Tensor Backward(Tensor dOutput)
+    {
+        Tensor dInput = Ensure(ref _dInput, dOutput.Shape);
+        int pixels = dOutput.Shape[2] * dOutput.Shape[3];
+        for (int n = 0; n < dOutput.Shape[0]; n++)
+        {
+            for (int c = 0; c < 3; c++)
+            {
+                int o = (n * 3 + c) * pixels;
+                System.Numerics.Tensors.TensorPrimitives.Multiply(dOutput.Span.Slice(o, pixels), (float)(s_std[c] / 0.5), dInput.Span.Slice(o, pixels));
+            }
+        }
+        return dInput;
+    }
+}
