@@ -46,7 +46,7 @@ public static class ImageDecoder
     public static bool IsPng(ReadOnlySpan<byte> data) =>
         data.Length >= 8 && data[..8].SequenceEqual((ReadOnlySpan<byte>)[0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]);
 
-    internal static void CheckDimensions(int width, int height, string name)
+    internal static void CheckDimensions(long width, long height, string name)
     {
         if (width <= 0 || height <= 0 || width > MaxDimension || height > MaxDimension)
         {
@@ -151,14 +151,9 @@ internal static unsafe partial class LibPng
 
             try
             {
-                if (image.Width > ImageDecoder.MaxDimension || image.Height > ImageDecoder.MaxDimension)
-                {
-                    ImageDecoder.CheckDimensions(int.MaxValue, int.MaxValue, name);
-                }
-
+                ImageDecoder.CheckDimensions(image.Width, image.Height, name);
                 int width = (int)image.Width;
                 int height = (int)image.Height;
-                ImageDecoder.CheckDimensions(width, height, name);
                 image.Format = FormatRgb;
                 byte[] rgb = new byte[(long)width * height * 3];
                 fixed (byte* destination = rgb)
