@@ -14,7 +14,10 @@ public static class PyTorchCheckpoint
     /// <summary>Keys under which training scripts commonly wrap the model's state_dict, in priority order.</summary>
     private static readonly string[] WrapperKeys = ["state_dict", "model_state_dict", "model"];
 
-    private const long MaxPickleBytes = 256L << 20;
+    // A state_dict pickle takes about 100 bytes per tensor; 64 MB is far beyond any model's and bounds the work.
+    private const long MaxElementsPerStorageElement = 4;
+
+    private const long MaxPickleBytes = 64L << 20;
 
     /// <summary>
     /// Returns the tensors of a state_dict in file order. The file may hold the state_dict itself or a dict
@@ -79,6 +82,8 @@ public static class PyTorchCheckpoint
 
         var storages = new Dictionary<string, byte[]>(StringComparer.Ordinal);
         var tensors = new List<NamedTensor>(stateDict.Items.Count);
+        long storageElements = 0;
+        long tensorElements = 0;
         foreach (KeyValuePair<object?, object?> item in stateDict.Items)
         {
             if (item.Key is not string name)
@@ -93,8 +98,18 @@ public static class PyTorchCheckpoint
             {
                 bytes = ReadStorage(path, zip, prefix, tensor.Storage);
                 storages.Add(tensor.Storage.Key, bytes);
+                storageElements += tensor.Storage.ElementCount;
             }
-            tensors.Add(Materialize(path, name, tensor, bytes));
+            NamedTensor read = Materialize(path, name, tensor, bytes);
+            tensorElements += read.Values.Length;
+            // Tied weights share a storage, so tensors may hold more elements than the storages do, but not many
+            // times more: that only happens when one storage is viewed over and over to exhaust memory.
+            if (tensorElements > MaxElementsPerStorageElement * storageElements + (1 << 20))
+            {
+                throw new InvalidDataException(
+                    $"'{path}': tensors up to '{name}' hold {tensorElements} elements, expected at most {MaxElementsPerStorageElement} times their storages' {storageElements}");
+            }
+            tensors.Add(read);
         }
         return tensors;
     }

@@ -76,6 +76,9 @@ internal sealed class RestrictedUnpickler
     private const int MaxGlobalLineBytes = 256;
     private const int MaxDimensions = 64;
 
+    // A state_dict pickle keeps a handful of values on the stack; this bounds what a hostile one can pile up.
+    private const int MaxStackDepth = 1 << 20;
+
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     private readonly byte[] _data;
@@ -188,6 +191,10 @@ internal sealed class RestrictedUnpickler
 
     private object Resolve(string module, string name)
     {
+        if (!IsDottedIdentifier(module) || !IsDottedIdentifier(name))
+        {
+            throw Fail($"expected a module and a name made of letters, digits, '_' and '.', found {Describe(module)} and {Describe(name)}");
+        }
         var global = new Global(module, name);
         if (global == OrderedDict || global == RebuildTensorV2 || global == RebuildParameter)
         {
@@ -200,6 +207,9 @@ internal sealed class RestrictedUnpickler
         throw Fail($"global '{global}' is not allowed; a state_dict may only name collections.OrderedDict, "
             + "torch._utils._rebuild_tensor_v2, torch._utils._rebuild_parameter and torch.*Storage types");
     }
+
+    private static bool IsDottedIdentifier(string s) =>
+        s.Length > 0 && s.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '.');
 
     private StorageRef PersistentLoad(object? pid)
     {
@@ -338,7 +348,14 @@ internal sealed class RestrictedUnpickler
     private object? MemoGet(long index) =>
         _memo.TryGetValue(index, out object? value) ? value : throw Fail($"expected memo entry {index} to exist, found none");
 
-    private void Push(object? value) => _stack.Add(value);
+    private void Push(object? value)
+    {
+        if (_stack.Count >= MaxStackDepth)
+        {
+            throw Fail($"expected a stack of at most {MaxStackDepth} values, found more");
+        }
+        _stack.Add(value);
+    }
 
     private object? Peek()
     {
@@ -435,7 +452,7 @@ internal sealed class RestrictedUnpickler
         {
             throw Fail($"expected a newline-terminated name of at most {MaxGlobalLineBytes} bytes after GLOBAL");
         }
-        string line = Encoding.ASCII.GetString(_data, _position, end - _position);
+        string line = Encoding.Latin1.GetString(_data, _position, end - _position);
         _position = end + 1;
         return line;
     }
@@ -443,7 +460,7 @@ internal sealed class RestrictedUnpickler
     private static string Describe(object? value) => value switch
     {
         null => "None",
-        string s => $"'{(s.Length > 64 ? s[..64] + "..." : s)}'",
+        string s => $"'{Escape(s)}'",
         long l => l.ToString(System.Globalization.CultureInfo.InvariantCulture),
         Global g => $"global '{g}'",
         object?[] t => $"a tuple of {t.Length}",
@@ -459,6 +476,17 @@ internal sealed class RestrictedUnpickler
             var n => n,
         },
     };
+
+    /// <summary>Shows at most 64 characters, non-printable ones as \uXXXX, so corrupt names cannot garble a message.</summary>
+    private static string Escape(string s)
+    {
+        var text = new StringBuilder();
+        foreach (char c in s.Length > 64 ? s[..64] : s)
+        {
+            text.Append(c is >= ' ' and <= '~' ? c.ToString() : $"\\u{(int)c:X4}");
+        }
+        return s.Length > 64 ? text.Append("...").ToString() : text.ToString();
+    }
 
     internal static string DescribeValue(object? value) => Describe(value);
 

@@ -214,6 +214,10 @@ public static class SafeTensors
                 {
                     throw Invalid(path, $"expected unique names in the header, found '{property.Name}' twice");
                 }
+                if (property.Name == MetadataKey && property.Value.ValueKind == JsonValueKind.Null)
+                {
+                    continue;
+                }
                 if (property.Name == MetadataKey)
                 {
                     ParseMetadata(path, property.Value, metadata);
