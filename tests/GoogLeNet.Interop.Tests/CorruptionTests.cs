@@ -21,6 +21,21 @@ public sealed class CorruptionTests
     }
 
     [Fact]
+    public void SafeTensorsHeadersWithAlteredNumbersReadOrFailCleanly()
+    {
+        byte[] original = File.ReadAllBytes(Fixtures.PathOf("reference.safetensors"));
+        var failures = new List<string>();
+        using var folder = new TempFolder();
+        for (int seed = 0; seed < Seeds; seed++)
+        {
+            string path = folder.File("bad.safetensors");
+            File.WriteAllBytes(path, ReplaceHeaderNumber(original, new Random(seed)));
+            Check(seed, path, p => SafeTensors.Read(p), failures);
+        }
+        Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures));
+    }
+
+    [Fact]
     public void CorruptPthFilesReadOrFailCleanly()
     {
         byte[] original = File.ReadAllBytes(Fixtures.PathOf("state_dict.pth"));
@@ -73,6 +88,26 @@ public sealed class CorruptionTests
         {
             failures.Add($"seed {seed}: {ex.InnerException}");
         }
+    }
+
+    /// <summary>
+    /// Rewrites one number of the JSON header (a shape dimension or a data offset) and fixes the length prefix,
+    /// so the file gets past the framing checks to the layout and overflow checks.
+    /// </summary>
+    private static byte[] ReplaceHeaderNumber(byte[] original, Random random)
+    {
+        int headerLength = (int)BinaryPrimitives.ReadUInt64LittleEndian(original);
+        string header = System.Text.Encoding.UTF8.GetString(original, 8, headerLength);
+        System.Text.RegularExpressions.MatchCollection numbers = System.Text.RegularExpressions.Regex.Matches(header, "[0-9]+");
+        System.Text.RegularExpressions.Match target = numbers[random.Next(numbers.Count)];
+        string[] replacements = ["18446744073709551615", "9223372036854775807", "4294967296", "2147483648", "0", "-1", "1e3", "1.5",
+            random.NextInt64().ToString(System.Globalization.CultureInfo.InvariantCulture),
+            random.Next(0, 1000).ToString(System.Globalization.CultureInfo.InvariantCulture)];
+        string altered = header[..target.Index] + replacements[random.Next(replacements.Length)] + header[(target.Index + target.Length)..];
+        byte[] json = System.Text.Encoding.UTF8.GetBytes(altered);
+        byte[] prefix = new byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)json.Length);
+        return [.. prefix, .. json, .. original[(8 + headerLength)..]];
     }
 
     /// <summary>One of: truncation, 1-4 flipped bytes, a huge or random 4/8-byte field, a deleted or duplicated span.</summary>

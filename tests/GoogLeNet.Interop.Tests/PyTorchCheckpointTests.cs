@@ -103,6 +103,8 @@ public sealed class PyTorchCheckpointTests
         { "missing storage", StateDict("FloatStorage", 4, 0, [4], [1]), -1, "storage entry 'archive/data/0'" },
         { "huge storage", StateDict("FloatStorage", int.MaxValue, 0, [4], [1]), 16, "expected at most" },
         { "unknown storage", StateDict("QInt8Storage", 4, 0, [4], [1]), 4, "not allowed" },
+        { "garbled global", new PickleWriter().Proto().Global("os\u0001", "system").Op((byte)'.').ToArray(), 0, "found 'os\\u0001' and 'system'" },
+        { "stack bomb", [0x80, 2, .. Enumerable.Repeat((byte)'N', (1 << 20) + 1)], 0, "at most 1048576 values" },
         { "size/stride rank", StateDict("FloatStorage", 4, 0, [2, 2], [1]), 16, "as many strides" },
     };
 
@@ -113,6 +115,19 @@ public sealed class PyTorchCheckpointTests
         var storages = storageBytes >= 0 ? new Dictionary<string, byte[]> { ["0"] = new byte[storageBytes] } : null;
         InvalidDataException ex = ReadBytesExpectingError(Fixtures.MakePth(pickle, storages));
         Assert.True(ex.Message.Contains(expected, StringComparison.Ordinal), $"{name}: expected '{expected}' in: {ex.Message}");
+    }
+
+    [Fact]
+    public void RejectsStateDictsThatViewOneStorageOverAndOver()
+    {
+        var pickle = new PickleWriter().Proto().Op((byte)'}').Str("w0").Tensor("0", "FloatStorage", 1024, 0, [1024], [1])
+            .Op((byte)'q').Raw(1).Op((byte)'s');
+        for (int i = 1; i < 2000; i++)
+        {
+            pickle.Str("w" + i).Op((byte)'h').Raw(1).Op((byte)'s');
+        }
+        byte[] pth = Fixtures.MakePth(pickle.Op((byte)'.').ToArray(), new Dictionary<string, byte[]> { ["0"] = new byte[4096] });
+        Assert.Contains("expected at most 4 times their storages' 1024", ReadBytesExpectingError(pth).Message);
     }
 
     [Theory]

@@ -165,6 +165,16 @@ public sealed class SafeTensorsTests
         Assert.Empty(file.Metadata);
     }
 
+    [Fact]
+    public void AcceptsNullMetadataAsTheReferenceReaderDoes()
+    {
+        using var folder = new TempFolder();
+        string path = folder.File("null.safetensors");
+        byte[] json = "{\"__metadata__\":null}   "u8.ToArray();
+        File.WriteAllBytes(path, [.. LengthPrefix((ulong)json.Length), .. json]);
+        Assert.Empty(SafeTensors.Read(path).Metadata);
+    }
+
     private static byte[] LengthPrefix(ulong length)
     {
         byte[] bytes = new byte[8];
