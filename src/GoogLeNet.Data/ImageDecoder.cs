@@ -121,7 +121,9 @@ internal static unsafe partial class LibPng
 {
     private const string Library = "libpng16.so.16";
     private const uint ImageVersion = 1; // PNG_IMAGE_VERSION
-    private const uint FormatRgb = 2;    // PNG_FORMAT_RGB = PNG_FORMAT_FLAG_COLOR
+    private const uint FormatFlagAlpha = 1; // PNG_FORMAT_FLAG_ALPHA
+    private const uint FormatRgb = 2;       // PNG_FORMAT_RGB = PNG_FORMAT_FLAG_COLOR
+    private const uint FormatRgba = 3;      // PNG_FORMAT_RGBA; 8-bit output is not premultiplied
 
     // png.h's png_image, field for field; the library writes width, height, format and message into it.
     [StructLayout(LayoutKind.Sequential)]
@@ -154,16 +156,21 @@ internal static unsafe partial class LibPng
                 ImageDecoder.CheckDimensions(image.Width, image.Height, name);
                 int width = (int)image.Width;
                 int height = (int)image.Height;
-                image.Format = FormatRgb;
-                byte[] rgb = new byte[(long)width * height * 3];
-                fixed (byte* destination = rgb)
+                // With alpha, 8-bit RGBA is read and the alpha dropped, as PIL's convert("RGB") does;
+                // asking libpng for RGB would composite onto the buffer's contents instead.
+                bool alpha = (image.Format & FormatFlagAlpha) != 0;
+                int channels = alpha ? 4 : 3;
+                image.Format = alpha ? FormatRgba : FormatRgb;
+                byte[] pixels = new byte[(long)width * height * channels];
+                fixed (byte* destination = pixels)
                 {
-                    if (png_image_finish_read(&image, null, destination, width * 3, null) == 0)
+                    if (png_image_finish_read(&image, null, destination, width * channels, null) == 0)
                     {
                         throw Error(&image, name);
                     }
                 }
 
+                byte[] rgb = alpha ? DropAlpha(pixels, width * height) : pixels;
                 return new DecodedImage(width, height, rgb);
             }
             finally
@@ -171,6 +178,19 @@ internal static unsafe partial class LibPng
                 png_image_free(&image);
             }
         }
+    }
+
+    private static byte[] DropAlpha(byte[] rgba, int pixelCount)
+    {
+        byte[] rgb = new byte[pixelCount * 3];
+        for (int p = 0; p < pixelCount; p++)
+        {
+            rgb[3 * p] = rgba[4 * p];
+            rgb[3 * p + 1] = rgba[4 * p + 1];
+            rgb[3 * p + 2] = rgba[4 * p + 2];
+        }
+
+        return rgb;
     }
 
     private static InvalidDataException Error(PngImage* image, string name)

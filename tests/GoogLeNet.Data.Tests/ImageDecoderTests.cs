@@ -6,7 +6,7 @@ public sealed class ImageDecoderTests
     // IDCT's rounding: SIMD and C paths, or another libjpeg build, may move a sample by a step or two.
     private const int JpegTolerance = 2;
 
-    public static TheoryData<string> Pngs => new() { "rgb.png", "gray.png", "palette.png" };
+    public static TheoryData<string> Pngs => new() { "rgb.png", "gray.png", "palette.png", "rgba.png", "palette_transparent.png" };
 
     public static TheoryData<string> Jpegs => new() { "photo.jpg", "photo_progressive.jpg", "gray.jpg" };
 

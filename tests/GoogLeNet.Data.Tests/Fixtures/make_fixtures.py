@@ -56,7 +56,14 @@ def codecs():
     rgb.save(os.path.join(HERE, "rgb.png"))
     rgb.convert("L").save(os.path.join(HERE, "gray.png"))
     rgb.quantize(colors=16).save(os.path.join(HERE, "palette.png"))
-    for name in ["photo.jpg", "photo_progressive.jpg", "gray.jpg", "rgb.png", "gray.png", "palette.png"]:
+    rgba = rgb.copy()
+    rgba.putalpha(Image.fromarray(photo(37, 23)[:, :, 1], "L"))
+    rgba.save(os.path.join(HERE, "rgba.png"))
+    palette = rgb.quantize(colors=16)
+    palette.info["transparency"] = 3
+    palette.save(os.path.join(HERE, "palette_transparent.png"), transparency=3)
+    for name in ["photo.jpg", "photo_progressive.jpg", "gray.jpg", "rgb.png", "gray.png", "palette.png",
+                 "rgba.png", "palette_transparent.png"]:
         decoded = Image.open(os.path.join(HERE, name)).convert("RGB")
         with open(os.path.join(HERE, name + ".rgb"), "wb") as f:
             f.write(np.asarray(decoded).tobytes())
