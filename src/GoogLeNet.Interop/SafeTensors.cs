@@ -149,6 +149,18 @@ public static class SafeTensors
             long offset = 0;
             foreach (NamedTensor tensor in tensors)
             {
+                ArgumentNullException.ThrowIfNull(tensor, nameof(tensors));
+                // Shape is a mutable array, so check it still describes the values before it goes in a header.
+                long count = 1;
+                foreach (long d in tensor.Shape)
+                {
+                    count = d < 0 ? -1 : checked(count * d);
+                }
+                if (count != tensor.Values.Length)
+                {
+                    throw new ArgumentException(
+                        $"tensor '{tensor.Name}': shape [{string.Join(", ", tensor.Shape)}] does not hold its {tensor.Values.Length} values", nameof(tensors));
+                }
                 if (tensor.Name == MetadataKey || !names.Add(tensor.Name))
                 {
                     throw new ArgumentException($"tensor name '{tensor.Name}' is reserved or used twice", nameof(tensors));

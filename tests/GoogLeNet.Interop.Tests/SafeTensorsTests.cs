@@ -86,13 +86,16 @@ public sealed class SafeTensorsTests
     }
 
     [Fact]
-    public void WriteRejectsDuplicateAndReservedNames()
+    public void WriteRejectsDuplicateOrReservedNamesAndStaleShapes()
     {
         using var folder = new TempFolder();
         Assert.Throws<ArgumentException>(() => SafeTensors.Write(folder.File("x"),
             [new NamedTensor("a", [1], [1f]), new NamedTensor("a", [1], [2f])], null));
         Assert.Throws<ArgumentException>(() => SafeTensors.Write(folder.File("x"),
             [new NamedTensor("__metadata__", [1], [1f])], null));
+        var reshaped = new NamedTensor("r", [2], [1f, 2f]);
+        reshaped.Shape[0] = 3;
+        Assert.Throws<ArgumentException>(() => SafeTensors.Write(folder.File("x"), [reshaped], null));
         Assert.Empty(Directory.GetFiles(folder.Path));
     }
 
