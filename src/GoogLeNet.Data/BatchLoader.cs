@@ -65,7 +65,10 @@ public sealed class BatchLoader : IDisposable
     private bool _holding;
     private bool _disposed;
 
-    /// <param name="transform">Applied after bytes are scaled to [0, 1]; null keeps the image as is.</param>
+    /// <param name="transform">
+    /// Applied after bytes are scaled to [0, 1]; null keeps the image as is. It runs on the loader's
+    /// thread with its scratch buffers, so it must not be shared with another loader.
+    /// </param>
     /// <param name="dropLast">Skips the final partial batch, so every batch has <paramref name="batchSize"/> samples.</param>
     public BatchLoader(IImageDataset dataset, IImageTransform? transform, int batchSize, bool shuffle, ulong seed, bool dropLast = false)
     {

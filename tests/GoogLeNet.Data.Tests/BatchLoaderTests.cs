@@ -178,3 +178,64 @@ public sealed class BatchLoaderTests
         public void ReadImage(int index, ImageBuffer<byte> destination) => destination.Reshape(1, 4 + index, 4);
     }
 }
+
+public sealed class PipelineTests
+{
+    [Fact]
+    public void ImageFolderThroughTheEvalPipeline()
+    {
+        using var dir = new TempDirectory();
+        foreach ((string cls, string fixture) in new[] { ("a", "photo.jpg"), ("a", "rgba.png"), ("b", "gray.png") })
+        {
+            Directory.CreateDirectory(Path.Combine(dir.Path, cls));
+            File.Copy(Fixtures.Path(fixture), Path.Combine(dir.Path, cls, fixture));
+        }
+
+        var set = new ImageFolderDataset(dir.Path);
+        var eval = new Compose(new Resize(20), new CenterCrop(16), Normalize.ImageNet());
+        using var loader = new BatchLoader(set, eval, 2, shuffle: false, seed: 0);
+        loader.StartEpoch(0);
+
+        Batch first = loader.Next()!;
+        Assert.Equal((2, 3, 16, 16), (first.Count, first.Channels, first.Height, first.Width));
+        Assert.Equal([0, 0], first.Labels[..2]);
+        float[] expected = Direct(set, eval, 1);
+        Assert.Equal(expected, first.Images.AsSpan(3 * 16 * 16, 3 * 16 * 16).ToArray());
+        Batch last = loader.Next()!;
+        Assert.Equal(1, last.Count);
+        Assert.Equal(1, last.Labels[0]);
+        Assert.Null(loader.Next());
+    }
+
+    [Fact]
+    public void FashionMnistAt96ForTheD2lRecipeWhenInstalled()
+    {
+        if (!File.Exists(Path.Combine(FashionMnist.DefaultDirectory, "t10k-labels-idx1-ubyte.gz")))
+        {
+            return;
+        }
+
+        ImageDataset test = FashionMnist.Load(train: false);
+        var resize = new Resize(96);
+        using var loader = new BatchLoader(test, resize, 128, shuffle: false, seed: 0);
+        loader.StartEpoch(0);
+
+        Batch batch = loader.Next()!;
+
+        Assert.Equal((128, 1, 96, 96), (batch.Count, batch.Channels, batch.Height, batch.Width));
+        Assert.Equal(test.Labels[..128].Select(l => (int)l), batch.Labels);
+        Assert.Equal(Direct(test, new Resize(96), 5), batch.Images.AsSpan(5 * 96 * 96, 96 * 96).ToArray());
+        Assert.Equal(79, loader.BatchesPerEpoch);
+    }
+
+    private static float[] Direct(IImageDataset set, IImageTransform transform, int index)
+    {
+        var bytes = new ImageBuffer<byte>();
+        var floats = new ImageBuffer<float>();
+        var output = new ImageBuffer<float>();
+        set.ReadImage(index, bytes);
+        ImageOps.ToFloat(bytes, floats);
+        transform.Apply(floats, output, new DataRandom(0));
+        return output.Span.ToArray();
+    }
+}
