@@ -14,9 +14,9 @@ public static class PyTorchCheckpoint
     /// <summary>Keys under which training scripts commonly wrap the model's state_dict, in priority order.</summary>
     private static readonly string[] WrapperKeys = ["state_dict", "model_state_dict", "model"];
 
-    // A state_dict pickle takes about 100 bytes per tensor; 64 MB is far beyond any model's and bounds the work.
     private const long MaxElementsPerStorageElement = 4;
 
+    // A state_dict pickle takes about 100 bytes per tensor; 64 MB is far beyond any model's and bounds the work.
     private const long MaxPickleBytes = 64L << 20;
 
     /// <summary>
@@ -80,7 +80,7 @@ public static class PyTorchCheckpoint
         object? root = Load(ReadEntry(path, pickleEntry, MaxPickleBytes), $"'{path}' ({pickleEntry.FullName})");
         PickleDict stateDict = SelectStateDict(path, root);
 
-        var storages = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        var storages = new Dictionary<string, (StorageRef Declared, byte[] Bytes)>(StringComparer.Ordinal);
         var tensors = new List<NamedTensor>(stateDict.Items.Count);
         long storageElements = 0;
         long tensorElements = 0;
@@ -94,13 +94,22 @@ public static class PyTorchCheckpoint
             {
                 throw new InvalidDataException($"'{path}': expected a tensor for state_dict key '{name}', found {DescribeValue(item.Value)}");
             }
-            if (!storages.TryGetValue(tensor.Storage.Key, out byte[]? bytes))
+            if (storages.TryGetValue(tensor.Storage.Key, out (StorageRef Declared, byte[] Bytes) storage))
             {
-                bytes = ReadStorage(path, zip, prefix, tensor.Storage);
-                storages.Add(tensor.Storage.Key, bytes);
+                // The bounds checks trust the declared type and size, so every reference must agree with the first.
+                if (storage.Declared != tensor.Storage)
+                {
+                    throw new InvalidDataException(
+                        $"'{path}': tensor '{name}' declares storage '{tensor.Storage.Key}' as {tensor.Storage.ElementCount} {tensor.Storage.DType} elements, but it was declared as {storage.Declared.ElementCount} {storage.Declared.DType} elements before");
+                }
+            }
+            else
+            {
+                storage = (tensor.Storage, ReadStorage(path, zip, prefix, tensor.Storage));
+                storages.Add(tensor.Storage.Key, storage);
                 storageElements += tensor.Storage.ElementCount;
             }
-            NamedTensor read = Materialize(path, name, tensor, bytes);
+            NamedTensor read = Materialize(path, name, tensor, storage.Bytes);
             tensorElements += read.Values.Length;
             // Tied weights share a storage, so tensors may hold more elements than the storages do, but not many
             // times more: that only happens when one storage is viewed over and over to exhaust memory.

@@ -105,6 +105,13 @@ public sealed class PyTorchCheckpointTests
         { "unknown storage", StateDict("QInt8Storage", 4, 0, [4], [1]), 4, "not allowed" },
         { "garbled global", new PickleWriter().Proto().Global("os\u0001", "system").Op((byte)'.').ToArray(), 0, "found 'os\\u0001' and 'system'" },
         { "stack bomb", [0x80, 2, .. Enumerable.Repeat((byte)'N', (1 << 20) + 1)], 0, "at most 1048576 values" },
+        {
+            "storage redeclared",
+            new PickleWriter().Proto().Op((byte)'}').Str("a").Tensor("0", "FloatStorage", 1, 0, [1], [1]).Op((byte)'s')
+                .Str("b").Tensor("0", "FloatStorage", 1000, 0, [1000], [1]).Op((byte)'s').Op((byte)'.').ToArray(),
+            4,
+            "declared as 1 F32 elements before"
+        },
         { "size/stride rank", StateDict("FloatStorage", 4, 0, [2, 2], [1]), 16, "as many strides" },
     };
 
