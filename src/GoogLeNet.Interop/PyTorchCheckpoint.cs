@@ -191,7 +191,7 @@ public static class PyTorchCheckpoint
         // Deflate cannot expand more than about 1032:1, so a larger declared size is a lie that must not drive an allocation.
         const long MaxDeflateRatio = 1032;
         if (entry.Length > maxBytes || entry.Length > Array.MaxLength
-            || entry.Length > entry.CompressedLength * MaxDeflateRatio + 64)
+            || (entry.Length - 64) / MaxDeflateRatio > entry.CompressedLength)
         {
             throw new InvalidDataException(
                 $"'{path}': entry '{entry.FullName}' declares {entry.Length} bytes ({entry.CompressedLength} compressed), expected at most {Math.Min(maxBytes, Array.MaxLength)}");
@@ -248,7 +248,8 @@ public static class PyTorchCheckpoint
                 Gather(storageBytes, tensor, values);
             }
         }
-        return new NamedTensor(name, tensor.Size, values, tensor.Storage.DType);
+        // One memoized tensor may sit under several keys; each NamedTensor gets its own shape array.
+        return new NamedTensor(name, (long[])tensor.Size.Clone(), values, tensor.Storage.DType);
     }
 
     private static bool IsRowMajor(long[] size, long[] stride)
