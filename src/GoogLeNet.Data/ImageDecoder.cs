@@ -117,6 +117,9 @@ internal static unsafe partial class TurboJpeg
     private static partial int tjDestroy(nint handle);
 }
 
+// 8-bit PNGs without colour-space chunks decode exactly as PIL decodes them. For 16-bit files and
+// files with gAMA, cHRM or iCCP, libpng's simplified API converts to 8-bit sRGB, while PIL keeps the
+// raw samples; such images can differ from a PyTorch pipeline.
 internal static unsafe partial class LibPng
 {
     private const string Library = "libpng16.so.16";
