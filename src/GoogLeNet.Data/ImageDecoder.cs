@@ -59,6 +59,7 @@ internal static unsafe partial class TurboJpeg
 {
     private const string Library = "libturbojpeg.so.0";
     private const int PixelFormatRgb = 0; // TJPF_RGB
+    private const int ErrorWarning = 0;   // TJERR_WARNING
 
     public static DecodedImage Decode(ReadOnlySpan<byte> data, string name)
     {
@@ -81,9 +82,8 @@ internal static unsafe partial class TurboJpeg
                 byte[] rgb = new byte[(long)width * height * 3];
                 fixed (byte* destination = rgb)
                 {
-                    // Warnings (a truncated scan, corrupt entropy data) also fail: the decoder would
-                    // otherwise hand back an image padded with grey.
-                    if (tjDecompress2(handle, source, (nuint)data.Length, destination, width, width * 3, height, PixelFormatRgb, 0) != 0)
+                    if (tjDecompress2(handle, source, (nuint)data.Length, destination, width, width * 3, height, PixelFormatRgb, 0) != 0
+                        && !IsTolerableWarning(handle, data))
                     {
                         throw Error(handle, name, "data");
                     }
@@ -97,6 +97,14 @@ internal static unsafe partial class TurboJpeg
             _ = tjDestroy(handle);
         }
     }
+
+    // libjpeg reports some damage only as a warning and pads the image; those are errors here. The
+    // one warning let through is junk between segments of a file that still ends with its EOI
+    // marker (PIL accepts it too, and ImageNet has such files): every pixel was decoded.
+    private static bool IsTolerableWarning(nint handle, ReadOnlySpan<byte> data) =>
+        tjGetErrorCode(handle) == ErrorWarning
+        && data.EndsWith((ReadOnlySpan<byte>)[0xFF, 0xD9])
+        && (Marshal.PtrToStringUTF8(tjGetErrorStr2(handle)) ?? "").Contains("extraneous bytes before marker", StringComparison.Ordinal);
 
     private static InvalidDataException Error(nint handle, string name, string part) =>
         new($"'{name}' is not a valid JPEG ({part}): {Marshal.PtrToStringUTF8(tjGetErrorStr2(handle))}");
@@ -112,6 +120,9 @@ internal static unsafe partial class TurboJpeg
 
     [LibraryImport(Library)]
     private static partial nint tjGetErrorStr2(nint handle);
+
+    [LibraryImport(Library)]
+    private static partial int tjGetErrorCode(nint handle);
 
     [LibraryImport(Library)]
     private static partial int tjDestroy(nint handle);

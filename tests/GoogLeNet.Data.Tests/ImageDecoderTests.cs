@@ -39,6 +39,28 @@ public sealed class ImageDecoderTests
     }
 
     [Fact]
+    public void JpegWithRecoverableWarningDecodesLikePil()
+    {
+        byte[] jpeg = Fixtures.Read("photo.jpg");
+        Assert.Equal([0xFF, 0xD9], jpeg[^2..]);
+        byte[] padded = [.. jpeg[..^2], 0x11, 0x22, 0x33, 0xFF, 0xD9];
+
+        DecodedImage image = ImageDecoder.Decode(padded, "padded.jpg");
+
+        Assert.Equal(ImageDecoder.DecodeFile(Fixtures.Path("photo.jpg")).Rgb, image.Rgb);
+    }
+
+    [Fact]
+    public void JpegCutBeforeItsEndIsAnError()
+    {
+        byte[] jpeg = Fixtures.Read("photo.jpg");
+
+        var e = Assert.Throws<InvalidDataException>(() => ImageDecoder.Decode(jpeg.AsSpan(0, jpeg.Length - 2), "cut.jpg"));
+        Assert.Contains("cut.jpg", e.Message);
+        Assert.Contains("Premature end", e.Message);
+    }
+
+    [Fact]
     public void FormatComesFromMagicBytesNotTheName()
     {
         DecodedImage image = ImageDecoder.Decode(Fixtures.Read("rgb.png"), "mislabelled.jpg");
