@@ -1,0 +1,256 @@
+using GoogLeNet.Engine.Kernels;
+using GoogLeNet.Engine.Kernels.Reference;
+using Xunit;
+
+namespace GoogLeNet.Tests.Kernels;
+
+/// <summary><see cref="Gemm"/> against <see cref="ReferenceGemm"/> over swept shapes, transposes and epilogues.</summary>
+public class GemmTests
+{
+    // The oracle sums in double; Gemm sums in float32 with fused multiply-adds, in k order per
+    // KC slice. Rounding error of a float32 sum of k products grows like sqrt(k) ulps of the
+    // largest product in practice (k ulps at worst), so the bound is scaled by sqrt(k) and by
+    // max|a| max|b| (plus the magnitudes C and the bias bring in); 1e-5 is about 80 float32 ulps.
+    private const double Tolerance = 1e-5;
+
+    // Sizes around the 6-row and 16/64-column tiles, the 8-wide packing transposes and the
+    // 256/384-deep k slices.
+    private static readonly int[] s_tailSizes = [1, 2, 3, 5, 7, 15, 17, 31, 33, 63, 65, 100, 129];
+    private static readonly int[] s_tailDepths = [1, 2, 3, 8, 17, 33, 100, 257, 400];
+
+    public static TheoryData<bool, bool> TransposeCombos => new()
+    {
+        { false, false }, { false, true }, { true, false }, { true, true },
+    };
+
+    [Theory]
+    [MemberData(nameof(TransposeCombos))]
+    public void MatchesReferenceOverTailShapes(bool transA, bool transB)
+    {
+        var random = new Random(transA ? transB ? 4 : 3 : transB ? 2 : 1);
+        int flagCycle = 0;
+        foreach (int m in s_tailSizes)
+        {
+            foreach (int n in s_tailSizes)
+            {
+                foreach (int k in s_tailDepths)
+                {
+                    // Walks every accumulate/bias/relu combination across the sweep.
+                    int flags = flagCycle++ % 8;
+                    CheckAgainstReference(random, transA, transB, m, n, k,
+                        padA: random.Next(3), padB: random.Next(3), padC: random.Next(3),
+                        accumulate: (flags & 1) != 0, bias: (flags & 2) != 0, relu: (flags & 4) != 0);
+                }
+            }
+        }
+    }
+
+    public static TheoryData<bool, bool, bool> EpilogueCombos => new()
+    {
+        { false, false, false }, { false, false, true }, { false, true, false }, { false, true, true },
+        { true, false, false }, { true, false, true }, { true, true, false }, { true, true, true },
+    };
+
+    [Theory]
+    [MemberData(nameof(EpilogueCombos))]
+    public void EpilogueMatchesReference(bool accumulate, bool bias, bool relu)
+    {
+        var random = new Random(11);
+        foreach ((bool transA, bool transB) in new[] { (false, false), (false, true), (true, false), (true, true) })
+        {
+            foreach ((int m, int n, int k) in new[] { (6, 16, 8), (13, 70, 35), (64, 49, 147), (100, 196, 300) })
+            {
+                CheckAgainstReference(random, transA, transB, m, n, k, padA: 3, padB: 5, padC: 7, accumulate, bias, relu);
+            }
+        }
+    }
+
+    public static TheoryData<int> LargeDepths => new() { 256, 384, 385, 768, 1000, 2400, 4097 };
+
+    [Theory]
+    [MemberData(nameof(LargeDepths))]
+    public void LargeKMatchesReference(int k)
+    {
+        var random = new Random(k);
+        foreach ((bool transA, bool transB) in new[] { (false, false), (false, true), (true, false), (true, true) })
+        {
+            CheckAgainstReference(random, transA, transB, 19, 37, k, padA: 1, padB: 2, padC: 3,
+                accumulate: true, bias: true, relu: false);
+        }
+    }
+
+    // GoogLeNet's conv-as-GEMM shapes (m = output channels, n = pixels, k = ci * kh * kw) and their
+    // backward products: dW = dY col^T (transB), dCol = W^T dY (transA).
+    public static TheoryData<int, int, int, bool, bool> NetworkShapes => new()
+    {
+        { 64, 784, 192, false, false },
+        { 208, 196, 864, false, false },
+        { 384, 49, 832, false, false },
+        { 64, 147, 3136, false, true },
+        { 576, 196, 64, true, false },
+        { 10, 1, 1024, false, true },
+        { 1, 10, 1024, false, false },
+    };
+
+    [Theory]
+    [MemberData(nameof(NetworkShapes))]
+    public void NetworkShapesMatchReference(int m, int n, int k, bool transA, bool transB)
+    {
+        var random = new Random(m * 31 + n);
+        CheckAgainstReference(random, transA, transB, m, n, k, padA: 0, padB: 0, padC: 0,
+            accumulate: false, bias: true, relu: true);
+        CheckAgainstReference(random, transA, transB, m, n, k, padA: 4, padB: 4, padC: 4,
+            accumulate: true, bias: false, relu: false);
+    }
+
+    public static TheoryData<int, int, int, bool, bool> ParallelShapes => new()
+    {
+        { 192, 3136, 64, false, false },
+        { 384, 49, 832, false, false },
+        { 100, 1000, 700, true, true },
+        { 33, 4001, 300, false, true },
+        { 1000, 17, 513, true, false },
+    };
+
+    [Theory]
+    [MemberData(nameof(ParallelShapes))]
+    public void ResultsDoNotDependOnThreadCount(int m, int n, int k, bool transA, bool transB)
+    {
+        var random = new Random(5);
+        int lda = transA ? m : k, ldb = transB ? k : n;
+        float[] a = RandomArray(random, (transA ? k : m) * lda);
+        float[] b = RandomArray(random, (transB ? n : k) * ldb);
+        float[] bias = RandomArray(random, m);
+        float[] initial = RandomArray(random, m * n);
+        int saved = Gemm.MaxThreads;
+        try
+        {
+            var results = new List<float[]>();
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                Gemm.MaxThreads = threads;
+                foreach (bool accumulate in new[] { false, true })
+                {
+                    float[] c = (float[])initial.Clone();
+                    Gemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, c, n, accumulate, bias, relu: true);
+                    results.Add(c);
+                }
+            }
+            for (int i = 2; i < results.Count; i++)
+            {
+                Assert.True(results[i].AsSpan().SequenceEqual(results[i % 2]),
+                    $"{m}x{n}x{k}: result with {i / 2 + 1} threads differs from 1 thread (accumulate {i % 2 == 1}).");
+            }
+        }
+        finally
+        {
+            Gemm.MaxThreads = saved;
+        }
+    }
+
+    [Fact]
+    public void ZeroDepthGivesBiasAndRelu()
+    {
+        float[] c = [float.NaN, float.NaN, -1f, 2f];
+        Gemm.Multiply(false, false, 2, 2, 0, [], 1, [], 2, c, 2, accumulate: false, [0.5f, -3f]);
+        Assert.Equal([0.5f, 0.5f, -3f, -3f], c);
+
+        float[] d = [1f, -4f, 3f, 1f];
+        Gemm.Multiply(false, false, 2, 2, 0, [], 1, [], 2, d, 2, accumulate: true, [0.5f, -3f], relu: true);
+        Assert.Equal([1.5f, 0f, 0f, 0f], d);
+    }
+
+    [Fact]
+    public void EmptyOutputLeavesCUntouched()
+    {
+        float[] c = [7f];
+        Gemm.Multiply(false, false, 0, 1, 3, [], 3, [1f, 2f, 3f], 1, c, 1, accumulate: false);
+        Gemm.Multiply(false, false, 1, 0, 3, [1f, 2f, 3f], 3, [], 1, c, 1, accumulate: false);
+        Assert.Equal(7f, c[0]);
+    }
+
+    [Fact]
+    public void RejectsOperandsTooSmallForTheirShape()
+    {
+        float[] a = new float[6], b = new float[6], c = new float[4];
+        Gemm.Multiply(false, false, 2, 2, 3, a, 3, b, 2, c, 2, false);
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(false, false, 2, 2, 3, a.AsSpan(0, 5), 3, b, 2, c, 2, false));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(false, false, 2, 2, 3, a, 2, b, 2, c, 2, false));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(false, false, 2, 2, 3, a, 3, b.AsSpan(0, 5), 2, c, 2, false));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(false, false, 2, 2, 3, a, 3, b, 2, c.AsSpan(0, 3), 2, false));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(true, false, 2, 2, 3, a, 1, b, 2, c, 2, false));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(false, false, 2, 2, 3, a, 3, b, 2, c, 2, false, [1f]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Gemm.MaxThreads = 0);
+    }
+
+    // Runs both implementations on the same random operands (C padded beyond n by padC columns,
+    // NaN-filled when not accumulating, to prove C is not read) and checks every element of the C
+    // buffer: the m x n view against the oracle, the padding unchanged.
+    private static void CheckAgainstReference(Random random, bool transA, bool transB, int m, int n, int k,
+        int padA, int padB, int padC, bool accumulate, bool bias, bool relu)
+    {
+        int lda = (transA ? m : k) + padA;
+        int ldb = (transB ? k : n) + padB;
+        int ldc = n + padC;
+        float[] a = RandomArray(random, (transA ? k : m) * lda);
+        float[] b = RandomArray(random, (transB ? n : k) * ldb);
+        float[] rowBias = bias ? RandomArray(random, m) : [];
+        float[] initial = RandomArray(random, m * ldc);
+        float[] expected = (float[])initial.Clone();
+        ReferenceGemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, expected, ldc, accumulate, rowBias, relu);
+
+        float[] actual = (float[])initial.Clone();
+        if (!accumulate)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                actual.AsSpan(i * ldc, n).Fill(float.NaN);
+            }
+        }
+        Gemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, actual, ldc, accumulate, rowBias, relu);
+
+        double scale = MaxAbs(a) * MaxAbs(b) + (accumulate ? MaxAbs(initial) : 0) + MaxAbs(rowBias);
+        double tolerance = Tolerance * Math.Sqrt(Math.Max(k, 1)) * Math.Max(scale, 1e-30);
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < ldc; j++)
+            {
+                int index = i * ldc + j;
+                if (j >= n)
+                {
+                    Assert.True(actual[index].Equals(initial[index]),
+                        $"{Describe(transA, transB, m, n, k, accumulate, bias, relu)}: padding C[{i}, {j}] changed to {actual[index]}.");
+                    continue;
+                }
+                double error = Math.Abs((double)actual[index] - expected[index]);
+                if (!(error <= tolerance))
+                {
+                    Assert.Fail($"{Describe(transA, transB, m, n, k, accumulate, bias, relu)}: C[{i}, {j}] = {actual[index]}, expected {expected[index]} (error {error:g3} > {tolerance:g3}).");
+                }
+            }
+        }
+    }
+
+    private static string Describe(bool transA, bool transB, int m, int n, int k, bool accumulate, bool bias, bool relu) =>
+        $"m={m} n={n} k={k} transA={transA} transB={transB} accumulate={accumulate} bias={bias} relu={relu}";
+
+    private static float[] RandomArray(Random random, int length)
+    {
+        var values = new float[length];
+        for (int i = 0; i < length; i++)
+        {
+            values[i] = (float)(random.NextDouble() * 2 - 1);
+        }
+        return values;
+    }
+
+    private static double MaxAbs(float[] values)
+    {
+        double max = 0;
+        foreach (float v in values)
+        {
+            max = Math.Max(max, Math.Abs(v));
+        }
+        return max;
+    }
+}
