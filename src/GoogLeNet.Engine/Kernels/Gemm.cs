@@ -10,12 +10,12 @@ namespace GoogLeNet.Engine.Kernels;
 /// all row-major. When <c>accumulate</c> is false, C is never read.
 /// </summary>
 /// <remarks>
-/// BLIS structure: five loops around a micro-kernel whose only loop is over k. B is packed into
-/// KC x NR row panels and A into MR x KC column panels, so the micro-kernel reads both
+/// BLIS structure: five loops around a micro-kernel whose only loop is over k. A is packed into
+/// MR x KC column panels and B into KC x NR row panels, so the micro-kernel reads both
 /// contiguously whatever the transposes and leading dimensions (power-of-two strides would
-/// otherwise alias rows in L1). Threads own disjoint rectangles of C and every element is summed
-/// in the same k order with the same instructions whichever rectangle holds it, so results do not
-/// depend on <see cref="MaxThreads"/>.
+/// otherwise alias rows in L1); an untransposed B is read in place when A has few rows. Threads
+/// own disjoint rectangles of C and every element is summed in the same k order with the same
+/// instructions whichever rectangle holds it, so results do not depend on <see cref="MaxThreads"/>.
 /// </remarks>
 public static unsafe class Gemm
 {
@@ -25,17 +25,22 @@ public static unsafe class Gemm
     // 16) with little padding.
     private const int MR = 6;
     private const int Lanes = 16;
+    // Vector512.IsHardwareAccelerated is false where the runtime judges 512-bit code no faster
+    // (and on CPUs without AVX-512); the AVX2 kernel then runs.
     private static readonly bool s_wide = Vector512.IsHardwareAccelerated;
     private static readonly int s_nr = s_wide ? 64 : 16;
 
-    // Cache blocking. AVX2 (BLIS's Zen choice): the KC x 16 B micro-panel (16 KiB) stays in L1
-    // while the A micro-panels of an MC x KC block (144 KiB, L2) stream past it; the KC x NC block
-    // of B lives in L3. AVX-512: the KC x 64 B micro-panel (96 KiB) lives in L2 beside the A block;
-    // there KC below 256 reloads C too often (measured 10-15% slower).
+    // Cache blocking. AVX2 (BLIS's Zen choice; KC 320 and 384 measured no better): the KC x 16 B
+    // micro-panel (16 KiB) stays in L1 while the A micro-panels of an MC x KC block (144 KiB, L2)
+    // stream past it; the KC x NC block of B lives in L3. AVX-512: the KC x 64 B micro-panel
+    // (96 KiB) lives in L2 beside the A block; a prototype measured KC below 256 10-15% slower.
     private static readonly int s_kc = s_wide ? 384 : 256;
     private static readonly int s_mc = s_wide ? 96 : 144;
     private static readonly int s_nc = s_wide ? 1024 : 4080;
 
+    // Up to this many rows of A, reading an untransposed B in place beats packing it: packing
+    // costs a pass over B per call while each packed panel would be reused only m / 6 times
+    // (measured: 1.2-1.4x faster at m = 64..160, 0.75-0.86x at m >= 192).
     private const int DirectBMaxRows = 160;
 
     // Below this many multiply-adds, waking a worker costs more than it saves.
