@@ -50,7 +50,7 @@ internal static class GoldenFill
         string leaf = path[(path.LastIndexOf('.') + 1)..];
         float[] values = leaf switch
         {
-            "weight" when shape.Length > 1 => Fill(path, count, 2.0 * Math.Sqrt(6.0 / (count / shape[0]))),
+            "weight" when shape.Length > 1 => Fill(path, count, ClassifierScale(path) * 2.0 * Math.Sqrt(6.0 / (count / shape[0]))),
             "weight" => Fill(path, count, 0.4, 1.0),
             "running_var" => Fill(path, count, 0.5, 0.75),
             "num_batches_tracked" => [0f],
@@ -58,6 +58,9 @@ internal static class GoldenFill
         };
         values.CopyTo(parameter.Value.Span);
     }
+
+    private static double ClassifierScale(string path) =>
+        path.EndsWith("fc.weight", StringComparison.Ordinal) || path.EndsWith("fc2.weight", StringComparison.Ordinal) ? 0.02 : 1.0;
 
     public static void FillAll(IEnumerable<(string Path, Parameter Parameter)> parameters)
     {

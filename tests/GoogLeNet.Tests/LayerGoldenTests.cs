@@ -21,7 +21,7 @@ public class LayerGoldenTests
         "avgpool_5_3_ceil", "avgpool_3_2_p1_ceil", "avgpool_3_2_p1_ceil_nopad",
         "adaptive_4x4_from_7x7", "adaptive_4x4_from_3x5", "adaptive_1x1",
         "lrn_5", "lrn_4_strong", "batchnorm_train", "batchnorm_eval", "linear", "relu",
-        "inception_torchvision_train", "inception_paper",
+        "inception_torchvision_train", "inception_paper", "aux_torchvision_train_6x6",
     };
 
     private static Layer Create(string name) => name switch
@@ -46,6 +46,7 @@ public class LayerGoldenTests
         "relu" => new ReLU("relu"),
         "inception_torchvision_train" => new Inception(new InceptionSpec("block", 8, 4, 3, 5, 2, 3, 2), 3, batchNorm: true, ceilPool: true),
         "inception_paper" => new Inception(new InceptionSpec("block", 8, 4, 3, 5, 2, 3, 2), 5, batchNorm: false, ceilPool: true),
+        "aux_torchvision_train_6x6" => new InceptionAux("aux", 8, 10, torchvisionStyle: true, 6, 0f, 1),
         _ => throw new ArgumentException(name),
     };
 
@@ -57,7 +58,7 @@ public class LayerGoldenTests
         Layer layer = Create(name);
         var parameters = layer.NamedParameters().ToList();
         GoldenFill.FillAll(parameters);
-        layer.SetTraining(name.EndsWith("_train", StringComparison.Ordinal));
+        layer.SetTraining(golden.GetProperty("train").GetBoolean());
 
         int[] inputShape = GoldenFill.Ints(golden.GetProperty("input"));
         Tensor input = GoldenFill.Tensor(name + ".input", inputShape, 4.0);

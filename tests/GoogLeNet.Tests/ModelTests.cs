@@ -1,0 +1,192 @@
+using GoogLeNet.Engine;
+using GoogLeNet.Engine.Layers;
+using GoogLeNet.Engine.Optim;
+using GoogLeNet.Models;
+using Xunit;
+
+namespace GoogLeNet.Tests;
+
+public class ModelTests
+{
+    [Theory]
+    [InlineData(Preset.Paper, false, 6_998_552L, 1_582_671_872L)]
+    [InlineData(Preset.Paper, true, 13_378_280L, -1L)]
+    [InlineData(Preset.Torchvision, false, 6_624_904L, 1_498_376_192L)]
+    [InlineData(Preset.Torchvision, true, 13_004_888L, -1L)]
+    [InlineData(Preset.D2l, false, 5_977_530L, 276_066_304L)]
+    public void ParameterAndMacTotalsAreExact(Preset preset, bool aux, long parameters, long macs)
+    {
+        var model = new GoogLeNetModel(GoogLeNetOptions.For(preset) with { AuxLogits = aux });
+        Assert.Equal(parameters, model.Parameters.TrainableCount);
+        Assert.Equal(parameters, model.Summary().Sum(r => r.Parameters));
+        if (macs >= 0)
+        {
+            Assert.Equal(macs, model.Summary().Sum(r => r.Macs));
+        }
+    }
+
+    [Theory]
+    [InlineData(Preset.Paper)]
+    [InlineData(Preset.Torchvision)]
+    [InlineData(Preset.D2l)]
+    public void ParameterNamesFollowTheModulePath(Preset preset)
+    {
+        var model = new GoogLeNetModel(GoogLeNetOptions.For(preset) with { AuxLogits = preset != Preset.D2l });
+        var names = model.Parameters.All.Select(p => p.Path).ToHashSet();
+        Assert.Contains("conv1.conv.weight", names);
+        Assert.Contains("inception3a.branch2.1.conv.weight", names);
+        Assert.Contains("inception5b.branch4.1.conv.weight", names);
+        Assert.Contains("fc.weight", names);
+        Assert.Contains("fc.bias", names);
+        Assert.Equal(preset != Preset.Torchvision, names.Contains("conv1.conv.bias"));
+        Assert.Equal(preset == Preset.Torchvision, names.Contains("conv1.bn.running_var"));
+        Assert.Equal(preset != Preset.D2l, names.Contains("aux1.fc2.bias"));
+        Assert.Equal(preset != Preset.D2l, names.Contains("aux2.conv.conv.weight"));
+        int[] branch3 = model.Parameters["inception3a.branch3.1.conv.weight"].Value.Shape;
+        Assert.Equal(preset == Preset.Torchvision ? 3 : 5, branch3[3]);
+    }
+
+    [Theory]
+    [InlineData(Preset.Torchvision, 224, new[] { 112, 56, 28, 14, 7 })]
+    [InlineData(Preset.Paper, 224, new[] { 112, 56, 28, 14, 7 })]
+    [InlineData(Preset.D2l, 96, new[] { 48, 24, 12, 6, 3 })]
+    public void StageSizes(Preset preset, int size, int[] expected)
+    {
+        var model = new GoogLeNetModel(GoogLeNetOptions.For(preset));
+        int[] input = model.InputShape;
+        string[] stages = ["conv1", "maxpool1", "maxpool2", "maxpool3", "maxpool4"];
+        Assert.Equal(size, input[1]);
+        Assert.Equal(expected, stages.Select(s => model.ShapeAfter(s, input)[1]).ToArray());
+        Assert.Equal([1024, 1, 1], model.ShapeAfter("avgpool", input));
+    }
+
+    [Fact]
+    public void AuxHeadsRunOnlyInTraining()
+    {
+        var model = new GoogLeNetModel(GoogLeNetOptions.For(Preset.Torchvision) with { Classes = 5, AuxLogits = true, InputHeight = 64, InputWidth = 64 });
+        var input = new Tensor(2, 3, 64, 64);
+        GoogLeNetOutput inference = model.Forward(input);
+        Assert.Null(inference.Aux1);
+        Assert.Null(inference.Aux2);
+        model.SetTraining(true);
+        GoogLeNetOutput training = model.Forward(input);
+        Assert.Equal([2, 5], training.Aux1!.Shape);
+        Assert.Equal([2, 5], training.Aux2!.Shape);
+    }
+
+    [Fact]
+    public void InitialisationIsSeededAndDeterministic()
+    {
+        float[] Weights(ulong seed) => new GoogLeNetModel(GoogLeNetOptions.For(Preset.D2l) with { Seed = seed }).Parameters.Values.ToArray();
+        Assert.Equal(Weights(7), Weights(7));
+        Assert.NotEqual(Weights(7), Weights(8));
+    }
+
+    [Theory]
+    [InlineData(Preset.D2l)]
+    [InlineData(Preset.Paper)]
+    [InlineData(Preset.Torchvision)]
+    public void InitialisationFollowsThePreset(Preset preset)
+    {
+        var model = new GoogLeNetModel(GoogLeNetOptions.For(preset) with { AuxLogits = preset != Preset.D2l });
+        ReadOnlySpan<float> w = model.Parameters["inception4a.branch2.1.conv.weight"].Value.Span; // 208 x 96 x 3 x 3
+        double mean = 0, square = 0, max = 0;
+        foreach (float v in w)
+        {
+            mean += v;
+            square += v * v;
+            max = Math.Max(max, Math.Abs(v));
+        }
+        mean /= w.Length;
+        double std = Math.Sqrt(square / w.Length - mean * mean);
+        // Xavier-uniform: bound sqrt(6/(fan_in+fan_out)), std bound/sqrt(3); Caffe xavier: bound sqrt(3/fan_in);
+        // torchvision: normal std 0.01. Sample std over 180k values is within 1% of the true one.
+        double expectedStd = preset switch
+        {
+            Preset.D2l => Math.Sqrt(6.0 / (96 * 9 + 208 * 9)) / Math.Sqrt(3),
+            Preset.Paper => Math.Sqrt(3.0 / (96 * 9)) / Math.Sqrt(3),
+            _ => 0.01,
+        };
+        Assert.InRange(std, expectedStd * 0.99, expectedStd * 1.01);
+        Assert.InRange(Math.Abs(mean), 0, expectedStd * 0.02);
+        if (preset == Preset.Paper)
+        {
+            Assert.All(model.Parameters["conv1.conv.bias"].Value.Span.ToArray(), b => Assert.Equal(0.2f, b));
+            Assert.All(model.Parameters["fc.bias"].Value.Span.ToArray(), b => Assert.Equal(0f, b));
+        }
+        if (preset == Preset.Torchvision)
+        {
+            Assert.All(model.Parameters["conv1.bn.weight"].Value.Span.ToArray(), b => Assert.Equal(1f, b));
+            Assert.All(model.Parameters["conv1.bn.bias"].Value.Span.ToArray(), b => Assert.Equal(0f, b));
+        }
+    }
+
+    [Fact]
+    public void WrongChannelCountIsNamed()
+    {
+        var model = new GoogLeNetModel(GoogLeNetOptions.For(Preset.D2l));
+        var e = Assert.Throws<ShapeException>(() => model.Forward(new Tensor(1, 3, 96, 96)));
+        Assert.Contains("(N, 1, H, W)", e.Message);
+        Assert.Contains("[1, 3, 96, 96]", e.Message);
+    }
+
+    [Theory]
+    [InlineData(Preset.Torchvision, false)]
+    [InlineData(Preset.D2l, false)]
+    [InlineData(Preset.Paper, true)]
+    public void TooSmallInputNamesTheMinimum(Preset preset, bool aux)
+    {
+        var model = new GoogLeNetModel(GoogLeNetOptions.For(preset) with { AuxLogits = aux });
+        int min = model.MinimumInputSize;
+        Assert.InRange(min, 1, 200);
+        var e = Assert.Throws<ShapeException>(() => model.Forward(new Tensor(1, model.InputShape[0], min - 1, min - 1)));
+        Assert.Contains($"at least {min}x{min}", e.Message);
+        var ok = new GoogLeNetModel(GoogLeNetOptions.For(preset) with { AuxLogits = aux, InputHeight = min, InputWidth = min });
+        ok.SetTraining(true);
+        Assert.Equal(10 + (preset == Preset.D2l ? 0 : 990), ok.Forward(new Tensor(2, model.InputShape[0], min, min)).Logits.Shape[1]);
+        Assert.Throws<ShapeException>(() => new GoogLeNetModel(GoogLeNetOptions.For(preset) with { AuxLogits = aux, InputHeight = min - 1 }));
+    }
+
+    [Fact]
+    public void NaNInTheInputIsRejected()
+    {
+        var model = new GoogLeNetModel(GoogLeNetOptions.For(Preset.D2l));
+        var input = new Tensor(1, 1, 96, 96);
+        input.Span[1234] = float.NaN;
+        var e = Assert.Throws<ArgumentException>(() => model.Forward(input));
+        Assert.Contains("non-finite", e.Message);
+        Assert.Contains("1234", e.Message);
+    }
+
+    [Fact]
+    public void UnknownPresetIsNamed()
+    {
+        var e = Assert.Throws<ArgumentException>(() => PresetNames.Parse("inception-v3"));
+        Assert.Contains("inception-v3", e.Message);
+        Assert.Contains("paper, torchvision or d2l", e.Message);
+    }
+
+    [Fact]
+    public void OverfitsOneSmallBatch()
+    {
+        // The BatchNorm preset with its own initialisation learns 8 random images with 8 labels.
+        var options = GoogLeNetOptions.For(Preset.Torchvision) with { Classes = 8, InputHeight = 48, InputWidth = 48, Dropout = 0f, Seed = 3 };
+        var model = new GoogLeNetModel(options);
+        model.SetTraining(true);
+        Tensor input = GoldenFill.Tensor("overfit", [8, 3, 48, 48], 2.0);
+        int[] labels = [0, 1, 2, 3, 4, 5, 6, 7];
+        var sgd = new Sgd(model.Parameters, momentum: 0.9f);
+        var loss = new GoogLeNetLoss();
+        double first = 0, last = 0;
+        for (int step = 0; step < 40; step++)
+        {
+            model.Parameters.ZeroGrad();
+            last = loss.Compute(model.Forward(input), labels).Total;
+            first = step == 0 ? last : first;
+            loss.Backward(model);
+            sgd.Step(0.05f);
+        }
+        Assert.InRange(first, 1.5, 2.6); // about ln 8 = 2.08 at the start
+        Assert.True(last < 0.02, $"loss after 40 steps is {last}");
+    }
+}
