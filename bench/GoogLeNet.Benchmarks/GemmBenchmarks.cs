@@ -93,6 +93,7 @@ public class GemmBenchmarks
         {
             AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(10).WithLaunchCount(1));
             AddColumn(new GflopsColumn());
+            WithSummaryStyle(SummaryStyle.Default.WithMaxParameterColumnWidth(40));
         }
     }
 

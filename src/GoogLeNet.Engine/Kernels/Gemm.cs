@@ -164,7 +164,7 @@ public static unsafe class Gemm
             {
                 RunBlock(0, _m, 0, _n);
             }
-            else if (_m >= _n && rowUnits >= 2 * parts || columnUnits < 2 * parts)
+            else if ((_m >= _n && rowUnits >= 2 * parts) || columnUnits < 2 * parts)
             {
                 int i0 = Math.Min(_m, rowUnits * part / parts * MR);
                 int i1 = Math.Min(_m, rowUnits * (part + 1) / parts * MR);

@@ -149,6 +149,23 @@ public class GemmTests
     }
 
     [Fact]
+    public void SteadyStateCallsDoNotAllocate()
+    {
+        float[] a = new float[64 * 300], b = new float[300 * 200], c = new float[64 * 200], bias = new float[64];
+        void Run()
+        {
+            Gemm.Multiply(false, false, 64, 200, 300, a, 300, b, 200, c, 200, accumulate: false, bias, relu: true);
+            Gemm.Multiply(true, true, 64, 200, 300, a, 64, b, 300, c, 200, accumulate: true);
+            Gemm.Multiply(false, true, 1, 200, 300, a, 300, b, 300, c, 200, accumulate: false);
+        }
+        Run();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Run();
+        Run();
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
     public void ZeroDepthGivesBiasAndRelu()
     {
         float[] c = [float.NaN, float.NaN, -1f, 2f];
