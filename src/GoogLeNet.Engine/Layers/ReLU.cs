@@ -7,6 +7,9 @@ public sealed class ReLU(string name) : Layer(name)
     private Tensor? _output;
     private Tensor? _dInput;
 
+    /// <summary>The last forward output; gradient checks read it to skip steps that cross the kink.</summary>
+    internal Tensor? LastOutput => _output;
+
     public override int[] OutputShape(int[] inputShape) => inputShape;
 
     public override Tensor Forward(Tensor input)

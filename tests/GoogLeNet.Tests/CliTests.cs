@@ -1,0 +1,104 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Xunit;
+
+namespace GoogLeNet.Tests;
+
+/// <summary>The googlenet command as a user runs it: its JSON contract, its figures and its errors.</summary>
+public class CliTests
+{
+    internal static (int ExitCode, string Output, string Error) Run(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "googlenet.dll"));
+        foreach (string arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+        using Process process = Process.Start(start)!;
+        Task<string> output = process.StandardOutput.ReadToEndAsync();
+        Task<string> error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(120_000))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"googlenet {string.Join(' ', args)} did not finish in 120 s");
+        }
+        return (process.ExitCode, output.Result, error.Result);
+    }
+
+    [Theory]
+    [InlineData("paper", false, 6_998_552L, 1_582_671_872L, 1000, "3,224,224")]
+    [InlineData("paper", true, 13_378_280L, -1L, 1000, "3,224,224")]
+    [InlineData("torchvision", false, 6_624_904L, 1_498_376_192L, 1000, "3,224,224")]
+    [InlineData("torchvision", true, 13_004_888L, -1L, 1000, "3,224,224")]
+    [InlineData("d2l", false, 5_977_530L, 276_066_304L, 10, "1,96,96")]
+    public void SummaryJsonHasTheContractFieldsAndExactTotals(string preset, bool aux, long parameters, long macs, int classes, string input)
+    {
+        var args = new List<string> { "summary", "--preset", preset, "--json" };
+        if (aux)
+        {
+            args.Add("--aux");
+        }
+        var (code, output, error) = Run([.. args]);
+        Assert.True(code == 0, error);
+        JsonElement root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(preset, root.GetProperty("preset").GetString());
+        Assert.Equal(input, string.Join(",", root.GetProperty("input").EnumerateArray().Select(e => e.GetInt32())));
+        Assert.Equal(classes, root.GetProperty("classes").GetInt32());
+        Assert.Equal(aux, root.GetProperty("aux").GetBoolean());
+        Assert.Equal(parameters, root.GetProperty("parameters").GetInt64());
+        if (macs >= 0)
+        {
+            Assert.Equal(macs, root.GetProperty("macs").GetInt64());
+        }
+        JsonElement[] layers = root.GetProperty("layers").EnumerateArray().ToArray();
+        Assert.Equal(parameters, layers.Sum(l => l.GetProperty("parameters").GetInt64()));
+        JsonElement conv1 = layers.First(l => l.GetProperty("name").GetString() == "conv1");
+        Assert.Equal(3, conv1.GetProperty("output").GetArrayLength());
+        Assert.True(conv1.TryGetProperty("type", out _));
+        Assert.True(conv1.GetProperty("macs").GetInt64() > 0);
+    }
+
+    [Fact]
+    public void SummaryTableEndsWithTotals()
+    {
+        var (code, output, _) = Run("summary", "--preset", "torchvision");
+        Assert.Equal(0, code);
+        Assert.Contains("inception4e", output);
+        Assert.Contains("832x14x14", output);
+        Assert.Matches(@"total\s+6,624,904\s+1,498,376,192", output);
+    }
+
+    [Fact]
+    public void CostShowsTheSeedsArgument()
+    {
+        var (code, output, _) = Run("cost", "--preset", "paper", "--json");
+        Assert.Equal(0, code);
+        JsonElement root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(120_422_400, root.GetProperty("example").GetProperty("naive").GetInt64());
+        Assert.Equal(12_443_648, root.GetProperty("example").GetProperty("reduced").GetInt64());
+        JsonElement[] blocks = root.GetProperty("blocks").EnumerateArray().ToArray();
+        Assert.Equal(9, blocks.Length);
+        // 3a at 28x28: 1x1 64 + (1x1 96, 3x3 128) + (1x1 16, 5x5 32) + pool proj 32, all on 192 channels.
+        long expected3a = 28L * 28 * (192 * 64 + 192 * 96 + 96 * 128 * 9 + 192 * 16 + 16 * 32 * 25 + 192 * 32);
+        Assert.Equal(expected3a, blocks[0].GetProperty("withReductions").GetInt64());
+        Assert.Equal(28L * 28 * 192 * (64 + 128 * 9 + 32 * 25), blocks[0].GetProperty("withoutReductions").GetInt64());
+    }
+
+    [Theory]
+    [InlineData("Unknown preset 'resnet'", "summary", "--preset", "resnet")]
+    [InlineData("--input expects CxHxW", "summary", "--input", "3x224")]
+    [InlineData("at least", "summary", "--preset", "paper", "--aux", "--input", "3x40x40")]
+    [InlineData("no auxiliary", "summary", "--preset", "d2l", "--aux")]
+    public void BadInputExitsWithAMessage(string message, params string[] args)
+    {
+        var (code, _, error) = Run(args);
+        Assert.Equal(2, code);
+        Assert.Contains(message, error);
+    }
+}
