@@ -4,4 +4,5 @@ using GoogLeNet.Cli;
 var root = new RootCommand("GoogLeNet (Inception v1) in C#: build, train, evaluate, import, export and run it without Python.");
 root.Subcommands.Add(SummaryCommand.Create());
 root.Subcommands.Add(CostCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 return root.Parse(args).Invoke();

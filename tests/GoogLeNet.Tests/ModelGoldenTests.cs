@@ -18,10 +18,11 @@ public class ModelGoldenTests
     private const double GradientTolerance = 2e-4;
 
     // In training, BatchNorm normalises late 3x3 maps with batch statistics of 27 values, and a
-    // max-pool whose two largest inputs differ by less than float32 rounding can route its
-    // gradient to the other input. The measured error (2.2e-4 against PyTorch's float64 run) sits
-    // in one image's receptive field, the mark of such a flip; PyTorch's own float32 run is 2.8e-5.
-    private const double TrainingGradientTolerance = 5e-4;
+    // max-pool whose two largest inputs differ by less than float32 rounding routes its gradient
+    // to the other input: the gradients become sensitive to rounding. PyTorch's own float32 run of
+    // this network, fed batch 8 at 96x96 or batch 4 at 128x128, leaves its float64 run by 1.1e-3
+    // and 1.8e-3 on conv1's gradient; ours measures 1.6e-3 on this case, hence 3e-3.
+    private const double TrainingGradientTolerance = 3e-3;
 
     private static GoogLeNetModel Build(string key, int[] input)
     {
