@@ -273,7 +273,15 @@ public static unsafe class Gemm
                 }
                 bias = edgeBias;
             }
-            Kernel(vectors, kc, aPanel, bPanel, bStride, edgeTile, width, loadC, bias, relu);
+            if (!s_wide && nr <= 8 && Vector256.IsHardwareAccelerated)
+            {
+                // A ragged panel of at most 8 columns (n = 49, 196) needs half the multiply-adds.
+                Kernel256Half(kc, aPanel, bPanel, bStride, edgeTile, width, loadC, bias, relu);
+            }
+            else
+            {
+                Kernel(vectors, kc, aPanel, bPanel, bStride, edgeTile, width, loadC, bias, relu);
+            }
             for (int r = 0; r < mr; r++)
             {
                 new ReadOnlySpan<float>(edgeTile + r * width, nr).CopyTo(new Span<float>(cTile + (long)r * _ldc, nr));
@@ -699,6 +707,31 @@ public static unsafe class Gemm
         Store256Row(c + 3 * ldc, loadC, bias, 3, relu, c30, c31);
         Store256Row(c + 4 * ldc, loadC, bias, 4, relu, c40, c41);
         Store256Row(c + 5 * ldc, loadC, bias, 5, relu, c50, c51);
+    }
+
+    // The left 8 columns of Kernel256's tile, summed the same way: 6 accumulators.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel256Half(int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* bias, bool relu)
+    {
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector256<float> b0 = Vector256.Load(b);
+            c0 = Vector256.FusedMultiplyAdd(Vector256.Create(a[0]), b0, c0);
+            c1 = Vector256.FusedMultiplyAdd(Vector256.Create(a[1]), b0, c1);
+            c2 = Vector256.FusedMultiplyAdd(Vector256.Create(a[2]), b0, c2);
+            c3 = Vector256.FusedMultiplyAdd(Vector256.Create(a[3]), b0, c3);
+            c4 = Vector256.FusedMultiplyAdd(Vector256.Create(a[4]), b0, c4);
+            c5 = Vector256.FusedMultiplyAdd(Vector256.Create(a[5]), b0, c5);
+            a += MR;
+            b += bStride;
+        }
+        Store256Row(c, loadC, bias, 0, relu, c0, Vector256<float>.Zero);
+        Store256Row(c + ldc, loadC, bias, 1, relu, c1, Vector256<float>.Zero);
+        Store256Row(c + 2 * ldc, loadC, bias, 2, relu, c2, Vector256<float>.Zero);
+        Store256Row(c + 3 * ldc, loadC, bias, 3, relu, c3, Vector256<float>.Zero);
+        Store256Row(c + 4 * ldc, loadC, bias, 4, relu, c4, Vector256<float>.Zero);
+        Store256Row(c + 5 * ldc, loadC, bias, 5, relu, c5, Vector256<float>.Zero);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
