@@ -167,6 +167,31 @@ public class ModelTests
     }
 
     [Fact]
+    public void ResultsDoNotDependOnTheThreadCount()
+    {
+        float[] Run(int threads)
+        {
+            int saved = GoogLeNet.Engine.Kernels.Gemm.MaxThreads;
+            GoogLeNet.Engine.Kernels.Gemm.MaxThreads = threads;
+            try
+            {
+                var model = new GoogLeNetModel(GoogLeNetOptions.For(Preset.Torchvision) with { Classes = 7, AuxLogits = true, InputHeight = 80, InputWidth = 80, Dropout = 0f, AuxDropout = 0f });
+                model.SetTraining(true);
+                model.ComputeInputGradient = true;
+                var loss = new GoogLeNetLoss();
+                loss.Compute(model.Forward(GoldenFill.Tensor("threads", [4, 3, 80, 80], 2.0)), [0, 1, 2, 3]);
+                Tensor dInput = loss.Backward(model)!;
+                return [.. dInput.Span.ToArray(), .. model.Parameters.Grads.ToArray()];
+            }
+            finally
+            {
+                GoogLeNet.Engine.Kernels.Gemm.MaxThreads = saved;
+            }
+        }
+        Assert.Equal(Run(1), Run(2));
+    }
+
+    [Fact]
     public void OverfitsOneSmallBatch()
     {
         // The BatchNorm preset with its own initialisation learns 8 random images with 8 labels.

@@ -3,18 +3,18 @@ namespace GoogLeNet.Engine.Kernels;
 /// <summary>Max, average and adaptive-average pooling over NCHW planes, with PyTorch's window rules.</summary>
 public static class Pooling
 {
-    // input (planes, h, w); output (planes, oh, ow); argmax (planes, oh, ow) holds the flat index
-    // inside the plane of each maximum, -1 for a window of padding only. Ties keep the first
-    // maximum and NaN wins, as in PyTorch.
+    // input (planes, h, w); output (planes, oh, ow). Padding never wins (it is -infinity), and a
+    // NaN anywhere in the window makes the output NaN, as in PyTorch.
     public static void MaxForward(
         ReadOnlySpan<float> input, int planes, int height, int width,
-        int kernel, int stride, int padding, int outH, int outW, Span<float> output, Span<int> argmax)
+        int kernel, int stride, int padding, int outH, int outW, Span<float> output)
     {
         int inPlane = height * width;
         int outPlane = outH * outW;
         for (int p = 0; p < planes; p++)
         {
             ReadOnlySpan<float> x = input.Slice(p * inPlane, inPlane);
+            Span<float> y = output.Slice(p * outPlane, outPlane);
             for (int oy = 0; oy < outH; oy++)
             {
                 int y0 = Math.Max(oy * stride - padding, 0);
@@ -24,49 +24,59 @@ public static class Pooling
                     int x0 = Math.Max(ox * stride - padding, 0);
                     int x1 = Math.Min(ox * stride - padding + kernel, width);
                     float best = float.NegativeInfinity;
-                    int bestIndex = -1;
                     for (int iy = y0; iy < y1; iy++)
                     {
+                        ReadOnlySpan<float> row = x.Slice(iy * width, width);
                         for (int ix = x0; ix < x1; ix++)
                         {
-                            float v = x[iy * width + ix];
-                            if (v > best || float.IsNaN(v) || bestIndex < 0)
-                            {
-                                best = v;
-                                bestIndex = iy * width + ix;
-                                if (float.IsNaN(v))
-                                {
-                                    goto done;
-                                }
-                            }
+                            best = MathF.Max(best, row[ix]);
                         }
                     }
-                done:
-                    int o = p * outPlane + oy * outW + ox;
-                    output[o] = best;
-                    argmax[o] = bestIndex;
+                    y[oy * outW + ox] = best;
                 }
             }
         }
     }
 
-    /// <summary>Routes each output gradient to its maximum; overwrites dInput.</summary>
+    /// <summary>
+    /// Routes each output gradient to the first input of its window that equals the output (the
+    /// first maximum, PyTorch's choice; NaN matches NaN). Overwrites dInput.
+    /// </summary>
     public static void MaxBackward(
-        ReadOnlySpan<float> dOutput, ReadOnlySpan<int> argmax, int planes, int height, int width,
-        int outH, int outW, Span<float> dInput)
+        ReadOnlySpan<float> input, ReadOnlySpan<float> output, ReadOnlySpan<float> dOutput, int planes, int height, int width,
+        int kernel, int stride, int padding, int outH, int outW, Span<float> dInput)
     {
         dInput.Clear();
         int inPlane = height * width;
         int outPlane = outH * outW;
         for (int p = 0; p < planes; p++)
         {
+            ReadOnlySpan<float> x = input.Slice(p * inPlane, inPlane);
             Span<float> dx = dInput.Slice(p * inPlane, inPlane);
-            for (int o = 0; o < outPlane; o++)
+            for (int oy = 0; oy < outH; oy++)
             {
-                int index = argmax[p * outPlane + o];
-                if (index >= 0)
+                int y0 = Math.Max(oy * stride - padding, 0);
+                int y1 = Math.Min(oy * stride - padding + kernel, height);
+                for (int ox = 0; ox < outW; ox++)
                 {
-                    dx[index] += dOutput[p * outPlane + o];
+                    int x0 = Math.Max(ox * stride - padding, 0);
+                    int x1 = Math.Min(ox * stride - padding + kernel, width);
+                    int o = p * outPlane + oy * outW + ox;
+                    float best = output[o];
+                    bool isNaN = float.IsNaN(best);
+                    for (int iy = y0; iy < y1; iy++)
+                    {
+                        for (int ix = x0; ix < x1; ix++)
+                        {
+                            float v = x[iy * width + ix];
+                            if (v == best || (isNaN && float.IsNaN(v)))
+                            {
+                                dx[iy * width + ix] += dOutput[o];
+                                goto next;
+                            }
+                        }
+                    }
+                next:;
                 }
             }
         }

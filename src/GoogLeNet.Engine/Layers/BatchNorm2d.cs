@@ -84,8 +84,10 @@ public sealed class BatchNorm2d : Layer
             {
                 _invStd[c] = 1f / MathF.Sqrt(runningVar[c] + Epsilon);
             }
-            Normalization.BatchNormApply(input.Span, batch, Channels, pixels, _weight.Value.Span, _bias.Value.Span,
-                _mean, _invStd, output.Span);
+            int image = Channels * pixels;
+            Parallelism.For(batch, image, (start, count) =>
+                Normalization.BatchNormApply(input.Span.Slice(start * image, count * image), count, Channels, pixels,
+                    _weight.Value.Span, _bias.Value.Span, _mean, _invStd, output.Span.Slice(start * image, count * image)));
         }
         _input = input;
         return output;

@@ -8,7 +8,6 @@ public sealed class MaxPool2d : Layer
     private Tensor? _input;
     private Tensor? _output;
     private Tensor? _dInput;
-    private int[] _argmax = [];
 
     public MaxPool2d(string name, int kernelSize, int stride, int padding = 0, bool ceilMode = false)
         : base(name)
@@ -47,12 +46,11 @@ public sealed class MaxPool2d : Layer
     {
         int[] o = OutputShape(SampleShape(input));
         Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
-        if (_argmax.Length != output.Length)
-        {
-            _argmax = new int[output.Length];
-        }
-        Pooling.MaxForward(input.Span, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
-            KernelSize, Stride, Padding, o[1], o[2], output.Span, _argmax);
+        int inPlane = input.Shape[2] * input.Shape[3];
+        int outPlane = o[1] * o[2];
+        Parallelism.For(input.Shape[0] * input.Shape[1], inPlane, (start, count) =>
+            Pooling.MaxForward(input.Span.Slice(start * inPlane, count * inPlane), count, input.Shape[2], input.Shape[3],
+                KernelSize, Stride, Padding, o[1], o[2], output.Span.Slice(start * outPlane, count * outPlane)));
         _input = input;
         return output;
     }
@@ -61,8 +59,13 @@ public sealed class MaxPool2d : Layer
     {
         Tensor input = RequireForward(_input);
         Tensor dInput = Ensure(ref _dInput, input.Shape);
-        Pooling.MaxBackward(dOutput.Span, _argmax, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
-            dOutput.Shape[2], dOutput.Shape[3], dInput.Span);
+        int inPlane = input.Shape[2] * input.Shape[3];
+        int outPlane = dOutput.Shape[2] * dOutput.Shape[3];
+        Tensor output = _output!;
+        Parallelism.For(input.Shape[0] * input.Shape[1], inPlane, (start, count) =>
+            Pooling.MaxBackward(input.Span.Slice(start * inPlane, count * inPlane), output.Span.Slice(start * outPlane, count * outPlane),
+                dOutput.Span.Slice(start * outPlane, count * outPlane), count, input.Shape[2], input.Shape[3],
+                KernelSize, Stride, Padding, dOutput.Shape[2], dOutput.Shape[3], dInput.Span.Slice(start * inPlane, count * inPlane)));
         return dInput;
     }
 }

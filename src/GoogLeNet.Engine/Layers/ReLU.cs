@@ -15,7 +15,8 @@ public sealed class ReLU(string name) : Layer(name)
     public override Tensor Forward(Tensor input)
     {
         Tensor output = Ensure(ref _output, input.Shape);
-        Elementwise.ReluForward(input.Span, output.Span);
+        Parallelism.For(input.Length, 1, (start, count) =>
+            Elementwise.ReluForward(input.Span.Slice(start, count), output.Span.Slice(start, count)));
         return output;
     }
 
@@ -23,7 +24,8 @@ public sealed class ReLU(string name) : Layer(name)
     {
         Tensor output = RequireForward(_output);
         Tensor dInput = Ensure(ref _dInput, output.Shape);
-        Elementwise.ReluBackward(output.Span, dOutput.Span, dInput.Span);
+        Parallelism.For(output.Length, 1, (start, count) =>
+            Elementwise.ReluBackward(output.Span.Slice(start, count), dOutput.Span.Slice(start, count), dInput.Span.Slice(start, count)));
         return dInput;
     }
 }
