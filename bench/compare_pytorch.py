@@ -1,0 +1,120 @@
+#!/usr/bin/python3
+"""Same workloads in PyTorch (Debian's python3-torch, both layouts) and in googlenet, alternating
+in one run, so the ratios compare like with like on a shared machine.
+
+    /usr/bin/python3 bench/compare_pytorch.py [--threads 2] [--iters 5] [--quick]
+
+googlenet is run from src/GoogLeNet.Cli/bin/Release/net10.0/googlenet.dll (build it with
+`dotnet build src/GoogLeNet.Cli -c Release` first).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI = os.path.join(ROOT, "src/GoogLeNet.Cli/bin/Release/net10.0/googlenet.dll")
+
+# (name, preset, mode, batch, input, aux)
+WORKLOADS = [
+    ("torchvision train b32 aux", "torchvision", "train", 32, (3, 224, 224), True),
+    ("torchvision infer b32", "torchvision", "infer", 32, (3, 224, 224), False),
+    ("torchvision infer b1", "torchvision", "infer", 1, (3, 224, 224), False),
+    ("d2l train b128", "d2l", "train", 128, (1, 96, 96), False),
+]
+
+
+def d2l_net():
+    """d2l's GoogLeNet (seed 004) for 1x96x96 Fashion-MNIST."""
+    class Inception(torch.nn.Module):
+        def __init__(self, cin, c1, c2, c3, c4):
+            super().__init__()
+            self.p1 = torch.nn.Conv2d(cin, c1, 1)
+            self.p2 = torch.nn.Sequential(torch.nn.Conv2d(cin, c2[0], 1), torch.nn.ReLU(), torch.nn.Conv2d(c2[0], c2[1], 3, padding=1))
+            self.p3 = torch.nn.Sequential(torch.nn.Conv2d(cin, c3[0], 1), torch.nn.ReLU(), torch.nn.Conv2d(c3[0], c3[1], 5, padding=2))
+            self.p4 = torch.nn.Sequential(torch.nn.MaxPool2d(3, 1, 1), torch.nn.Conv2d(cin, c4, 1))
+
+        def forward(self, x):
+            return torch.cat([F.relu(self.p1(x)), F.relu(self.p2(x)), F.relu(self.p3(x)), F.relu(self.p4(x))], 1)
+
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 64, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(64, 64, 1), nn.ReLU(), nn.Conv2d(64, 192, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        Inception(192, 64, (96, 128), (16, 32), 32), Inception(256, 128, (128, 192), (32, 96), 64), nn.MaxPool2d(3, 2, 1),
+        Inception(480, 192, (96, 208), (16, 48), 64), Inception(512, 160, (112, 224), (24, 64), 64),
+        Inception(512, 128, (128, 256), (24, 64), 64), Inception(512, 112, (144, 288), (32, 64), 64),
+        Inception(528, 256, (160, 320), (32, 128), 128), nn.MaxPool2d(3, 2, 1),
+        Inception(832, 256, (160, 320), (32, 128), 128), Inception(832, 384, (192, 384), (48, 128), 128),
+        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(1024, 10))
+
+
+def pytorch_median_ms(preset, mode, batch, shape, aux, channels_last, warmup, iters):
+    if preset == "d2l":
+        net = d2l_net()
+    else:
+        net = torchvision.models.GoogLeNet(num_classes=1000, aux_logits=aux, init_weights=True)
+    x = torch.randn(batch, *shape)
+    labels = torch.randint(0, 10, (batch,))
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    net.train(mode == "train")
+    times = []
+    for i in range(warmup + iters):
+        start = time.perf_counter()
+        if mode == "train":
+            out = net(x)
+            if isinstance(out, tuple):
+                loss = F.cross_entropy(out[0], labels) + 0.3 * F.cross_entropy(out[1], labels) + 0.3 * F.cross_entropy(out[2], labels)
+            else:
+                loss = F.cross_entropy(out, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        else:
+            with torch.no_grad():
+                net(x)
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def ours(preset, mode, batch, shape, aux, threads, warmup, iters):
+    args = ["dotnet", CLI, "bench", "--preset", preset, "--mode", mode, "--batch", str(batch),
+            "--input", "x".join(map(str, shape)), "--threads", str(threads), "--warmup", str(warmup),
+            "--iters", str(iters), "--json"]
+    if aux:
+        args.append("--aux")
+    return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="batch 1 inference only")
+    a = parser.parse_args()
+    torch.set_num_threads(a.threads)
+    rows = [w for w in WORKLOADS if not a.quick or w[3] == 1]
+    print(f"threads {a.threads}, median of {a.iters} after {a.warmup} warm-up; img/s (higher is better)")
+    print(f"{'workload':28} {'ours':>9} {'torch NHWC':>11} {'torch NCHW':>11} {'ours/best':>10}")
+    for name, preset, mode, batch, shape, aux in rows:
+        mine = ours(preset, mode, batch, shape, aux, a.threads, a.warmup, a.iters)
+        nhwc = batch / pytorch_median_ms(preset, mode, batch, shape, aux, True, a.warmup, a.iters) * 1000
+        nchw = batch / pytorch_median_ms(preset, mode, batch, shape, aux, False, a.warmup, a.iters) * 1000
+        ratio = mine["imagesPerSecond"] / max(nhwc, nchw)
+        print(f"{name:28} {mine['imagesPerSecond']:9.1f} {nhwc:11.1f} {nchw:11.1f} {ratio:10.2f}"
+              f"   (ours {mine['medianMilliseconds']:.0f} ms, peak {mine['peakWorkingSetBytes'] / 2**20:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
