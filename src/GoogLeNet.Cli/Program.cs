@@ -5,4 +5,5 @@ var root = new RootCommand("GoogLeNet (Inception v1) in C#: build, train, evalua
 root.Subcommands.Add(SummaryCommand.Create());
 root.Subcommands.Add(CostCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(ImportCommand.Create());
 return root.Parse(args).Invoke();
