@@ -6,4 +6,5 @@ root.Subcommands.Add(SummaryCommand.Create());
 root.Subcommands.Add(CostCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(ImportCommand.Create());
+root.Subcommands.Add(PredictCommand.Create());
 return root.Parse(args).Invoke();

@@ -1,0 +1,182 @@
+using System.CommandLine;
+using System.Reflection;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using GoogLeNet.Engine;
+using GoogLeNet.Models;
+
+namespace GoogLeNet.Cli;
+
+/// <summary>Classifies image files with a preset and its weights: top-k classes with softmax probabilities.</summary>
+internal static class PredictCommand
+{
+    private static readonly string[] s_imageExtensions = [".jpg", ".jpeg", ".png"];
+
+    private static readonly JsonSerializerOptions s_json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public sealed record Settings(
+        IReadOnlyList<string> Inputs, string Preset, string Weights, string? Labels, int Top, bool Json, bool Logits,
+        bool NoTransformInput, int BatchSize);
+
+    public sealed record TopEntry(int Index, string Label, float Probability);
+
+    public sealed record Prediction(string File, IReadOnlyList<TopEntry> Top, float[]? Logits);
+
+    public static Command Create()
+    {
+        Argument<string[]> inputs = new("FILE|DIR") { Description = "Images (JPEG or PNG) or folders of them.", Arity = ArgumentArity.OneOrMore };
+        Option<string> preset = CliSupport.PresetOption();
+        Option<string> weights = new("--weights") { Description = "Weights: .pth (PyTorch state_dict) or .safetensors.", Required = true };
+        Option<string?> labels = new("--labels")
+        {
+            Description = "Class names: 'imagenet' (the default for 1000 classes) or a file with one name per line.",
+        };
+        Option<int> top = new("--top") { Description = "How many classes to show per image.", DefaultValueFactory = _ => 5 };
+        Option<bool> json = CliSupport.JsonOption();
+        Option<bool> logits = new("--logits") { Description = "With --json, include each image's logits." };
+        Option<bool> noTransformInput = new("--no-transform-input")
+        {
+            Description = "Do not apply torchvision's transform_input (on by default for torchvision .pth weights).",
+        };
+        Option<int> batchSize = new("--batch-size") { Description = "Images per forward pass.", DefaultValueFactory = _ => 16 };
+        var command = new Command("predict", "Classify images: top-k classes with probabilities, per image.")
+        {
+            inputs, preset, weights, labels, top, json, logits, noTransformInput, batchSize,
+        };
+        command.SetAction(result => CliSupport.Run(() => Run(
+            new Settings(
+                result.GetValue(inputs)!, result.GetValue(preset)!, result.GetValue(weights)!, result.GetValue(labels),
+                result.GetValue(top), result.GetValue(json), result.GetValue(logits), result.GetValue(noTransformInput),
+                result.GetValue(batchSize)),
+            Console.Out)));
+        return command;
+    }
+
+    public static int Run(Settings settings, TextWriter stdout)
+    {
+        if (settings.Top < 1)
+        {
+            throw new ArgumentException($"--top must be at least 1, got {settings.Top}.");
+        }
+        if (settings.BatchSize < 1)
+        {
+            throw new ArgumentException($"--batch-size must be at least 1, got {settings.BatchSize}.");
+        }
+        Preset preset = PresetNames.Parse(settings.Preset);
+        List<string> files = ExpandInputs(settings.Inputs);
+        WeightFile weights = WeightIO.Read(settings.Weights);
+        GoogLeNetModel model = BuildModel(weights, preset, settings.NoTransformInput);
+        IReadOnlyList<string>? labels = ReadLabels(settings.Labels, model.Options.Classes);
+        var preprocessor = new ImagePreprocessor(preset);
+        int classes = model.Options.Classes;
+        int k = Math.Min(settings.Top, classes);
+
+        var predictions = new List<Prediction>(files.Count);
+        var probabilities = new float[classes];
+        for (int start = 0; start < files.Count; start += settings.BatchSize)
+        {
+            int n = Math.Min(settings.BatchSize, files.Count - start);
+            var batch = new float[n * preprocessor.Length];
+            for (int i = 0; i < n; i++)
+            {
+                preprocessor.Load(files[start + i], batch.AsSpan(i * preprocessor.Length, preprocessor.Length));
+            }
+            Tensor output = model.Forward(Tensor.FromArray(batch, n, preprocessor.Channels, preprocessor.Size, preprocessor.Size)).Logits;
+            for (int i = 0; i < n; i++)
+            {
+                float[] row = output.Span.Slice(i * classes, classes).ToArray();
+                System.Numerics.Tensors.TensorPrimitives.SoftMax(row, probabilities);
+                TopEntry[] best = Enumerable.Range(0, classes)
+                    .OrderByDescending(c => row[c]).ThenBy(c => c)
+                    .Take(k)
+                    .Select(c => new TopEntry(c, labels?[c] ?? c.ToString(System.Globalization.CultureInfo.InvariantCulture), probabilities[c]))
+                    .ToArray();
+                predictions.Add(new Prediction(files[start + i], best, settings.Logits ? row : null));
+            }
+        }
+
+        if (settings.Json)
+        {
+            stdout.WriteLine(JsonSerializer.Serialize(predictions, s_json));
+            return 0;
+        }
+        foreach (Prediction prediction in predictions)
+        {
+            stdout.WriteLine(prediction.File);
+            foreach (TopEntry entry in prediction.Top)
+            {
+                stdout.WriteLine($"  {entry.Probability,7:F4}  {entry.Index,4}  {entry.Label}");
+            }
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// The model the weights were made for: classes from fc.weight, no aux heads (inference never runs them),
+    /// and for torchvision weights from a .pth the transform_input its pretrained builder turns on.
+    /// </summary>
+    public static GoogLeNetModel BuildModel(WeightFile weights, Preset preset, bool noTransformInput)
+    {
+        bool transformInput = preset == Preset.Torchvision && !noTransformInput && (weights.Format == WeightFormat.PyTorch
+            || (weights.Metadata.TryGetValue(ImportCommand.TransformInputKey, out string? value) && value == "true"));
+        var model = new GoogLeNetModel(WeightIO.OptionsFor(weights, preset) with { AuxLogits = false, TransformInput = transformInput });
+        WeightIO.Load(model, weights.Tensors);
+        return model;
+    }
+
+    public static IReadOnlyList<string>? ReadLabels(string? spec, int classes)
+    {
+        IReadOnlyList<string>? labels = spec switch
+        {
+            null => classes == 1000 ? ImageNetLabels() : null,
+            "imagenet" => ImageNetLabels(),
+            _ => File.Exists(spec)
+                ? File.ReadAllLines(spec).Reverse().SkipWhile(string.IsNullOrWhiteSpace).Reverse().ToArray()
+                : throw new FileNotFoundException($"Labels file '{spec}' does not exist (use 'imagenet' for ImageNet's class names).", spec),
+        };
+        if (labels is not null && labels.Count != classes)
+        {
+            throw new ArgumentException($"--labels gives {labels.Count} names, but the weights have {classes} classes.");
+        }
+        return labels;
+    }
+
+    public static IReadOnlyList<string> ImageNetLabels()
+    {
+        using Stream stream = Assembly.GetExecutingAssembly().GetManifestResourceStream("GoogLeNet.Cli.imagenet_classes.txt")
+            ?? throw new InvalidOperationException("The ImageNet class names are missing from this build.");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+    }
+
+    private static List<string> ExpandInputs(IReadOnlyList<string> inputs)
+    {
+        var files = new List<string>();
+        foreach (string input in inputs)
+        {
+            if (Directory.Exists(input))
+            {
+                files.AddRange(Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
+                    .Where(f => s_imageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
+                    .Order(StringComparer.Ordinal));
+            }
+            else if (File.Exists(input))
+            {
+                files.Add(input);
+            }
+            else
+            {
+                throw new FileNotFoundException($"'{input}' is neither an image file nor a folder.", input);
+            }
+        }
+        if (files.Count == 0)
+        {
+            throw new ArgumentException($"No .jpg, .jpeg or .png images found in {string.Join(", ", inputs)}.");
+        }
+        return files;
+    }
+}
