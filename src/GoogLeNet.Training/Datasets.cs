@@ -1,0 +1,101 @@
+using GoogLeNet.Data;
+
+namespace GoogLeNet.Training;
+
+/// <summary>Opens the datasets the CLI names and builds their input pipelines.</summary>
+public static class Datasets
+{
+    public const string MnistDefaultDirectory = "/usr/share/datasets/mnist";
+
+    public const string Cifar10DefaultDirectory = "/usr/share/datasets/cifar10";
+
+    /// <summary>fashion-mnist, mnist, cifar10, or folder:PATH (PATH/train and PATH/test or PATH/val).</summary>
+    public static IImageDataset Open(string name, string? directory, bool train)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (name.StartsWith("folder:", StringComparison.Ordinal))
+        {
+            string root = directory ?? name["folder:".Length..];
+            string split = train ? "train" : Directory.Exists(Path.Combine(root, "test")) ? "test" : "val";
+            string path = Path.Combine(root, split);
+            if (!Directory.Exists(path))
+            {
+                throw new DirectoryNotFoundException($"Image folder dataset '{root}' needs a '{split}' subfolder of class folders.");
+            }
+            return new ImageFolderDataset(path);
+        }
+        return name switch
+        {
+            "fashion-mnist" => FashionMnist.Load(directory ?? FashionMnist.DefaultDirectory, train),
+            "mnist" => Mnist.Load(directory ?? MnistDefaultDirectory, train),
+            "cifar10" => Cifar10.Load(directory ?? Cifar10DefaultDirectory, train),
+            _ => throw new ArgumentException($"Unknown dataset '{name}': expected fashion-mnist, mnist, cifar10 or folder:PATH."),
+        };
+    }
+
+    /// <summary>The first <paramref name="limit"/> images (all when the limit is 0 or above the count).</summary>
+    public static IImageDataset Limit(IImageDataset dataset, int limit) =>
+        limit <= 0 || limit >= dataset.Count ? dataset : new SubsetDataset(dataset, limit);
+
+    /// <summary>Channels of the dataset's images (read from its first image).</summary>
+    public static int Channels(IImageDataset dataset)
+    {
+        if (dataset.Count == 0)
+        {
+            throw new InvalidDataException("The dataset is empty.");
+        }
+        var image = new ImageBuffer<byte>();
+        dataset.ReadImage(0, image);
+        return image.Channels;
+    }
+
+    /// <summary>
+    /// Resize to size x size (bilinear, as torchvision's Resize the d2l recipe uses); no
+    /// normalisation, as d2l feeds [0, 1] pixels.
+    /// </summary>
+    public static IImageTransform? InputTransform(IImageDataset dataset, int size)
+    {
+        var image = new ImageBuffer<byte>();
+        dataset.ReadImage(0, image);
+        bool fixedSize = dataset is ImageDataset or SubsetDataset { Inner: ImageDataset };
+        if (fixedSize && image.Height == size && image.Width == size)
+        {
+            return null;
+        }
+        return new Resize(size, size);
+    }
+}
+
+/// <summary>The first Count samples of another dataset.</summary>
+public sealed class SubsetDataset : IImageDataset
+{
+    public SubsetDataset(IImageDataset inner, int count)
+    {
+        ArgumentNullException.ThrowIfNull(inner);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(count, inner.Count);
+        Inner = inner;
+        Count = count;
+    }
+
+    public IImageDataset Inner { get; }
+
+    public int Count { get; }
+
+    public int ClassCount => Inner.ClassCount;
+
+    public IReadOnlyList<string> ClassNames => Inner.ClassNames;
+
+    public int GetLabel(int index) => Inner.GetLabel(Check(index));
+
+    public void ReadImage(int index, ImageBuffer<byte> destination) => Inner.ReadImage(Check(index), destination);
+
+    private int Check(int index)
+    {
+        if ((uint)index >= (uint)Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"The subset has {Count} samples.");
+        }
+        return index;
+    }
+}
