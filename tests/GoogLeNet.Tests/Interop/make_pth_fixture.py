@@ -2,14 +2,15 @@
 """A torchvision googlenet checkpoint, an image and PyTorch's logits for the interop tests.
 
 Run from this folder with Debian's PyTorch: /usr/bin/python3 make_pth_fixture.py
-Writes googlenet10.pth.gz (torch.save(model.state_dict()), gzipped), image.png and expected.json.
+Writes googlenet10.pth.gz (torch.save(model.state_dict()), gzipped), image.png, expected.json,
+and solid.png (one colour, for known-answer preprocessing tests).
 
 The model is torchvision's googlenet(num_classes=10, aux_logits=True, init_weights=True,
 transform_input=False) after torch.manual_seed(0). Two changes keep the fixture small and the test
 meaningful:
 - every tensor longer than PERIOD repeats its first PERIOD initial values, so gzip shrinks the
-  36 MB checkpoint to a few hundred KB (PERIOD is prime, so the repetition never lines up with
-  channels and no two filters are equal);
+  36 MB checkpoint to 1.4 MB (PERIOD is prime, so the repetition never lines up with channels
+  and no two filters are equal);
 - BatchNorm statistics are accumulated over a few random batches (momentum=None: a plain average),
   so activations keep their scale through the trunk and the running statistics, the BatchNorm
   affine parameters and num_batches_tracked all differ from their defaults.
@@ -96,6 +97,7 @@ def main():
 
     image = make_image()
     image.save(os.path.join(here, "image.png"))
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(os.path.join(here, "solid.png"))
     preprocess = T.Compose([
         T.Resize(256),
         T.CenterCrop(224),
@@ -122,7 +124,7 @@ def main():
     with open(os.path.join(here, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
         f.write("\n")
-    for name in ("googlenet10.pth.gz", "image.png", "expected.json"):
+    for name in ("googlenet10.pth.gz", "image.png", "solid.png", "expected.json"):
         print(name, os.path.getsize(os.path.join(here, name)))
     print("image logits", image_logits.tolist(), "margin", expected["image_top1_margin"])
     print("fixed logits", fixed_logits.tolist())
