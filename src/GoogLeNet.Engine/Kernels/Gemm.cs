@@ -219,7 +219,7 @@ public static unsafe class Gemm
                     {
                         int mc = Math.Min(mcStep, i1 - ic);
                         PackA(ic, mc, pc, kc, packedA);
-                        for (int jr = 0; jr < nc; jr += s_nr) // loop 2: NR-wide panels of packed B
+                        for (int jr = 0; jr < nc; jr += s_nr) // loop 2: NR-wide panels of B (packed or in place)
                         {
                             int nr = Math.Min(s_nr, nc - jr);
                             int vectors = (nr + Lanes - 1) / Lanes;
