@@ -45,9 +45,12 @@ public sealed record WeightLoadReport(
 {
     public bool IsClean => Missing.Count == 0 && Unexpected.Count == 0 && ShapeMismatches.Count == 0;
 
-    public string Describe()
+    public string Describe() => string.Join(Environment.NewLine, Details().Prepend($"{Loaded} tensors loaded"));
+
+    /// <summary>One line per kind of difference between the file and the model, naming the tensors.</summary>
+    public IEnumerable<string> Details()
     {
-        var lines = new List<string> { $"{Loaded} tensors loaded" };
+        var lines = new List<string>();
         if (Missing.Count > 0)
         {
             lines.Add($"missing from the file ({Missing.Count}): {string.Join(", ", Missing)}");
@@ -68,7 +71,7 @@ public sealed record WeightLoadReport(
         {
             lines.Add($"{DefaultedBatchCounters.Count} num_batches_tracked counters absent from the file, left at 0");
         }
-        return string.Join(Environment.NewLine, lines);
+        return lines;
     }
 }
 
@@ -175,7 +178,8 @@ public static class WeightIO
         {
             throw new InvalidDataException(
                 $"The weights do not fit this GoogLeNet ({model.Options.Preset.ToName()}, {model.Options.Classes} classes{(model.HasAux ? ", aux heads" : "")}):"
-                + Environment.NewLine + report.Describe());
+                + Environment.NewLine + string.Join(Environment.NewLine, report.Details())
+                + Environment.NewLine + "Nothing was loaded.");
         }
         foreach ((Parameter parameter, NamedTensor tensor) in matches)
         {
