@@ -8,6 +8,7 @@ namespace GoogLeNet.Cli;
 /// torchvision's (resize the shorter side to 256 bilinearly, center crop 224, x / 255, ImageNet
 /// mean and std), Caffe's for the paper preset (BGR, 0-255, resize to 256x256, center crop 224,
 /// subtract the per-channel means 104, 117, 123), or d2l's (grey, resize to 96x96, x / 255).
+/// With 10 or 144 crops it gives that many inputs per image, whose predictions are averaged.
 /// One instance per thread: it keeps its buffers between images.
 /// </summary>
 internal sealed class ImagePreprocessor
@@ -18,6 +19,10 @@ internal sealed class ImagePreprocessor
     // bvlc_googlenet's train_val.prototxt mean_value, in its BGR channel order.
     private static readonly float[] s_caffeMeanBgr = [104f, 117f, 123f];
 
+    // The paper's 144 crops: shorter side at 4 scales, 3 squares along the longer side, from each the
+    // 4 corners, the center and the whole square at 224, and the mirror images of all those.
+    private static readonly int[] s_paperScales = [256, 288, 320, 352];
+
     private readonly Preset _preset;
     private readonly int _resize;
     private readonly CenterCrop _crop;
@@ -27,10 +32,21 @@ internal sealed class ImagePreprocessor
     private readonly ImageBuffer<float> _horizontal = new();
     private readonly ImageBuffer<float> _resized = new();
     private readonly ImageBuffer<float> _cropped = new();
+    private readonly ImageBuffer<float> _square = new();
+    private readonly ImageBuffer<float> _mirrored = new();
 
-    public ImagePreprocessor(Preset preset)
+    public ImagePreprocessor(Preset preset, int crops = 1)
     {
+        if (crops is not (1 or 10 or 144))
+        {
+            throw new ArgumentException($"--crops must be 1, 10 or 144, got {crops}.");
+        }
+        if (crops != 1 && preset == Preset.D2l)
+        {
+            throw new ArgumentException("The d2l preset sees the whole 96x96 image: multi-crop applies to paper and torchvision only.");
+        }
         _preset = preset;
+        Crops = crops;
         (_resize, Size, Channels) = preset switch
         {
             Preset.Torchvision => (256, 224, 3),
@@ -46,30 +62,95 @@ internal sealed class ImagePreprocessor
 
     public int Length => Channels * Size * Size;
 
-    /// <summary>Writes the CHW input for the image at <paramref name="path"/> into <paramref name="destination"/>.</summary>
+    /// <summary>Network inputs per image: 1 (center crop), 10 (corners and center, and their mirrors) or 144 (the paper's scheme).</summary>
+    public int Crops { get; }
+
+    /// <summary>
+    /// Writes the <see cref="Crops"/> CHW inputs for the image at <paramref name="path"/>, one after another, into
+    /// <paramref name="destination"/>.
+    /// </summary>
     public void Load(string path, Span<float> destination)
     {
-        if (destination.Length != Length)
+        if (destination.Length != Crops * Length)
         {
-            throw new ArgumentException($"Expected a destination of {Length} floats, found {destination.Length}.");
+            throw new ArgumentException($"Expected a destination of {Crops * Length} floats, found {destination.Length}.");
         }
         DecodedImage decoded = ImageDecoder.DecodeFile(path);
         ToPlanes(decoded, Channels == 1, _image);
-        (int height, int width) = _preset == Preset.Torchvision
+        int written = 0;
+        if (Crops == 144)
+        {
+            foreach (int scale in s_paperScales)
+            {
+                (int height, int width) = Resize.ShorterSideSize(_image.Height, _image.Width, scale);
+                ResizeAs8Bit(_image, 0, 0, _image.Height, _image.Width, _resized, height, width);
+                int side = Math.Min(height, width);
+                for (int position = 0; position < 3; position++)
+                {
+                    int offset = position * (Math.Max(height, width) - side) / 2;
+                    ImageOps.Crop(_resized, height > width ? offset : 0, height > width ? 0 : offset, side, side, _square);
+                    ImageOps.FlipHorizontal(_square, _mirrored);
+                    foreach (ImageBuffer<float> square in (ReadOnlySpan<ImageBuffer<float>>)[_square, _mirrored])
+                    {
+                        FiveCrops(square, destination, ref written);
+                        ResizeAs8Bit(square, 0, 0, side, side, _cropped, Size, Size);
+                        Emit(_cropped, destination, ref written);
+                    }
+                }
+            }
+            return;
+        }
+
+        (int h, int w) = _preset == Preset.Torchvision
             ? Resize.ShorterSideSize(_image.Height, _image.Width, _resize)
             : (_resize, _resize);
-        // Pillow resizes 8-bit images in two passes, horizontal then vertical, rounding each to
-        // 8 bits; doing the same leaves only coefficient rounding between us and torchvision.
-        _resampler.Resample(_image, 0, 0, _image.Height, _image.Width, _horizontal, _image.Height, width);
+        ResizeAs8Bit(_image, 0, 0, _image.Height, _image.Width, _resized, h, w);
+        if (Crops == 1)
+        {
+            _crop.Apply(_resized, _cropped, _random);
+            Emit(_cropped, destination, ref written);
+            return;
+        }
+        // torchvision's TenCrop: five crops of the image, then five of its mirror image.
+        FiveCrops(_resized, destination, ref written);
+        ImageOps.FlipHorizontal(_resized, _mirrored);
+        FiveCrops(_mirrored, destination, ref written);
+    }
+
+    /// <summary>torchvision's FiveCrop: top-left, top-right, bottom-left, bottom-right, center.</summary>
+    private void FiveCrops(ImageBuffer<float> image, Span<float> destination, ref int written)
+    {
+        int bottom = image.Height - Size;
+        int right = image.Width - Size;
+        foreach ((int top, int left) in (ReadOnlySpan<(int, int)>)[(0, 0), (0, right), (bottom, 0), (bottom, right)])
+        {
+            ImageOps.Crop(image, top, left, Size, Size, _cropped);
+            Emit(_cropped, destination, ref written);
+        }
+        _crop.Apply(image, _cropped, _random);
+        Emit(_cropped, destination, ref written);
+    }
+
+    // Pillow resizes 8-bit images in two passes, horizontal then vertical, rounding each to
+    // 8 bits; doing the same leaves only coefficient rounding between us and torchvision.
+    private void ResizeAs8Bit(ImageBuffer<float> source, int top, int left, int boxHeight, int boxWidth, ImageBuffer<float> destination, int height, int width)
+    {
+        _resampler.Resample(source, top, left, boxHeight, boxWidth, _horizontal, boxHeight, width);
         RoundTo8Bits(_horizontal.Span);
-        _resampler.Resample(_horizontal, 0, 0, _horizontal.Height, width, _resized, height, width);
-        RoundTo8Bits(_resized.Span);
-        _crop.Apply(_resized, _cropped, _random);
+        _resampler.Resample(_horizontal, 0, 0, boxHeight, width, destination, height, width);
+        RoundTo8Bits(destination.Span);
+    }
+
+    /// <summary>Scales and orders the channels of one crop as the preset's network expects, into input number <paramref name="written"/>.</summary>
+    private void Emit(ImageBuffer<float> crop, Span<float> destination, ref int written)
+    {
         int plane = Size * Size;
+        Span<float> input = destination.Slice(written * Length, Length);
+        written++;
         for (int c = 0; c < Channels; c++)
         {
-            ReadOnlySpan<float> source = _cropped.Plane(c);
-            Span<float> target = destination.Slice(Target(c) * plane, plane);
+            ReadOnlySpan<float> source = crop.Plane(c);
+            Span<float> target = input.Slice(Target(c) * plane, plane);
             switch (_preset)
             {
                 case Preset.Torchvision:

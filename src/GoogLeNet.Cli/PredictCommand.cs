@@ -20,7 +20,7 @@ internal static class PredictCommand
 
     public sealed record Settings(
         IReadOnlyList<string> Inputs, string Preset, string Weights, string? Labels, int Top, bool Json, bool Logits,
-        bool NoTransformInput, int BatchSize);
+        bool NoTransformInput, int BatchSize, int Crops = 1);
 
     public sealed record TopEntry(int Index, string Label, float Probability);
 
@@ -42,16 +42,21 @@ internal static class PredictCommand
         {
             Description = "Do not apply torchvision's transform_input (on by default for torchvision .pth weights).",
         };
-        Option<int> batchSize = new("--batch-size") { Description = "Images per forward pass.", DefaultValueFactory = _ => 16 };
+        Option<int> batchSize = new("--batch-size") { Description = "Network inputs (images or crops) per forward pass.", DefaultValueFactory = _ => 16 };
+        Option<int> crops = new("--crops")
+        {
+            Description = "Crops per image, whose probabilities are averaged: 1 (center), 10 (corners, center and mirrors) or 144 (the paper's).",
+            DefaultValueFactory = _ => 1,
+        };
         var command = new Command("predict", "Classify images: top-k classes with probabilities, per image.")
         {
-            inputs, preset, weights, labels, top, json, logits, noTransformInput, batchSize,
+            inputs, preset, weights, labels, top, json, logits, noTransformInput, batchSize, crops,
         };
         command.SetAction(result => CliSupport.Run(() => Run(
             new Settings(
                 result.GetValue(inputs)!, result.GetValue(preset)!, result.GetValue(weights)!, result.GetValue(labels),
                 result.GetValue(top), result.GetValue(json), result.GetValue(logits), result.GetValue(noTransformInput),
-                result.GetValue(batchSize)),
+                result.GetValue(batchSize), result.GetValue(crops)),
             Console.Out)));
         return command;
     }
@@ -71,32 +76,66 @@ internal static class PredictCommand
         WeightFile weights = WeightIO.Read(settings.Weights);
         GoogLeNetModel model = BuildModel(weights, preset, settings.NoTransformInput);
         IReadOnlyList<string>? labels = ReadLabels(settings.Labels, model.Options.Classes);
-        var preprocessor = new ImagePreprocessor(preset);
+        var preprocessor = new ImagePreprocessor(preset, settings.Crops);
         int classes = model.Options.Classes;
         int k = Math.Min(settings.Top, classes);
 
-        var predictions = new List<Prediction>(files.Count);
+        // Inputs stream through fixed-size batches whatever the crops per image; each row's softmax
+        // and logits are summed into its image's totals, then averaged over the crops.
+        var probabilitySums = new double[files.Count][];
+        var logitSums = new double[files.Count][];
+        var crops = new float[preprocessor.Crops * preprocessor.Length];
+        var batch = new float[settings.BatchSize * preprocessor.Length];
+        var owners = new int[settings.BatchSize];
         var probabilities = new float[classes];
-        for (int start = 0; start < files.Count; start += settings.BatchSize)
+        int filled = 0;
+        void Flush()
         {
-            int n = Math.Min(settings.BatchSize, files.Count - start);
-            var batch = new float[n * preprocessor.Length];
-            for (int i = 0; i < n; i++)
+            var input = new Tensor(batch, 0, [filled, preprocessor.Channels, preprocessor.Size, preprocessor.Size]);
+            Tensor output = model.Forward(input).Logits;
+            for (int row = 0; row < filled; row++)
             {
-                preprocessor.Load(files[start + i], batch.AsSpan(i * preprocessor.Length, preprocessor.Length));
+                ReadOnlySpan<float> logits = output.Span.Slice(row * classes, classes);
+                System.Numerics.Tensors.TensorPrimitives.SoftMax(logits, probabilities);
+                double[] p = probabilitySums[owners[row]] ??= new double[classes];
+                double[] l = logitSums[owners[row]] ??= new double[classes];
+                for (int c = 0; c < classes; c++)
+                {
+                    p[c] += probabilities[c];
+                    l[c] += logits[c];
+                }
             }
-            Tensor output = model.Forward(Tensor.FromArray(batch, n, preprocessor.Channels, preprocessor.Size, preprocessor.Size)).Logits;
-            for (int i = 0; i < n; i++)
+            filled = 0;
+        }
+        for (int image = 0; image < files.Count; image++)
+        {
+            preprocessor.Load(files[image], crops);
+            for (int crop = 0; crop < preprocessor.Crops; crop++)
             {
-                float[] row = output.Span.Slice(i * classes, classes).ToArray();
-                System.Numerics.Tensors.TensorPrimitives.SoftMax(row, probabilities);
-                TopEntry[] best = Enumerable.Range(0, classes)
-                    .OrderByDescending(c => row[c]).ThenBy(c => c)
-                    .Take(k)
-                    .Select(c => new TopEntry(c, labels?[c] ?? c.ToString(System.Globalization.CultureInfo.InvariantCulture), probabilities[c]))
-                    .ToArray();
-                predictions.Add(new Prediction(files[start + i], best, settings.Logits ? row : null));
+                crops.AsSpan(crop * preprocessor.Length, preprocessor.Length).CopyTo(batch.AsSpan(filled * preprocessor.Length));
+                owners[filled++] = image;
+                if (filled == settings.BatchSize)
+                {
+                    Flush();
+                }
             }
+        }
+        if (filled > 0)
+        {
+            Flush();
+        }
+
+        var predictions = new List<Prediction>(files.Count);
+        for (int image = 0; image < files.Count; image++)
+        {
+            float[] probability = probabilitySums[image].Select(v => (float)(v / preprocessor.Crops)).ToArray();
+            float[] logits = logitSums[image].Select(v => (float)(v / preprocessor.Crops)).ToArray();
+            TopEntry[] best = Enumerable.Range(0, classes)
+                .OrderByDescending(c => probability[c]).ThenByDescending(c => logits[c]).ThenBy(c => c)
+                .Take(k)
+                .Select(c => new TopEntry(c, labels?[c] ?? c.ToString(System.Globalization.CultureInfo.InvariantCulture), probability[c]))
+                .ToArray();
+            predictions.Add(new Prediction(files[image], best, settings.Logits ? logits : null));
         }
 
         if (settings.Json)

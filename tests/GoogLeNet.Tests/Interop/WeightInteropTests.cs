@@ -261,6 +261,43 @@ public class WeightInteropTests(PthFixture fixture) : IClassFixture<PthFixture>
     }
 
     [Fact]
+    public void TenCropMatchesTorchvisionsTenCrop()
+    {
+        var stdout = new StringWriter();
+        PredictCommand.Run(new PredictCommand.Settings(
+            [PthFixture.ImagePath], "torchvision", fixture.PthPath, null, 10, true, true, true, 4, Crops: 10), stdout);
+
+        JsonElement result = JsonDocument.Parse(stdout.ToString()).RootElement[0];
+        float[] expected = fixture.ExpectedArray("image_ten_crop_probabilities");
+        var probabilities = new float[10];
+        foreach (JsonElement entry in result.GetProperty("top").EnumerateArray())
+        {
+            probabilities[entry.GetProperty("index").GetInt32()] = entry.GetProperty("probability").GetSingle();
+        }
+        Compare.Close(expected, probabilities, ImageTolerance, "ten-crop probabilities");
+        Compare.Close(fixture.ExpectedArray("image_ten_crop_logits"), GoldenFill.Floats(result.GetProperty("logits")),
+            ImageTolerance, "ten-crop mean logits");
+    }
+
+    [Fact]
+    public void PaperMultiCropGives144InputsAllEqualForOneColour()
+    {
+        var preprocessor = new ImagePreprocessor(Preset.Torchvision, 144);
+        var inputs = new float[144 * preprocessor.Length];
+        inputs.AsSpan().Fill(float.NaN);
+        preprocessor.Load(PthFixture.ImagePath, inputs);
+        Assert.DoesNotContain(inputs, float.IsNaN);
+
+        var center = new float[preprocessor.Length];
+        new ImagePreprocessor(Preset.Torchvision).Load(Path.Combine(PthFixture.Source, "solid.png"), center);
+        preprocessor.Load(Path.Combine(PthFixture.Source, "solid.png"), inputs);
+        for (int crop = 0; crop < 144; crop++)
+        {
+            Assert.True(center.AsSpan().SequenceEqual(inputs.AsSpan(crop * preprocessor.Length, preprocessor.Length)), $"crop {crop}");
+        }
+    }
+
+    [Fact]
     public void CommandLineImportThenPredict()
     {
         string output = Path.Combine(fixture.Folder, "cli.safetensors");

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A torchvision googlenet checkpoint, an image and PyTorch's logits for the interop tests.
+"""A torchvision googlenet checkpoint, an image and PyTorch's outputs for the interop tests.
 
 Run from this folder with Debian's PyTorch: /usr/bin/python3 make_pth_fixture.py
 Writes googlenet10.pth.gz (torch.save(model.state_dict()), gzipped), image.png, expected.json,
@@ -104,8 +104,11 @@ def main():
         T.ToTensor(),
         T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
     ])
+    normalize = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    ten_crop = T.Compose([T.Resize(256), T.TenCrop(224), T.Lambda(lambda crops: torch.stack([normalize(c) for c in crops]))])
     with torch.no_grad():
         image_logits = model(preprocess(Image.open(os.path.join(here, "image.png")).convert("RGB")).unsqueeze(0))[0]
+        ten_crop_logits = model(ten_crop(Image.open(os.path.join(here, "image.png")).convert("RGB")))
         fixed_shape = (2, 3, 224, 224)
         fixed = torch.from_numpy((uniform("interop.input", int(np.prod(fixed_shape))) * 4.0)
                                  .astype(np.float32).reshape(fixed_shape))
@@ -120,6 +123,8 @@ def main():
         "image_logits": image_logits.tolist(),
         "image_top1": int(top.indices[0]),
         "image_top1_margin": float(top.values[0] - top.values[1]),
+        "image_ten_crop_probabilities": torch.softmax(ten_crop_logits, dim=1).mean(0).tolist(),
+        "image_ten_crop_logits": ten_crop_logits.mean(0).tolist(),
     }
     with open(os.path.join(here, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
