@@ -24,8 +24,48 @@ public static class WindowMath
 /// Convolution of one NCHW image as im2col + GEMM: Y[co, p] = W[co, ci*kh*kw] col[ci*kh*kw, p].
 /// A 1x1 convolution with stride 1 and no padding reads the image as col directly.
 /// </summary>
-public static class Convolution
+public static unsafe class Convolution
 {
+    // Channels are independent in im2col and col2im, so the engine's threads split them.
+    private static void Im2ColParallel(
+        ReadOnlySpan<float> image, int channels, int height, int width,
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> col)
+    {
+        int plane = height * width;
+        int rows = kernelH * kernelW * outH * outW;
+        fixed (float* imagePointer = image)
+        fixed (float* colPointer = col)
+        {
+            nint src = (nint)imagePointer;
+            nint dst = (nint)colPointer;
+            Parallelism.For(channels, rows, (start, count) => Im2Col(
+                new ReadOnlySpan<float>((float*)src + (long)start * plane, count * plane), count, height, width,
+                kernelH, kernelW, stride, padding, outH, outW,
+                new Span<float>((float*)dst + (long)start * rows, count * rows)));
+        }
+    }
+
+    private static void Col2ImParallel(
+        ReadOnlySpan<float> col, int channels, int height, int width,
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> image)
+    {
+        int plane = height * width;
+        int rows = kernelH * kernelW * outH * outW;
+        fixed (float* imagePointer = image)
+        fixed (float* colPointer = col)
+        {
+            nint dst = (nint)imagePointer;
+            nint src = (nint)colPointer;
+            Parallelism.For(channels, rows, (start, count) =>
+            {
+                var part = new Span<float>((float*)dst + (long)start * plane, count * plane);
+                part.Clear();
+                Col2ImAccumulate(new ReadOnlySpan<float>((float*)src + (long)start * rows, count * rows), count, height, width,
+                    kernelH, kernelW, stride, padding, outH, outW, part);
+            });
+        }
+    }
+
     public static bool IsPointwise(int kernelH, int kernelW, int stride, int padding) =>
         kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0;
 
@@ -130,7 +170,7 @@ public static class Convolution
             ReadOnlySpan<float> b = image;
             if (!pointwise)
             {
-                Im2Col(image, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
+                Im2ColParallel(image, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
                 b = col.Slice(0, k * outPixels);
             }
             Gemm.Multiply(false, false, outChannels, outPixels, k, weight, k, b, outPixels,
@@ -160,7 +200,7 @@ public static class Convolution
             ReadOnlySpan<float> colOfImage = image;
             if (!pointwise)
             {
-                Im2Col(image, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
+                Im2ColParallel(image, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
                 colOfImage = col.Slice(0, k * outPixels);
             }
             // dW (co, k) += dY (co, p) col^T (p, k)
@@ -186,8 +226,7 @@ public static class Convolution
             else
             {
                 Gemm.Multiply(true, false, k, outPixels, outChannels, weight, k, dY, outPixels, col, outPixels, accumulate: false);
-                dImage.Clear();
-                Col2ImAccumulate(col, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, dImage);
+                Col2ImParallel(col, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, dImage);
             }
         }
     }
