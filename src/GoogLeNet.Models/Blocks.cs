@@ -101,8 +101,13 @@ public sealed class Inception : Layer
         for (int b = 0; b < _branches.Length; b++)
         {
             Tensor y = _branches[b].Forward(input);
-            Elementwise.CopyChannels(y.Span, batch, _branchChannels[b], o[1] * o[2], o[0], offset, output.Span);
-            offset += _branchChannels[b];
+            int channels = _branchChannels[b];
+            int pixels = o[1] * o[2];
+            int at = offset;
+            Parallelism.For(batch, channels * pixels, (start, count) => Elementwise.CopyChannels(
+                y.Span.Slice(start * channels * pixels, count * channels * pixels), count, channels, pixels, o[0], at,
+                output.Span.Slice(start * o[0] * pixels, count * o[0] * pixels)));
+            offset += channels;
         }
         return output;
     }
@@ -117,8 +122,13 @@ public sealed class Inception : Layer
         for (int b = 0; b < _branches.Length; b++)
         {
             Tensor dBranch = Ensure(ref _dBranch[b], [batch, _branchChannels[b], dOutput.Shape[2], dOutput.Shape[3]]);
-            Elementwise.SliceChannels(dOutput.Span, batch, _branchChannels[b], pixels, dOutput.Shape[1], offset, dBranch.Span);
-            offset += _branchChannels[b];
+            int channels = _branchChannels[b];
+            int total = dOutput.Shape[1];
+            int at = offset;
+            Parallelism.For(batch, channels * pixels, (start, count) => Elementwise.SliceChannels(
+                dOutput.Span.Slice(start * total * pixels, count * total * pixels), count, channels, pixels, total, at,
+                dBranch.Span.Slice(start * channels * pixels, count * channels * pixels)));
+            offset += channels;
             Tensor dx = _branches[b].Backward(dBranch)!;
             if (dInput is null)
             {
@@ -127,7 +137,9 @@ public sealed class Inception : Layer
             }
             else
             {
-                System.Numerics.Tensors.TensorPrimitives.Add(dInput.Span, dx.Span, dInput.Span);
+                Tensor sum = dInput;
+                Parallelism.For(sum.Length, 1, (start, count) =>
+                    System.Numerics.Tensors.TensorPrimitives.Add(sum.Span.Slice(start, count), dx.Span.Slice(start, count), sum.Span.Slice(start, count)));
             }
         }
         return dInput!;

@@ -7,13 +7,15 @@ public static class Normalization
 {
     // input (n, c, hw); mean and invStd (c) are written (batch statistics); output (n, c, hw).
     // Batch variance is the biased one (what normalises); the running update uses the unbiased one.
+    // Only channels [channelStart, channelEnd) are touched, so threads can split the channels.
     public static void BatchNormTrainForward(
         ReadOnlySpan<float> input, int batch, int channels, int pixels,
         ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, float epsilon, float momentum,
-        Span<float> runningMean, Span<float> runningVar, Span<float> mean, Span<float> invStd, Span<float> output)
+        Span<float> runningMean, Span<float> runningVar, Span<float> mean, Span<float> invStd, Span<float> output,
+        int channelStart, int channelEnd)
     {
         long count = (long)batch * pixels;
-        for (int c = 0; c < channels; c++)
+        for (int c = channelStart; c < channelEnd; c++)
         {
             double sum = 0;
             for (int n = 0; n < batch; n++)
@@ -37,8 +39,15 @@ public static class Normalization
             double unbiased = count > 1 ? squares / (count - 1) : variance;
             runningMean[c] = (float)((1 - momentum) * runningMean[c] + momentum * m);
             runningVar[c] = (float)((1 - momentum) * runningVar[c] + momentum * unbiased);
+            float scale = gamma[c] * invStd[c];
+            float shift = beta[c] - mean[c] * scale;
+            for (int n = 0; n < batch; n++)
+            {
+                int o = (n * channels + c) * pixels;
+                TensorPrimitives.Multiply(input.Slice(o, pixels), scale, output.Slice(o, pixels));
+                TensorPrimitives.Add(output.Slice(o, pixels), shift, output.Slice(o, pixels));
+            }
         }
-        BatchNormApply(input, batch, channels, pixels, gamma, beta, mean, invStd, output);
     }
 
     // y = (x - mean) * invStd * gamma + beta, per channel.
@@ -68,10 +77,10 @@ public static class Normalization
     public static void BatchNormBackward(
         ReadOnlySpan<float> input, ReadOnlySpan<float> dOutput, int batch, int channels, int pixels,
         ReadOnlySpan<float> gamma, ReadOnlySpan<float> mean, ReadOnlySpan<float> invStd, bool batchStatistics,
-        Span<float> dGamma, Span<float> dBeta, Span<float> dInput)
+        Span<float> dGamma, Span<float> dBeta, Span<float> dInput, int channelStart, int channelEnd)
     {
         long count = (long)batch * pixels;
-        for (int c = 0; c < channels; c++)
+        for (int c = channelStart; c < channelEnd; c++)
         {
             double sumDy = 0;
             double sumDyXhat = 0;

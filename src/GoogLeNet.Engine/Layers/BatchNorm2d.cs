@@ -72,8 +72,10 @@ public sealed class BatchNorm2d : Layer
             {
                 throw new ShapeException($"{Name}: batch statistics need more than one value per channel, got input {Tensor.Format(input.Shape)}.");
             }
-            Normalization.BatchNormTrainForward(input.Span, batch, Channels, pixels, _weight.Value.Span, _bias.Value.Span,
-                Epsilon, Momentum, _runningMean.Value.Span, _runningVar.Value.Span, _mean, _invStd, output.Span);
+            Parallelism.For(Channels, (long)batch * pixels, (start, count) =>
+                Normalization.BatchNormTrainForward(input.Span, batch, Channels, pixels, _weight.Value.Span, _bias.Value.Span,
+                    Epsilon, Momentum, _runningMean.Value.Span, _runningVar.Value.Span, _mean, _invStd, output.Span,
+                    start, start + count));
             _batchesTracked.Value.Span[0] += 1f;
         }
         else
@@ -97,8 +99,11 @@ public sealed class BatchNorm2d : Layer
     {
         Tensor input = RequireForward(_input);
         Tensor dInput = Ensure(ref _dInput, input.Shape);
-        Normalization.BatchNormBackward(input.Span, dOutput.Span, input.Shape[0], Channels, input.Shape[2] * input.Shape[3],
-            _weight.Value.Span, _mean, _invStd, _usedBatchStatistics, _weight.Grad!.Span, _bias.Grad!.Span, dInput.Span);
+        int pixels = input.Shape[2] * input.Shape[3];
+        Parallelism.For(Channels, (long)input.Shape[0] * pixels, (start, count) =>
+            Normalization.BatchNormBackward(input.Span, dOutput.Span, input.Shape[0], Channels, pixels,
+                _weight.Value.Span, _mean, _invStd, _usedBatchStatistics, _weight.Grad!.Span, _bias.Grad!.Span, dInput.Span,
+                start, start + count));
         return dInput;
     }
 }
