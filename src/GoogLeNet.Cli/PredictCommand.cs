@@ -10,6 +10,8 @@ namespace GoogLeNet.Cli;
 /// <summary>Classifies image files with a preset and its weights: top-k classes with softmax probabilities.</summary>
 internal static class PredictCommand
 {
+    private const string OptimizerPrefix = "optimizer.";
+
     private static readonly string[] s_imageExtensions = [".jpg", ".jpeg", ".png"];
 
     private static readonly JsonSerializerOptions s_json = new()
@@ -163,7 +165,8 @@ internal static class PredictCommand
         bool transformInput = preset == Preset.Torchvision && !noTransformInput && (weights.Format == WeightFormat.PyTorch
             || (weights.Metadata.TryGetValue(ImportCommand.TransformInputKey, out string? value) && value == "true"));
         var model = new GoogLeNetModel(WeightIO.OptionsFor(weights, preset) with { AuxLogits = false, TransformInput = transformInput });
-        WeightIO.Load(model, weights.Tensors);
+        // A googlenet train checkpoint also holds the optimizer's state, which inference has no use for.
+        WeightIO.Load(model, weights.Tensors.Where(t => !t.Name.StartsWith(OptimizerPrefix, StringComparison.Ordinal)).ToList());
         return model;
     }
 

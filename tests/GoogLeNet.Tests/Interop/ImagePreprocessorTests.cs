@@ -57,14 +57,16 @@ public class ImagePreprocessorTests
     }
 
     [Fact]
-    public void PredictRunsThePaperPresetFromSafeTensors()
+    public void PredictRunsThePaperPresetFromATrainingCheckpoint()
     {
         string folder = Path.Combine(Path.GetTempPath(), "googlenet-paper-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(folder);
         try
         {
             string weights = Path.Combine(folder, "paper.safetensors");
-            WeightIO.SaveSafeTensors(new GoogLeNetModel(GoogLeNetOptions.For(Preset.Paper) with { Classes = 7 }), weights);
+            var model = new GoogLeNetModel(GoogLeNetOptions.For(Preset.Paper) with { Classes = 7 });
+            // As googlenet train saves it: the optimizer's velocity rides along with the weights.
+            GoogLeNet.Training.Checkpoint.Save(weights, model, new GoogLeNet.Engine.Optim.Sgd(model.Parameters, momentum: 0.9f));
             var stdout = new StringWriter();
             PredictCommand.Run(new PredictCommand.Settings([SolidPath], "paper", weights, null, 10, true, false, false, 16), stdout);
 
