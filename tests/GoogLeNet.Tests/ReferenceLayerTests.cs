@@ -1,0 +1,104 @@
+using GoogLeNet.Engine;
+using GoogLeNet.Engine.Kernels;
+using GoogLeNet.Engine.Kernels.Reference;
+using GoogLeNet.Engine.Layers;
+using Xunit;
+
+namespace GoogLeNet.Tests;
+
+/// <summary>
+/// Pooling, LRN and BatchNorm layers against the reference definitions over swept odd sizes,
+/// paddings and ceil-mode edges. Pooling moves values or sums at most 25 of them in float32:
+/// 1e-6 of the largest value covers that; LRN and BatchNorm differ by float32 rounding of a few
+/// operations: 1e-5.
+/// </summary>
+public class ReferenceLayerTests
+{
+    private const double PoolingTolerance = 1e-6;
+    private const double NormalizationTolerance = 1e-5;
+
+    public static TheoryData<int, int, int, bool, int, int> PoolShapes()
+    {
+        var data = new TheoryData<int, int, int, bool, int, int>();
+        foreach (var (k, s, p) in new[] { (3, 2, 0), (3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 3, 0), (5, 3, 2), (3, 3, 1) })
+        {
+            foreach (bool ceil in new[] { false, true })
+            {
+                foreach (var (h, w) in new[] { (5, 5), (7, 6), (14, 14), (9, 11), (3, 4) })
+                {
+                    if (WindowMath.OutputSize(h, k, s, p, ceil) > 0 && WindowMath.OutputSize(w, k, s, p, ceil) > 0)
+                    {
+                        data.Add(k, s, p, ceil, h, w);
+                    }
+                }
+            }
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(PoolShapes))]
+    public void MaxAndAveragePoolingMatchTheirDefinitions(int kernel, int stride, int padding, bool ceil, int h, int w)
+    {
+        var input = GoldenFill.Tensor($"pool{kernel}{stride}{padding}{h}{w}", [2, 3, h, w], 4.0);
+        int oh = WindowMath.OutputSize(h, kernel, stride, padding, ceil);
+        int ow = WindowMath.OutputSize(w, kernel, stride, padding, ceil);
+        var expected = new float[2 * 3 * oh * ow];
+
+        Tensor max = new MaxPool2d("max", kernel, stride, padding, ceil).Forward(input);
+        Assert.Equal([2, 3, oh, ow], max.Shape);
+        ReferenceLayers.MaxPool(input.Span, 6, h, w, kernel, stride, padding, oh, ow, expected);
+        Compare.Close(expected, max.Span, PoolingTolerance, "max pool");
+
+        foreach (bool countPad in new[] { true, false })
+        {
+            Tensor avg = new AvgPool2d("avg", kernel, stride, padding, ceil, countPad).Forward(input);
+            ReferenceLayers.AvgPool(input.Span, 6, h, w, kernel, stride, padding, countPad, oh, ow, expected);
+            Compare.Close(expected, avg.Span, PoolingTolerance, $"average pool, count_include_pad {countPad}");
+        }
+    }
+
+    [Theory]
+    [InlineData(7, 7, 4, 4)]
+    [InlineData(6, 6, 4, 4)]
+    [InlineData(14, 13, 4, 4)]
+    [InlineData(3, 5, 4, 4)]
+    [InlineData(9, 7, 1, 1)]
+    [InlineData(5, 5, 2, 3)]
+    public void AdaptiveAveragePoolingMatchesItsDefinition(int h, int w, int oh, int ow)
+    {
+        var input = GoldenFill.Tensor($"adaptive{h}{w}", [2, 3, h, w], 4.0);
+        var expected = new float[2 * 3 * oh * ow];
+        ReferenceLayers.AdaptiveAvgPool(input.Span, 6, h, w, oh, ow, expected);
+        Compare.Close(expected, new AdaptiveAvgPool2d("adaptive", oh, ow).Forward(input).Span, PoolingTolerance, "adaptive pool");
+    }
+
+    [Theory]
+    [InlineData(5, 7, 1e-4, 0.75, 1.0)]
+    [InlineData(5, 3, 0.5, 0.75, 1.0)]
+    [InlineData(4, 6, 0.5, 0.6, 2.0)]
+    [InlineData(1, 4, 0.1, 0.5, 1.0)]
+    public void LocalResponseNormMatchesItsDefinition(int size, int channels, double alpha, double beta, double k)
+    {
+        var input = GoldenFill.Tensor($"lrn{size}{channels}", [2, channels, 3, 5], 4.0);
+        var expected = new float[input.Length];
+        ReferenceLayers.Lrn(input.Span, 2, channels, 15, size, alpha, beta, k, expected);
+        Tensor actual = new LocalResponseNorm("lrn", size, (float)alpha, (float)beta, (float)k).Forward(input);
+        Compare.Close(expected, actual.Span, NormalizationTolerance, "LRN");
+    }
+
+    [Theory]
+    [InlineData(1, 3, 2, 3)]
+    [InlineData(4, 5, 7, 7)]
+    [InlineData(3, 2, 1, 1)]
+    public void BatchNormMatchesItsDefinition(int batch, int channels, int h, int w)
+    {
+        var bn = new BatchNorm2d("bn", channels, epsilon: 1e-3f);
+        GoldenFill.FillAll(bn.NamedParameters());
+        bn.SetTraining(true);
+        var input = GoldenFill.Tensor($"bn{batch}{channels}", [batch, channels, h, w], 4.0);
+        var expected = new float[input.Length];
+        ReferenceLayers.BatchNormTrain(input.Span, batch, channels, h * w, bn.Weight.Value.Span, bn.BiasParameter.Value.Span, 1e-3, expected);
+        Compare.Close(expected, bn.Forward(input).Span, NormalizationTolerance, "batch norm");
+    }
+}
