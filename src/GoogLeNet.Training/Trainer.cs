@@ -146,7 +146,7 @@ public sealed class Trainer
                     return TrainingOutcome.Interrupted;
                 }
             }
-            FinishEpoch(epoch, _schedule.At(epoch));
+            FinishEpoch(epoch, _schedule.At(epoch + (batches - 1.0) / batches));
         }
         return TrainingOutcome.Completed;
     }

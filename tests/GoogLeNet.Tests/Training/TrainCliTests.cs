@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Xunit;
+
+namespace GoogLeNet.Tests.Training;
+
+/// <summary><c>googlenet train</c> and <c>googlenet eval</c> as a user runs them, on a few real Fashion-MNIST images.</summary>
+[Collection("Training")]
+public sealed class TrainCliTests : IDisposable
+{
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "googlenet-traincli-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_root))
+        {
+            Directory.Delete(_root, recursive: true);
+        }
+    }
+
+    private static string[] TinyRun(string directory, int epochs = 1) =>
+    [
+        "train", "--preset", "torchvision", "--dataset", "fashion-mnist", "--input-size", "32", "--epochs", epochs.ToString(),
+        "--batch", "8", "--lr", "0.01", "--limit-train", "64", "--limit-test", "32", "--out", directory,
+    ];
+
+    [Fact]
+    public void TrainWritesTheRunFolderAndEvalReadsItsCheckpoint()
+    {
+        string directory = Path.Combine(_root, "run");
+        var (code, output, error) = CliTests.Run(TinyRun(directory));
+        Assert.True(code == 0, error);
+        string last = output.TrimEnd().Split('\n')[^1];
+        Assert.Matches(@"test acc \d\.\d{3}; [\d.]+ img/s", last);
+        foreach (string file in new[] { "config.json", "metrics.csv", "metrics.jsonl", "plot.svg", "last.safetensors", "best.safetensors" })
+        {
+            Assert.True(File.Exists(Path.Combine(directory, file)), file);
+        }
+        JsonElement metrics = JsonDocument.Parse(File.ReadAllLines(Path.Combine(directory, "metrics.jsonl")).Single()).RootElement;
+        Assert.Equal(1, metrics.GetProperty("epoch").GetInt32());
+
+        (code, output, error) = CliTests.Run("eval", "--checkpoint", Path.Combine(directory, "best.safetensors"),
+            "--dataset", "fashion-mnist", "--limit", "32", "--json");
+        Assert.True(code == 0, error);
+        JsonElement result = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(32, result.GetProperty("count").GetInt32());
+        Assert.Equal(metrics.GetProperty("test_accuracy").GetDouble(), result.GetProperty("top1").GetDouble());
+        Assert.InRange(result.GetProperty("top5").GetDouble(), result.GetProperty("top1").GetDouble(), 1.0);
+        Assert.True(result.GetProperty("loss").GetDouble() > 0);
+    }
+
+    [Fact]
+    public async Task InterruptSavesAndResumeFinishesTheRun()
+    {
+        string directory = Path.Combine(_root, "interrupted");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "googlenet.dll"));
+        foreach (string arg in TinyRun(directory, epochs: 2))
+        {
+            start.ArgumentList.Add(arg);
+        }
+        using Process process = Process.Start(start)!;
+        Task<string> output = process.StandardOutput.ReadToEndAsync();
+        bool signalled = false;
+        while (await process.StandardError.ReadLineAsync() is string line)
+        {
+            if (!signalled && line.Contains("step 3/8", StringComparison.Ordinal))
+            {
+                using Process kill = Process.Start("kill", ["-INT", process.Id.ToString()])!;
+                await kill.WaitForExitAsync();
+                signalled = true;
+            }
+        }
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        await process.WaitForExitAsync(timeout.Token);
+        Assert.True(signalled, "the run never reported step 3");
+        Assert.Equal(130, process.ExitCode);
+        Assert.Contains("continue with --resume", await output);
+        Assert.True(File.Exists(Path.Combine(directory, "last.safetensors")));
+
+        var (code, resumed, error) = CliTests.Run("train", "--resume", directory);
+        Assert.True(code == 0, error);
+        Assert.Contains("resuming", resumed);
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(directory, "metrics.csv")).Length);
+    }
+
+    [Fact]
+    public void UnknownDatasetIsAUserError()
+    {
+        var (code, _, error) = CliTests.Run("train", "--dataset", "imagenet-22k", "--out", Path.Combine(_root, "bad"));
+        Assert.Equal(2, code);
+        Assert.Contains("Unknown dataset 'imagenet-22k'", error);
+    }
+}
