@@ -129,10 +129,13 @@ internal static class TrainCommand
         };
 
         using var cancellation = new CancellationTokenSource();
+        // The first Ctrl-C finishes the current step and saves; a second one kills the process.
         ConsoleCancelEventHandler onCancel = (_, e) =>
         {
-            e.Cancel = true;
+            e.Cancel = !cancellation.IsCancellationRequested;
             cancellation.Cancel();
+            Console.Error.WriteLine();
+            Console.Error.WriteLine("stopping after this step to save the run (Ctrl-C again to abort without saving)");
         };
         Console.CancelKeyPress += onCancel;
         TrainingOutcome outcome;

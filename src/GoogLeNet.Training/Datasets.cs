@@ -24,12 +24,23 @@ public static class Datasets
             }
             return new ImageFolderDataset(path);
         }
+        string defaultDirectory = name switch
+        {
+            "fashion-mnist" => FashionMnist.DefaultDirectory,
+            "mnist" => MnistDefaultDirectory,
+            "cifar10" => Cifar10DefaultDirectory,
+            _ => throw new ArgumentException($"Unknown dataset '{name}': expected fashion-mnist, mnist, cifar10 or folder:PATH."),
+        };
+        if (directory is null && !Directory.Exists(defaultDirectory))
+        {
+            throw new DirectoryNotFoundException($"{name} is not in its default folder {defaultDirectory}; pass its folder with --data DIR.");
+        }
+        directory ??= defaultDirectory;
         return name switch
         {
-            "fashion-mnist" => FashionMnist.Load(directory ?? FashionMnist.DefaultDirectory, train),
-            "mnist" => Mnist.Load(directory ?? MnistDefaultDirectory, train),
-            "cifar10" => Cifar10.Load(directory ?? Cifar10DefaultDirectory, train),
-            _ => throw new ArgumentException($"Unknown dataset '{name}': expected fashion-mnist, mnist, cifar10 or folder:PATH."),
+            "fashion-mnist" => FashionMnist.Load(directory, train),
+            "mnist" => Mnist.Load(directory, train),
+            _ => Cifar10.Load(directory, train),
         };
     }
 
