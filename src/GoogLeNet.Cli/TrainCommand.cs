@@ -27,6 +27,7 @@ internal static class TrainCommand
         Option<int> limitTest = new("--limit-test") { Description = "Test on the first N images only." };
         Option<float?> auxWeight = new("--aux-weight") { Description = "Weight of each aux loss (0 turns the aux heads off; default 0.3 for paper/torchvision)." };
         Option<float> labelSmoothing = new("--label-smoothing") { Description = "Label smoothing of the cross-entropy." };
+        Option<double> weightAverage = new("--weight-average") { Description = "Evaluate and keep as best a moving average of the weights with this decay (the paper's Polyak averaging; e.g. 0.999)." };
         Option<double> clip = new("--clip") { Description = "Clip the global gradient norm to this value (0: off)." };
         Option<int> checkpointEvery = new("--checkpoint-every") { Description = "Save last.safetensors every N steps (0: at epoch ends only).", DefaultValueFactory = _ => 200 };
         Option<string?> output = new("--out") { Description = "Run folder (default runs/<preset>-<dataset>-<time>)." };
@@ -35,7 +36,7 @@ internal static class TrainCommand
         var command = new Command("train", "Train GoogLeNet with a preset's recipe; writes config, metrics, plot and checkpoints to a run folder.")
         {
             preset, dataset, data, inputSize, epochs, batch, lr, momentum, weightDecay, nesterov, schedule, seed,
-            limitTrain, limitTest, auxWeight, labelSmoothing, clip, checkpointEvery, output, resume, threads,
+            limitTrain, limitTest, auxWeight, labelSmoothing, clip, weightAverage, checkpointEvery, output, resume, threads,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
@@ -74,6 +75,7 @@ internal static class TrainCommand
                     AuxWeight = aux > 0f ? aux : recipe.AuxWeight,
                     LabelSmoothing = result.GetValue(labelSmoothing),
                     ClipNorm = result.GetValue(clip),
+                    WeightAverageDecay = result.GetValue(weightAverage),
                     CheckpointEvery = result.GetValue(checkpointEvery),
                 };
                 directory = result.GetValue(output) ?? Path.Combine("runs",

@@ -17,6 +17,8 @@ public static class Checkpoint
 {
     public const string VelocityName = "optimizer.velocity";
 
+    public const string WeightAverageName = "optimizer.weight_average";
+
     private const string FormatKey = "format";
     private const string FormatValue = "googlenet-net-checkpoint-1";
     private const string OptionsKey = "model_options";
@@ -27,7 +29,7 @@ public static class Checkpoint
         NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    public static void Save(string path, GoogLeNetModel model, Sgd? optimizer = null, TrainingState? state = null)
+    public static void Save(string path, GoogLeNetModel model, Sgd? optimizer = null, TrainingState? state = null, float[]? weightAverage = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var tensors = new List<NamedTensor>();
@@ -40,6 +42,10 @@ public static class Checkpoint
         if (optimizer is not null)
         {
             tensors.Add(new NamedTensor(VelocityName, [optimizer.Velocity.Length], (float[])optimizer.Velocity.Clone()));
+        }
+        if (weightAverage is not null)
+        {
+            tensors.Add(new NamedTensor(WeightAverageName, [weightAverage.Length], (float[])weightAverage.Clone()));
         }
         var metadata = new Dictionary<string, string>
         {
@@ -92,19 +98,19 @@ public static class Checkpoint
         }
     }
 
-    /// <summary>Restores weights, velocity and dropout generators; returns the saved training state.</summary>
-    public static TrainingState LoadTraining(string path, GoogLeNetModel model, Sgd optimizer)
+    /// <summary>
+    /// Restores weights, velocity, dropout generators and, when <paramref name="weightAverage"/> is
+    /// given, the weight average; returns the saved training state.
+    /// </summary>
+    public static TrainingState LoadTraining(string path, GoogLeNetModel model, Sgd optimizer, float[]? weightAverage = null)
     {
         SafeTensorsFile file = SafeTensors.Read(path);
         LoadWeights(file, path, model);
-        NamedTensor velocity = file.Tensors.FirstOrDefault(t => t.Name == VelocityName)
-            ?? throw new InvalidDataException($"'{path}' has no '{VelocityName}': it holds weights only, not a training state.");
-        if (velocity.Values.Length != optimizer.Velocity.Length)
+        LoadFlat(file, path, VelocityName, optimizer.Velocity, "it holds weights only, not a training state");
+        if (weightAverage is not null)
         {
-            throw new InvalidDataException(
-                $"'{path}': the optimizer velocity has {velocity.Values.Length} values, the model has {optimizer.Velocity.Length} trainable values.");
+            LoadFlat(file, path, WeightAverageName, weightAverage, "the run was saved without weight averaging");
         }
-        velocity.Values.CopyTo(optimizer.Velocity, 0);
         if (!file.Metadata.TryGetValue(StateKey, out string? json))
         {
             throw new InvalidDataException($"'{path}' has no '{StateKey}' metadata.");
@@ -120,6 +126,18 @@ public static class Checkpoint
             dropout.Generator.State = generator;
         }
         return state;
+    }
+
+    private static void LoadFlat(SafeTensorsFile file, string path, string name, float[] destination, string whyMissing)
+    {
+        NamedTensor tensor = file.Tensors.FirstOrDefault(t => t.Name == name)
+            ?? throw new InvalidDataException($"'{path}' has no '{name}': {whyMissing}.");
+        if (tensor.Values.Length != destination.Length)
+        {
+            throw new InvalidDataException(
+                $"'{path}': '{name}' has {tensor.Values.Length} values, the model has {destination.Length} trainable values.");
+        }
+        tensor.Values.CopyTo(destination, 0);
     }
 
     /// <summary>The model's dropout layers by path; their generators are part of the training state.</summary>

@@ -51,6 +51,12 @@ public sealed record TrainConfig
     /// <summary>Global gradient-norm cap (0: off).</summary>
     public double ClipNorm { get; init; }
 
+    /// <summary>
+    /// Decay of an exponential moving average of the weights (the paper's Polyak averaging), used
+    /// for evaluation and best.safetensors; 0 turns it off, 0.999 is typical.
+    /// </summary>
+    public double WeightAverageDecay { get; init; }
+
     /// <summary>Save last.safetensors every N steps besides each epoch's end (0: epoch ends only).</summary>
     public int CheckpointEvery { get; init; } = 200;
 
@@ -94,6 +100,7 @@ public sealed record TrainConfig
         Check(LimitTrain >= 0 && LimitTest >= 0, "limits must not be negative");
         Check(LabelSmoothing >= 0 && LabelSmoothing < 1, $"label smoothing must be in [0, 1), got {LabelSmoothing}");
         Check(ClipNorm >= 0, $"the clipping norm must not be negative, got {ClipNorm}");
+        Check(WeightAverageDecay >= 0 && WeightAverageDecay < 1, $"the weight-average decay must be in [0, 1), got {WeightAverageDecay}");
         Check(CheckpointEvery >= 0, $"the checkpoint interval must not be negative, got {CheckpointEvery}");
         Schedules.Parse(Schedule, LearningRate, Epochs);
     }

@@ -38,6 +38,8 @@ public sealed class Trainer
     private readonly RunFolder _folder;
     private readonly InputBuffers _inputs = new();
     private readonly Evaluator _evaluator = new();
+    private readonly float[]? _weightAverage;
+    private readonly float[]? _rawWeights;
 
     public Trainer(GoogLeNetModel model, BatchLoader train, BatchLoader? test, TrainConfig config, string runDirectory)
     {
@@ -57,11 +59,19 @@ public sealed class Trainer
             LabelSmoothing = config.LabelSmoothing,
         };
         Optimizer = new Sgd(model.Parameters, (float)config.Momentum, (float)config.WeightDecay, config.Nesterov);
+        if (config.WeightAverageDecay > 0)
+        {
+            _weightAverage = model.Parameters.Values.ToArray();
+            _rawWeights = new float[_weightAverage.Length];
+        }
         _folder = new RunFolder(runDirectory);
         State = new TrainingState { LoaderSeed = config.Seed };
     }
 
     public Sgd Optimizer { get; }
+
+    /// <summary>The moving average of the trainable values, or null when averaging is off.</summary>
+    public float[]? WeightAverage => _weightAverage;
 
     public TrainingState State { get; private set; }
 
@@ -75,7 +85,7 @@ public sealed class Trainer
     /// <summary>Continues from the run folder's last.safetensors.</summary>
     public void Resume()
     {
-        TrainingState state = Checkpoint.LoadTraining(_folder.LastPath, _model, Optimizer);
+        TrainingState state = Checkpoint.LoadTraining(_folder.LastPath, _model, Optimizer, _weightAverage);
         if (state.LoaderSeed != _config.Seed)
         {
             throw new InvalidDataException(
@@ -123,6 +133,10 @@ public sealed class Trainer
                 _loss.Backward(_model);
                 ClipGradients();
                 Optimizer.Step((float)lr);
+                if (_weightAverage is not null)
+                {
+                    System.Numerics.Tensors.TensorPrimitives.Lerp(_weightAverage, _model.Parameters.Values, (float)(1 - _config.WeightAverageDecay), _weightAverage);
+                }
 
                 State.LossSum += loss.Main * batch.Count;
                 State.Correct += CountCorrect(output.Logits.Span, labels, classes);
@@ -153,7 +167,16 @@ public sealed class Trainer
 
     private void FinishEpoch(int epoch, double lr)
     {
+        // With averaging, the average is what gets evaluated and kept as best; training goes on from the raw weights.
+        SwapAverage();
         EvaluationResult? test = _test is null ? null : _evaluator.Evaluate(_model, _test);
+        bool best = test is not null && test.Top1 > State.BestTestAccuracy;
+        if (best)
+        {
+            State.BestTestAccuracy = test!.Top1;
+            Checkpoint.Save(_folder.BestPath, _model);
+        }
+        SwapAverage();
         double seen = Math.Max(State.Seen, 1);
         var metrics = new EpochMetrics(
             epoch + 1,
@@ -172,16 +195,7 @@ public sealed class Trainer
         State.Correct = 0;
         State.Seen = 0;
         State.Seconds = 0;
-        bool best = test is not null && test.Top1 > State.BestTestAccuracy;
-        if (best)
-        {
-            State.BestTestAccuracy = test!.Top1;
-        }
         SaveLast();
-        if (best)
-        {
-            Checkpoint.Save(_folder.BestPath, _model);
-        }
         _folder.WriteMetrics(State.History);
         EpochCompleted?.Invoke(metrics);
     }
@@ -193,7 +207,19 @@ public sealed class Trainer
         {
             State.DropoutStates[path] = dropout.Generator.State;
         }
-        Checkpoint.Save(_folder.LastPath, _model, Optimizer, State);
+        Checkpoint.Save(_folder.LastPath, _model, Optimizer, State, _weightAverage);
+    }
+
+    private void SwapAverage()
+    {
+        if (_weightAverage is null)
+        {
+            return;
+        }
+        Span<float> values = _model.Parameters.Values;
+        values.CopyTo(_rawWeights!);
+        _weightAverage.CopyTo(values);
+        _rawWeights!.CopyTo(_weightAverage, 0);
     }
 
     private void ClipGradients()

@@ -42,6 +42,7 @@ public sealed class TrainerTests : IDisposable
         Aux = true,
         ClipNorm = 5,
         LabelSmoothing = 0.1f,
+        WeightAverageDecay = 0.9,
         CheckpointEvery = 0,
     };
 
@@ -101,6 +102,7 @@ public sealed class TrainerTests : IDisposable
             AssertSameBits(want[i].Path, want[i].Parameter.Value.Span, got[i].Parameter.Value.Span);
         }
         AssertSameBits("velocity", expected.Trainer.Optimizer.Velocity, actual.Trainer.Optimizer.Velocity);
+        AssertSameBits("weight average", expected.Trainer.WeightAverage!, actual.Trainer.WeightAverage!);
         Assert.Equal(expected.Trainer.State.Step, actual.Trainer.State.Step);
         Assert.Equal(
             expected.Trainer.State.History.Select(m => (m.TrainLoss, m.TrainAccuracy, m.TestLoss, m.TestAccuracy)),
@@ -214,6 +216,18 @@ public sealed class TrainerTests : IDisposable
             perStep = GC.GetAllocatedBytesForCurrentThread() - start;
         }
         Assert.Equal(4 * perStep, after - before);
+    }
+
+    [Fact]
+    public void WeightAverageIsWhatBestHoldsWhileTrainingKeepsTheRawWeights()
+    {
+        string directory = Path.Combine(_root, "average");
+        using var setup = new Setup(TinyConfig with { Epochs = 1 }, directory);
+        setup.Trainer.Run();
+        float[] average = setup.Trainer.WeightAverage!;
+        Assert.False(average.AsSpan().SequenceEqual(setup.Model.Parameters.Values));
+        GoogLeNetModel best = Checkpoint.LoadModel(Path.Combine(directory, "best.safetensors"));
+        AssertSameBits("best", average, best.Parameters.Values);
     }
 
     [Fact]
