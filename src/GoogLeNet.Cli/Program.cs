@@ -9,4 +9,6 @@ root.Subcommands.Add(ImportCommand.Create());
 root.Subcommands.Add(PredictCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
+root.Subcommands.Add(ExportCommand.Create());
+root.Subcommands.Add(OnnxSuiteCommand.Create());
 return root.Parse(args).Invoke();

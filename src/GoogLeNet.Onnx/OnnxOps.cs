@@ -407,7 +407,7 @@ internal static class OnnxOps
             int row = (int)Tensor.ShapeSize(x.Shape.AsSpan(axis));
             for (int r = 0; r < input.Length / row; r++)
             {
-                TensorPrimitives.SoftMax(input.AsSpan(r * row, row), output.AsSpan(r * row, row));
+                StableSoftmax(input.AsSpan(r * row, row), output.AsSpan(r * row, row));
             }
             return OnnxTensor.FromFloats(output, x.Shape);
         }
@@ -425,7 +425,7 @@ internal static class OnnxOps
                 {
                     line[j] = input[start + j * inner];
                 }
-                TensorPrimitives.SoftMax(line, result);
+                StableSoftmax(line, result);
                 for (int j = 0; j < length; j++)
                 {
                     output[start + j * inner] = result[j];
@@ -433,6 +433,15 @@ internal static class OnnxOps
             }
         }
         return OnnxTensor.FromFloats(output, x.Shape);
+    }
+
+    // TensorPrimitives.SoftMax exponentiates as is, so large inputs overflow to NaN; shifting by
+    // the maximum first leaves the result unchanged and keeps every exponent at most 1.
+    private static void StableSoftmax(ReadOnlySpan<float> x, Span<float> y)
+    {
+        float max = TensorPrimitives.Max(x);
+        TensorPrimitives.Subtract(x, max, y);
+        TensorPrimitives.SoftMax(y, y);
     }
 
     private static OnnxTensor[] Dropout(OnnxTensor x, OnnxTensor?[] inputs, Attributes a, int outputs)
