@@ -16,6 +16,7 @@ internal static class OnnxOps
     {
         "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "LRN", "Concat", "Flatten", "Gemm", "MatMul",
         "Add", "Mul", "Softmax", "Dropout", "BatchNormalization", "Reshape", "Identity", "Constant",
+        "Gather", "Unsqueeze",
     };
 
     public static OnnxTensor[] Run(NodeProto node, OnnxTensor?[] inputs, long opset, long maxElements)
@@ -43,6 +44,8 @@ internal static class OnnxOps
             "BatchNormalization" => [BatchNorm(Input(0), Input(1), Input(2), Input(3), Input(4), a, node.Output.Count)],
             "Reshape" => [Reshape(Input(0), Input(1), (a.Int("allowzero") ?? 0) != 0, maxElements)],
             "Identity" => [Input(0)],
+            "Gather" => [Gather(Input(0), Input(1), a.Int("axis") ?? 0)],
+            "Unsqueeze" => [Unsqueeze(Input(0), opset >= 13 ? Input(1).RequireLongs("axes") : a.Ints("axes") ?? throw new ArgumentException("Unsqueeze needs axes."))],
             "Constant" => [a.Tensor("value", maxElements) ?? throw new NotSupportedException("only Constant's 'value' attribute is supported.")],
             _ => throw new NotSupportedException($"operator '{node.OpType}' is not supported."),
         };
@@ -62,17 +65,15 @@ internal static class OnnxOps
 
     private delegate void ScalarBinary(ReadOnlySpan<float> x, float y, Span<float> output);
 
-    /// <summary>Spatial attributes of Conv and the pools, reduced to the square, symmetric 2-D case the kernels take.</summary>
-    private static (int KernelH, int KernelW, int Stride, int Padding) Window(Attributes a, OnnxTensor x, long[]? kernel, bool square)
+    /// <summary>
+    /// Spatial attributes of Conv and the pools for 2-D inputs: equal strides, no dilation, pads as
+    /// (top, left, bottom, right) with auto_pad resolved the way ONNX defines it.
+    /// </summary>
+    private static (int KernelH, int KernelW, int Stride, int[] Pads) Window(Attributes a, OnnxTensor x, long[]? kernel, bool square)
     {
         if (x.Rank != 4)
         {
             throw new NotSupportedException($"only 2-D (NCHW) inputs are supported, got rank {x.Rank}.");
-        }
-        string autoPad = a.String("auto_pad") ?? "NOTSET";
-        if (autoPad != "NOTSET" && autoPad != "VALID")
-        {
-            throw new NotSupportedException($"auto_pad {autoPad} is not supported.");
         }
         kernel = a.Ints("kernel_shape") ?? kernel ?? throw new ArgumentException("kernel_shape is missing.");
         long[] strides = a.Ints("strides") ?? [1, 1];
@@ -86,23 +87,63 @@ internal static class OnnxOps
         {
             throw new NotSupportedException($"dilations [{string.Join(", ", dilations)}] are not supported.");
         }
-        if (strides[0] != strides[1] || strides[0] < 1)
+        if (strides[0] != strides[1] || strides[0] < 1 || strides[0] > int.MaxValue)
         {
             throw new NotSupportedException($"strides [{string.Join(", ", strides)}]: only equal positive strides are supported.");
         }
-        if (pads.Any(p => p != pads[0]) || pads[0] < 0)
-        {
-            throw new NotSupportedException($"pads [{string.Join(", ", pads)}]: only equal padding on every side is supported.");
-        }
-        if (kernel[0] < 1 || kernel[1] < 1 || (square && kernel[0] != kernel[1]))
+        if (kernel[0] < 1 || kernel[1] < 1 || kernel[0] > int.MaxValue || kernel[1] > int.MaxValue || (square && kernel[0] != kernel[1]))
         {
             throw new NotSupportedException($"kernel_shape [{string.Join(", ", kernel)}]: only square windows are supported.");
         }
-        if (pads[0] >= Math.Min(kernel[0], kernel[1]))
+        int stride = (int)strides[0];
+        string autoPad = a.String("auto_pad") ?? "NOTSET";
+        int[] resolved;
+        switch (autoPad)
         {
-            throw new ArgumentException($"pads {pads[0]} must be smaller than the window [{string.Join(", ", kernel)}].");
+            case "NOTSET":
+                if (pads.Any(p => p < 0 || p >= 1 << 20))
+                {
+                    throw new ArgumentException($"pads [{string.Join(", ", pads)}] are out of range.");
+                }
+                resolved = [.. pads.Select(p => (int)p)];
+                break;
+            case "VALID":
+                resolved = [0, 0, 0, 0];
+                break;
+            case "SAME_UPPER" or "SAME_LOWER":
+                resolved = new int[4];
+                for (int axis = 0; axis < 2; axis++)
+                {
+                    int size = x.Shape[2 + axis];
+                    int total = Math.Max(((size + stride - 1) / stride - 1) * stride + (int)kernel[axis] - size, 0);
+                    int small = total / 2;
+                    resolved[axis] = autoPad == "SAME_UPPER" ? small : total - small;
+                    resolved[axis + 2] = total - resolved[axis];
+                }
+                break;
+            default:
+                throw new ArgumentException($"auto_pad '{autoPad}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID.");
         }
-        return ((int)kernel[0], (int)kernel[1], (int)strides[0], (int)pads[0]);
+        return ((int)kernel[0], (int)kernel[1], stride, resolved);
+    }
+
+    private static bool Symmetric(int[] pads) => pads.All(p => p == pads[0]);
+
+    /// <summary>Copies NCHW planes into larger ones filled with <paramref name="fill"/>, for padding the kernels cannot express.</summary>
+    private static (float[] Values, int Height, int Width) PadPlanes(float[] x, int planes, int height, int width, int[] pads, float fill)
+    {
+        int h = height + pads[0] + pads[2];
+        int w = width + pads[1] + pads[3];
+        var padded = new float[checked(planes * h * w)];
+        padded.AsSpan().Fill(fill);
+        for (int p = 0; p < planes; p++)
+        {
+            for (int y = 0; y < height; y++)
+            {
+                Array.Copy(x, (p * height + y) * width, padded, (p * h + y + pads[0]) * w + pads[1], width);
+            }
+        }
+        return (padded, h, w);
     }
 
     private static OnnxTensor Conv(OnnxTensor x, OnnxTensor w, OnnxTensor? b, Attributes a)
@@ -115,7 +156,7 @@ internal static class OnnxOps
         {
             throw new ArgumentException($"weight {Tensor.Format(w.Shape)} does not fit input {Tensor.Format(x.Shape)}.");
         }
-        var (kh, kw, stride, padding) = Window(a, x, [w.Shape[2], w.Shape[3]], square: false);
+        var (kh, kw, stride, pads) = Window(a, x, [w.Shape[2], w.Shape[3]], square: false);
         if (kh != w.Shape[2] || kw != w.Shape[3])
         {
             throw new ArgumentException($"kernel_shape [{kh}, {kw}] disagrees with the weight {Tensor.Format(w.Shape)}.");
@@ -125,6 +166,13 @@ internal static class OnnxOps
         {
             throw new ArgumentException($"bias {Tensor.Format(b.Shape)} does not match {co} output channels.");
         }
+        float[] input = x.RequireFloats("X");
+        int padding = pads[0];
+        if (!Symmetric(pads))
+        {
+            (input, h, width) = PadPlanes(input, batch * ci, h, width, pads, 0f);
+            padding = 0;
+        }
         int oh = WindowMath.OutputSize(h, kh, stride, padding, false);
         int ow = WindowMath.OutputSize(width, kw, stride, padding, false);
         if (oh < 1 || ow < 1)
@@ -133,7 +181,7 @@ internal static class OnnxOps
         }
         var output = new float[checked(batch * co * oh * ow)];
         float[] col = Convolution.IsPointwise(kh, kw, stride, padding) ? [] : new float[checked(ci * kh * kw * oh * ow)];
-        Convolution.Forward(x.RequireFloats("X"), batch, ci, h, width, w.RequireFloats("W"), b is null ? default : b.RequireFloats("B"),
+        Convolution.Forward(input, batch, ci, h, width, w.RequireFloats("W"), b is null ? default : b.RequireFloats("B"),
             co, kh, kw, stride, padding, oh, ow, relu: false, col, output);
         return OnnxTensor.FromFloats(output, [batch, co, oh, ow]);
     }
@@ -144,26 +192,69 @@ internal static class OnnxOps
         {
             throw new NotSupportedException("MaxPool's Indices output and storage_order are not supported.");
         }
-        var (k, _, stride, padding) = Window(a, x, null, square: true);
+        var (k, _, stride, pads) = Window(a, x, null, square: true);
         bool ceil = (a.Int("ceil_mode") ?? 0) != 0;
         bool includePad = (a.Int("count_include_pad") ?? 0) != 0;
         int batch = x.Shape[0], c = x.Shape[1], h = x.Shape[2], w = x.Shape[3];
-        int oh = WindowMath.OutputSize(h, k, stride, padding, ceil);
-        int ow = WindowMath.OutputSize(w, k, stride, padding, ceil);
+        int planes = batch * c;
+        float[] input = x.RequireFloats("X");
+        if (Symmetric(pads) && pads[0] <= k / 2)
+        {
+            int padding = pads[0];
+            int oh = WindowMath.OutputSize(h, k, stride, padding, ceil);
+            int ow = WindowMath.OutputSize(w, k, stride, padding, ceil);
+            CheckPooled(x, k, oh, ow);
+            var output = new float[checked(planes * oh * ow)];
+            if (max)
+            {
+                Pooling.MaxForward(input, planes, h, w, k, stride, padding, oh, ow, output);
+            }
+            else
+            {
+                Pooling.AverageForward(input, planes, h, w, k, stride, padding, includePad, oh, ow, output);
+            }
+            return OnnxTensor.FromFloats(output, [batch, c, oh, ow]);
+        }
+        if (ceil)
+        {
+            throw new NotSupportedException($"ceil_mode with pads [{string.Join(", ", pads)}] is not supported.");
+        }
+        // Uneven or wide padding: pad explicitly and pool without padding. Max pads with -infinity;
+        // average pads with zeros and, without count_include_pad, divides by the pooled share of
+        // real pixels (a plane of ones padded the same way).
+        var (padded, ph, pw) = PadPlanes(input, planes, h, w, pads, max ? float.NegativeInfinity : 0f);
+        int outH = WindowMath.OutputSize(ph, k, stride, 0, false);
+        int outW = WindowMath.OutputSize(pw, k, stride, 0, false);
+        CheckPooled(x, k, outH, outW);
+        var result = new float[checked(planes * outH * outW)];
+        if (max)
+        {
+            Pooling.MaxForward(padded, planes, ph, pw, k, stride, 0, outH, outW, result);
+            return OnnxTensor.FromFloats(result, [batch, c, outH, outW]);
+        }
+        Pooling.AverageForward(padded, planes, ph, pw, k, stride, 0, true, outH, outW, result);
+        if (!includePad)
+        {
+            float[] ones = new float[h * w];
+            ones.AsSpan().Fill(1f);
+            var (mask, _, _) = PadPlanes(ones, 1, h, w, pads, 0f);
+            var share = new float[outH * outW];
+            Pooling.AverageForward(mask, 1, ph, pw, k, stride, 0, true, outH, outW, share);
+            for (int p = 0; p < planes; p++)
+            {
+                Span<float> plane = result.AsSpan(p * share.Length, share.Length);
+                TensorPrimitives.Divide(plane, share, plane);
+            }
+        }
+        return OnnxTensor.FromFloats(result, [batch, c, outH, outW]);
+    }
+
+    private static void CheckPooled(OnnxTensor x, int k, int oh, int ow)
+    {
         if (oh < 1 || ow < 1)
         {
             throw new ArgumentException($"input {Tensor.Format(x.Shape)} is smaller than the {k}x{k} window.");
         }
-        var output = new float[checked(batch * c * oh * ow)];
-        if (max)
-        {
-            Pooling.MaxForward(x.RequireFloats("X"), batch * c, h, w, k, stride, padding, oh, ow, output);
-        }
-        else
-        {
-            Pooling.AverageForward(x.RequireFloats("X"), batch * c, h, w, k, stride, padding, includePad, oh, ow, output);
-        }
-        return OnnxTensor.FromFloats(output, [batch, c, oh, ow]);
     }
 
     private static OnnxTensor GlobalAveragePool(OnnxTensor x)
@@ -533,6 +624,53 @@ internal static class OnnxOps
         if (Tensor.ShapeSize(shape) != x.Length)
         {
             throw new ArgumentException($"cannot reshape {Tensor.Format(x.Shape)} to [{string.Join(", ", requested)}].");
+        }
+        return x.Floats is not null ? OnnxTensor.FromFloats(x.Floats, shape) : OnnxTensor.FromLongs(x.Longs!, shape);
+    }
+
+    /// <summary>Takes the slices at the given indices along one axis (PyTorch exports x[:, c] this way).</summary>
+    private static OnnxTensor Gather(OnnxTensor data, OnnxTensor indices, long axisAttribute)
+    {
+        int axis = Axis(axisAttribute, data.Rank, "axis");
+        long[] index = indices.RequireLongs("indices");
+        float[] x = data.RequireFloats("data");
+        int outer = (int)Tensor.ShapeSize(data.Shape.AsSpan(0, axis));
+        int extent = data.Shape[axis];
+        int inner = (int)Tensor.ShapeSize(data.Shape.AsSpan(axis + 1));
+        int[] shape = [.. data.Shape[..axis], .. indices.Shape, .. data.Shape[(axis + 1)..]];
+        var output = new float[Tensor.ShapeSize(shape)];
+        for (int o = 0; o < outer; o++)
+        {
+            for (int j = 0; j < index.Length; j++)
+            {
+                long i = index[j] < 0 ? index[j] + extent : index[j];
+                if (i < 0 || i >= extent)
+                {
+                    throw new ArgumentException($"index {index[j]} is outside an axis of {extent}.");
+                }
+                Array.Copy(x, (o * extent + i) * inner, output, (o * index.Length + j) * inner, inner);
+            }
+        }
+        return OnnxTensor.FromFloats(output, shape);
+    }
+
+    private static OnnxTensor Unsqueeze(OnnxTensor x, long[] axes)
+    {
+        int rank = x.Rank + axes.Length;
+        var inserted = new bool[rank];
+        foreach (long axis in axes)
+        {
+            int a = Axis(axis, rank, "axis");
+            if (inserted[a])
+            {
+                throw new ArgumentException($"axis {axis} is given twice.");
+            }
+            inserted[a] = true;
+        }
+        var shape = new int[rank];
+        for (int d = 0, source = 0; d < rank; d++)
+        {
+            shape[d] = inserted[d] ? 1 : x.Shape[source++];
         }
         return x.Floats is not null ? OnnxTensor.FromFloats(x.Floats, shape) : OnnxTensor.FromLongs(x.Longs!, shape);
     }
