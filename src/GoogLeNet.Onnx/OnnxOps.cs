@@ -51,6 +51,15 @@ internal static class OnnxOps
         };
     }
 
+    /// <summary>
+    /// Every intermediate is allocated here, under the same cap as stored tensors, so a graph whose
+    /// attributes blow a shape up fails with a message rather than exhausting memory.
+    /// </summary>
+    private static float[] Floats(long count) =>
+        count <= OnnxModel.DefaultMaxElements
+            ? new float[count]
+            : throw new InvalidDataException($"an intermediate of {count} values exceeds the cap of {OnnxModel.DefaultMaxElements}.");
+
     private static OnnxTensor Map(OnnxTensor x, SpanAction op)
     {
         float[] input = x.RequireFloats("input");
@@ -101,9 +110,10 @@ internal static class OnnxOps
         switch (autoPad)
         {
             case "NOTSET":
-                if (pads.Any(p => p < 0 || p >= 1 << 20))
+                // Padding wider than the window would only add outputs that see no input.
+                if (pads.Any(p => p < 0) || pads[0] > kernel[0] || pads[2] > kernel[0] || pads[1] > kernel[1] || pads[3] > kernel[1])
                 {
-                    throw new ArgumentException($"pads [{string.Join(", ", pads)}] are out of range.");
+                    throw new ArgumentException($"pads [{string.Join(", ", pads)}] must be between 0 and the window [{string.Join(", ", kernel)}].");
                 }
                 resolved = [.. pads.Select(p => (int)p)];
                 break;
@@ -134,7 +144,7 @@ internal static class OnnxOps
     {
         int h = height + pads[0] + pads[2];
         int w = width + pads[1] + pads[3];
-        var padded = new float[checked(planes * h * w)];
+        var padded = Floats((long)planes * h * w);
         padded.AsSpan().Fill(fill);
         for (int p = 0; p < planes; p++)
         {
@@ -179,8 +189,8 @@ internal static class OnnxOps
         {
             throw new ArgumentException($"input {Tensor.Format(x.Shape)} is smaller than the kernel.");
         }
-        var output = new float[checked(batch * co * oh * ow)];
-        float[] col = Convolution.IsPointwise(kh, kw, stride, padding) ? [] : new float[checked(ci * kh * kw * oh * ow)];
+        var output = Floats((long)batch * co * oh * ow);
+        float[] col = Convolution.IsPointwise(kh, kw, stride, padding) ? [] : Floats((long)ci * kh * kw * oh * ow);
         Convolution.Forward(input, batch, ci, h, width, w.RequireFloats("W"), b is null ? default : b.RequireFloats("B"),
             co, kh, kw, stride, padding, oh, ow, relu: false, col, output);
         return OnnxTensor.FromFloats(output, [batch, co, oh, ow]);
@@ -204,7 +214,7 @@ internal static class OnnxOps
             int oh = WindowMath.OutputSize(h, k, stride, padding, ceil);
             int ow = WindowMath.OutputSize(w, k, stride, padding, ceil);
             CheckPooled(x, k, oh, ow);
-            var output = new float[checked(planes * oh * ow)];
+            var output = Floats((long)planes * oh * ow);
             if (max)
             {
                 Pooling.MaxForward(input, planes, h, w, k, stride, padding, oh, ow, output);
@@ -226,7 +236,7 @@ internal static class OnnxOps
         int outH = WindowMath.OutputSize(ph, k, stride, 0, false);
         int outW = WindowMath.OutputSize(pw, k, stride, 0, false);
         CheckPooled(x, k, outH, outW);
-        var result = new float[checked(planes * outH * outW)];
+        var result = Floats((long)planes * outH * outW);
         if (max)
         {
             Pooling.MaxForward(padded, planes, ph, pw, k, stride, 0, outH, outW, result);
@@ -323,7 +333,7 @@ internal static class OnnxOps
         int[] shape = [.. first.Shape];
         shape[axis] = inputs.Sum(t => t.Shape[axis]);
         bool floats = first.Floats is not null;
-        var output = floats ? (Array)new float[Tensor.ShapeSize(shape)] : new long[Tensor.ShapeSize(shape)];
+        var output = floats ? (Array)Floats(Tensor.ShapeSize(shape)) : new long[Tensor.ShapeSize(shape)];
         int rowOut = shape[axis] * inner;
         int offset = 0;
         foreach (OnnxTensor t in inputs)
@@ -369,7 +379,7 @@ internal static class OnnxOps
         {
             throw new ArgumentException($"inner dimensions differ: A {Tensor.Format(a.Shape)}{(transA ? "^T" : "")}, B {Tensor.Format(b.Shape)}{(transB ? "^T" : "")}.");
         }
-        var y = new float[checked(m * n)];
+        var y = Floats((long)m * n);
         Gemm.Multiply(transA, transB, m, n, k, a.RequireFloats("A"), a.Shape[1], b.RequireFloats("B"), b.Shape[1], y, n, accumulate: false);
         if (alpha != 1f)
         {
@@ -408,7 +418,7 @@ internal static class OnnxOps
         }
         int batches = (int)Tensor.ShapeSize(a.Shape.AsSpan(0, a.Rank - 2));
         float[] x = a.RequireFloats("A"), w = b.RequireFloats("B");
-        var y = new float[checked(batches * m * n)];
+        var y = Floats((long)batches * m * n);
         for (int i = 0; i < batches; i++)
         {
             Gemm.Multiply(false, false, m, n, k, x.AsSpan(i * m * k, m * k), k, shared ? w : w.AsSpan(i * k * n, k * n), n,
@@ -432,7 +442,7 @@ internal static class OnnxOps
             }
             shape[d] = ls[d] == 1 ? rs[d] : ls[d];
         }
-        var output = new float[Tensor.ShapeSize(shape)];
+        var output = Floats(Tensor.ShapeSize(shape));
         if (ls.AsSpan().SequenceEqual(rs))
         {
             both(x, y, output);
@@ -638,7 +648,7 @@ internal static class OnnxOps
         int extent = data.Shape[axis];
         int inner = (int)Tensor.ShapeSize(data.Shape.AsSpan(axis + 1));
         int[] shape = [.. data.Shape[..axis], .. indices.Shape, .. data.Shape[(axis + 1)..]];
-        var output = new float[Tensor.ShapeSize(shape)];
+        var output = Floats(Tensor.ShapeSize(shape));
         for (int o = 0; o < outer; o++)
         {
             for (int j = 0; j < index.Length; j++)
