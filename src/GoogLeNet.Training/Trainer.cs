@@ -40,6 +40,7 @@ public sealed class Trainer
     private readonly Evaluator _evaluator = new();
     private readonly float[]? _weightAverage;
     private readonly float[]? _rawWeights;
+    private long _savedStep = -1;
 
     public Trainer(GoogLeNetModel model, BatchLoader train, BatchLoader? test, TrainConfig config, string runDirectory)
     {
@@ -97,6 +98,7 @@ public sealed class Trainer
                 $"'{_folder.LastPath}' stopped at batch {state.Batch} of an epoch of {_train.BatchesPerEpoch} batches; the dataset or batch size changed.");
         }
         State = state;
+        _savedStep = state.Step;
     }
 
     public TrainingOutcome Run(CancellationToken cancellation = default)
@@ -127,7 +129,7 @@ public sealed class Trainer
                 {
                     throw new TrainingDivergedException(
                         $"The loss became {loss.Total} at step {State.Step + 1} (epoch {epoch + 1}, batch {batch.BatchIndex + 1} of {batches}, " +
-                        $"learning rate {lr}); the step was not applied. The last good checkpoint is '{_folder.LastPath}'; " +
+                        $"learning rate {lr}); the step was not applied. The last good checkpoint is '{_folder.LastPath}' (step {_savedStep}); " +
                         "lower the learning rate or clip the gradients and resume from it.");
                 }
                 _loss.Backward(_model);
@@ -208,6 +210,7 @@ public sealed class Trainer
             State.DropoutStates[path] = dropout.Generator.State;
         }
         Checkpoint.Save(_folder.LastPath, _model, Optimizer, State, _weightAverage);
+        _savedStep = State.Step;
     }
 
     private void SwapAverage()

@@ -18,10 +18,10 @@ public sealed class TrainCliTests : IDisposable
         }
     }
 
-    private static string[] TinyRun(string directory, int epochs = 1) =>
+    private static string[] TinyRun(string directory, int epochs = 1, string lr = "0.01") =>
     [
         "train", "--preset", "torchvision", "--dataset", "fashion-mnist", "--input-size", "32", "--epochs", epochs.ToString(),
-        "--batch", "8", "--lr", "0.01", "--limit-train", "64", "--limit-test", "32", "--out", directory,
+        "--batch", "8", "--lr", lr, "--limit-train", "64", "--limit-test", "32", "--out", directory,
     ];
 
     [Fact]
@@ -82,6 +82,17 @@ public sealed class TrainCliTests : IDisposable
         Assert.True(code == 0, error);
         Assert.Contains("resuming", resumed);
         Assert.Equal(3, File.ReadAllLines(Path.Combine(directory, "metrics.csv")).Length);
+    }
+
+    [Fact]
+    public void DivergenceExitsWithCode3AndKeepsTheCheckpoint()
+    {
+        string directory = Path.Combine(_root, "diverged");
+        var (code, _, error) = CliTests.Run(TinyRun(directory, lr: "1e30"));
+        Assert.Equal(3, code);
+        Assert.Contains("The loss became", error);
+        Assert.Contains("(step ", error);
+        Assert.True(File.Exists(Path.Combine(directory, "last.safetensors")));
     }
 
     [Fact]

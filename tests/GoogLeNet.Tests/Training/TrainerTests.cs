@@ -316,7 +316,7 @@ public sealed class TrainerTests : IDisposable
         };
         var e = Assert.Throws<TrainingDivergedException>(() => setup.Trainer.Run());
         Assert.Contains("at step 3 (epoch 1, batch 3 of 4", e.Message);
-        Assert.Contains(Path.Combine(directory, "last.safetensors"), e.Message);
+        Assert.Contains($"'{Path.Combine(directory, "last.safetensors")}' (step 2)", e.Message);
 
         using var check = new Setup(TinyConfig, directory);
         check.Trainer.Resume();
