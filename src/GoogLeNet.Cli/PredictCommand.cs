@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using GoogLeNet.Engine;
 using GoogLeNet.Models;
+using GoogLeNet.Onnx;
 
 namespace GoogLeNet.Cli;
 
@@ -32,7 +33,7 @@ internal static class PredictCommand
     {
         Argument<string[]> inputs = new("FILE|DIR") { Description = "Images (JPEG or PNG) or folders of them.", Arity = ArgumentArity.OneOrMore };
         Option<string> preset = CliSupport.PresetOption();
-        Option<string> weights = new("--weights") { Description = "Weights: .pth (PyTorch state_dict) or .safetensors.", Required = true };
+        Option<string> weights = new("--weights") { Description = "Weights: .pth (PyTorch state_dict), .safetensors, or an ONNX classifier graph (.onnx) run as it is.", Required = true };
         Option<string?> labels = new("--labels")
         {
             Description = "Class names: 'imagenet' (the default for 1000 classes) or a file with one name per line.",
@@ -75,11 +76,20 @@ internal static class PredictCommand
         }
         Preset preset = PresetNames.Parse(settings.Preset);
         List<string> files = ExpandInputs(settings.Inputs);
-        WeightFile weights = WeightIO.Read(settings.Weights);
-        GoogLeNetModel model = BuildModel(weights, preset, settings.NoTransformInput);
-        IReadOnlyList<string>? labels = ReadLabels(settings.Labels, model.Options.Classes);
+        Func<Tensor, Tensor> forward;
+        int classes;
+        if (string.Equals(Path.GetExtension(settings.Weights), ".onnx", StringComparison.OrdinalIgnoreCase))
+        {
+            (forward, classes) = OnnxForward(settings.Weights);
+        }
+        else
+        {
+            GoogLeNetModel model = BuildModel(WeightIO.Read(settings.Weights), preset, settings.NoTransformInput);
+            forward = x => model.Forward(x).Logits;
+            classes = model.Options.Classes;
+        }
+        IReadOnlyList<string>? labels = ReadLabels(settings.Labels, classes);
         var preprocessor = new ImagePreprocessor(preset, settings.Crops);
-        int classes = model.Options.Classes;
         int k = Math.Min(settings.Top, classes);
 
         // Inputs stream through fixed-size batches whatever the crops per image; each row's softmax
@@ -94,7 +104,7 @@ internal static class PredictCommand
         void Flush()
         {
             var input = new Tensor(batch, 0, [filled, preprocessor.Channels, preprocessor.Size, preprocessor.Size]);
-            Tensor output = model.Forward(input).Logits;
+            Tensor output = forward(input);
             for (int row = 0; row < filled; row++)
             {
                 ReadOnlySpan<float> logits = output.Span.Slice(row * classes, classes);
@@ -154,6 +164,47 @@ internal static class PredictCommand
             }
         }
         return 0;
+    }
+
+    /// <summary>
+    /// An ONNX graph as the network: it already holds whatever its model did to the input, so only
+    /// the preset's preprocessing comes before it. A graph ending in Softmax (the model zoo's) gives
+    /// probabilities; their logarithm stands in for logits, whose softmax gives them back. A graph
+    /// with a fixed batch runs one input at a time.
+    /// </summary>
+    private static (Func<Tensor, Tensor> Forward, int Classes) OnnxForward(string path)
+    {
+        OnnxModel graph = OnnxModel.Load(path);
+        int classes = graph.OutputFeatures
+            ?? throw new InvalidDataException($"'{path}': the graph's output does not declare its number of classes.");
+        bool probabilities = graph.OutputIsSoftmax;
+        int? fixedBatch = graph.FixedBatch;
+        Tensor Forward(Tensor input)
+        {
+            int batch = input.Shape[0];
+            int step = fixedBatch == 1 ? 1 : batch;
+            int sample = input.Length / Math.Max(batch, 1);
+            var output = new float[batch * classes];
+            for (int start = 0; start < batch; start += step)
+            {
+                var slice = new Tensor(input.Data, input.Offset + start * sample, [step, .. input.Shape[1..]]);
+                Tensor result = graph.Run(slice);
+                if (result.Length != step * classes)
+                {
+                    throw new InvalidDataException($"'{path}': the graph gave {Tensor.Format(result.Shape)} for {step} inputs, expected [{step}, {classes}].");
+                }
+                result.Span.CopyTo(output.AsSpan(start * classes));
+            }
+            if (probabilities)
+            {
+                for (int i = 0; i < output.Length; i++)
+                {
+                    output[i] = MathF.Log(output[i]);
+                }
+            }
+            return Tensor.FromArray(output, batch, classes);
+        }
+        return (Forward, classes);
     }
 
     /// <summary>

@@ -68,6 +68,23 @@ public sealed class OnnxModel
 
     public IReadOnlyDictionary<string, OnnxTensor> Initializers => _initializers;
 
+    /// <summary>The last axis of the single output when the graph declares it: a classifier's number of classes.</summary>
+    public int? OutputFeatures =>
+        Proto.Graph.Output.Count == 1 && Proto.Graph.Output[0].Type?.TensorType?.Shape is { Dim.Count: > 0 } shape
+            && shape.Dim[^1].HasDimValue && shape.Dim[^1].DimValue is > 0 and <= int.MaxValue
+            ? (int)shape.Dim[^1].DimValue
+            : null;
+
+    /// <summary>The single input's first axis when the graph fixes it (the model zoo's graphs take one image).</summary>
+    public int? FixedBatch =>
+        Proto.Graph.Input.FirstOrDefault(i => i.Name == Inputs.FirstOrDefault())?.Type?.TensorType?.Shape is { Dim.Count: > 0 } shape
+            && shape.Dim[0].HasDimValue && shape.Dim[0].DimValue is > 0 and <= int.MaxValue
+            ? (int)shape.Dim[0].DimValue
+            : null;
+
+    /// <summary>The single output is a Softmax: the graph gives probabilities, not logits.</summary>
+    public bool OutputIsSoftmax => Outputs.Count == 1 && _order.LastOrDefault(n => n.Output.Contains(Outputs[0]))?.OpType == "Softmax";
+
     public static OnnxModel Load(string path, long maxFileBytes = DefaultMaxFileBytes, long maxElements = DefaultMaxElements)
     {
         long length = new FileInfo(path).Length;

@@ -1,7 +1,11 @@
+using System.Text.Json;
+using Google.Protobuf;
+using GoogLeNet.Cli;
 using GoogLeNet.Engine;
 using GoogLeNet.Models;
 using GoogLeNet.Onnx;
 using Xunit;
+using Proto = global::Onnx;
 
 namespace GoogLeNet.Tests.Interop;
 
@@ -62,5 +66,44 @@ public class OnnxInteropTests(PthFixture fixture) : IClassFixture<PthFixture>
             Assert.True(MathF.Abs(actual[i] - expected[i]) <= 1e-5f * scale,
                 $"logit {i}: {actual[i]} through ONNX, the engine gives {expected[i]}");
         }
+    }
+
+    private static JsonElement Predict(string weights)
+    {
+        var stdout = new StringWriter();
+        PredictCommand.Run(new PredictCommand.Settings([PthFixture.ImagePath], "torchvision", weights, null, 3, true, true, true, 2), stdout);
+        return JsonDocument.Parse(stdout.ToString()).RootElement[0];
+    }
+
+    private static void AssertSamePrediction(JsonElement expected, JsonElement actual, float tolerance)
+    {
+        float[] Probabilities(JsonElement p) => [.. p.GetProperty("top").EnumerateArray().Select(t => t.GetProperty("probability").GetSingle())];
+        Assert.Equal(expected.GetProperty("top").EnumerateArray().Select(t => t.GetProperty("index").GetInt32()),
+            actual.GetProperty("top").EnumerateArray().Select(t => t.GetProperty("index").GetInt32()));
+        Assert.All(Probabilities(expected).Zip(Probabilities(actual)), p => Assert.True(MathF.Abs(p.First - p.Second) <= tolerance, $"{p.Second} vs {p.First}"));
+    }
+
+    [Fact]
+    public void PredictRunsAnExportedGraphLikeItsWeights()
+    {
+        string path = Path.Combine(fixture.Folder, "predict.onnx");
+        OnnxExporter.Export(fixture.LoadModel(fixture.PthPath), path);
+        AssertSamePrediction(Predict(fixture.PthPath), Predict(path), 1e-5f);
+    }
+
+    [Fact]
+    public void PredictTakesProbabilitiesFromAGraphEndingInSoftmaxWithOneImagePerRun()
+    {
+        Proto.ModelProto proto = OnnxExporter.Build(fixture.LoadModel(fixture.PthPath));
+        proto.Graph.Node[^1].Output[0] = "fc_logits";
+        var softmax = new Proto.NodeProto { OpType = "Softmax", Name = "prob" };
+        softmax.Input.Add("fc_logits");
+        softmax.Output.Add(OnnxExporter.OutputName);
+        softmax.Attribute.Add(new Proto.AttributeProto { Name = "axis", Type = Proto.AttributeProto.Types.AttributeType.Int, I = 1 });
+        proto.Graph.Node.Add(softmax);
+        proto.Graph.Input[0].Type.TensorType.Shape.Dim[0] = new Proto.TensorShapeProto.Types.Dimension { DimValue = 1 };
+        string path = Path.Combine(fixture.Folder, "zoo-like.onnx");
+        File.WriteAllBytes(path, proto.ToByteArray());
+        AssertSamePrediction(Predict(fixture.PthPath), Predict(path), 1e-5f);
     }
 }
