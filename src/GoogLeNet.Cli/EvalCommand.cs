@@ -49,12 +49,16 @@ internal static class EvalCommand
                 return 0;
             }
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{r.Count} images: top-1 {r.Top1:F4}, top-5 {r.Top5:F4}, loss {r.Loss:F4}"));
+            Console.WriteLine("class            accuracy  predictions (confusion row)");
             for (int c = 0; c < r.PerClassAccuracy.Length; c++)
             {
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {test.ClassNames[c],-16} {r.PerClassAccuracy[c]:F4}"));
+                string row = string.Join(" ", Enumerable.Range(0, r.PerClassAccuracy.Length).Select(p => r.Confusion[c, p].ToString(CultureInfo.InvariantCulture).PadLeft(5)));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Truncate(test.ClassNames[c]),-16} {r.PerClassAccuracy[c],8:F4}  {row}"));
             }
             return 0;
         }));
         return command;
     }
+
+    private static string Truncate(string name) => name.Length <= 16 ? name : name[..16];
 }
