@@ -33,7 +33,8 @@ internal static class OnnxOps
             "AveragePool" => [Pool(Input(0), a, max: false, node.Output.Count)],
             "GlobalAveragePool" => [GlobalAveragePool(Input(0))],
             "LRN" => [Lrn(Input(0), a)],
-            "Concat" => [Concat(inputs.Select((t, i) => Input(i)).ToArray(), a.Int("axis") ?? throw new ArgumentException("Concat needs an axis."))],
+            // Before opset 4 Concat's axis defaulted to 1, and the model zoo's oldest graphs rely on it.
+            "Concat" => [Concat(inputs.Select((t, i) => Input(i)).ToArray(), a.Int("axis") ?? (opset < 4 ? 1 : throw new ArgumentException("Concat needs an axis.")))],
             "Flatten" => [Flatten(Input(0), (int)(a.Int("axis") ?? 1))],
             "Gemm" => [GemmOp(Input(0), Input(1), inputs.Length > 2 ? inputs[2] : null, a)],
             "MatMul" => [MatMul(Input(0), Input(1))],
@@ -42,7 +43,10 @@ internal static class OnnxOps
             "Softmax" => [Softmax(Input(0), a, opset)],
             "Dropout" => Dropout(Input(0), inputs, a, node.Output.Count),
             "BatchNormalization" => [BatchNorm(Input(0), Input(1), Input(2), Input(3), Input(4), a, node.Output.Count)],
-            "Reshape" => [Reshape(Input(0), Input(1), (a.Int("allowzero") ?? 0) != 0, maxElements)],
+            // Before opset 5 the target shape was an attribute rather than an input.
+            "Reshape" => [Reshape(Input(0), opset < 5
+                ? OnnxTensor.FromLongs(a.Ints("shape") ?? throw new ArgumentException("Reshape needs a shape."), [a.Ints("shape")!.Length])
+                : Input(1), (a.Int("allowzero") ?? 0) != 0, maxElements)],
             "Identity" => [Input(0)],
             "Gather" => [Gather(Input(0), Input(1), a.Int("axis") ?? 0)],
             "Unsqueeze" => [Unsqueeze(Input(0), opset >= 13 ? Input(1).RequireLongs("axes") : a.Ints("axes") ?? throw new ArgumentException("Unsqueeze needs axes."))],

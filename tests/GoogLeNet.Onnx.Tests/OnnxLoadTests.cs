@@ -90,4 +90,45 @@ public class OnnxLoadTests
             }
         }
     }
+
+    [Fact]
+    public void OldOpsetReshapeTakesItsShapeAttributeAndConcatDefaultsToChannels()
+    {
+        var graph = new GraphProto { Name = "old" };
+        var concat = new NodeProto { OpType = "Concat", Name = "cat" };
+        concat.Input.Add(["x", "x"]);
+        concat.Output.Add("c");
+        var reshape = new NodeProto { OpType = "Reshape", Name = "flat" };
+        reshape.Input.Add("c");
+        reshape.Output.Add("y");
+        var shape = new AttributeProto { Name = "shape", Type = AttributeProto.Types.AttributeType.Ints };
+        shape.Ints.Add([1, -1]);
+        reshape.Attribute.Add(shape);
+        graph.Node.Add([concat, reshape]);
+        graph.Input.Add(new ValueInfoProto { Name = "x" });
+        graph.Output.Add(new ValueInfoProto { Name = "y" });
+        var model = new ModelProto { IrVersion = 3, Graph = graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 3 });
+        OnnxModel onnx = OnnxModel.Parse(model.ToByteArray());
+        var x = OnnxTensor.FromFloats([1, 2, 3, 4], [1, 2, 2]);
+        OnnxTensor y = onnx.Run(new Dictionary<string, OnnxTensor> { ["x"] = x })["y"];
+        Assert.Equal([1, 8], y.Shape);
+        Assert.Equal([1f, 2, 3, 4, 1, 2, 3, 4], y.RequireFloats("y"));
+    }
+
+    [Fact]
+    public void OversizedFileIsRefusedBeforeReading()
+    {
+        string path = OnnxRoundTripTests.TempPath("big.onnx");
+        try
+        {
+            File.WriteAllBytes(path, new byte[4096]);
+            var e = Assert.Throws<InvalidDataException>(() => OnnxModel.Load(path, maxFileBytes: 1024));
+            Assert.Contains("4096 bytes", e.Message);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
 }
