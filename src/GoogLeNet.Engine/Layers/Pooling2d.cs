@@ -2,14 +2,10 @@ using GoogLeNet.Engine.Kernels;
 
 namespace GoogLeNet.Engine.Layers;
 
-/// <summary>Square max pooling with PyTorch's padding and ceil-mode rules.</summary>
-public sealed class MaxPool2d : Layer
+/// <summary>What max and average pooling share: a square window, its stride and padding, and PyTorch's output size.</summary>
+public abstract class WindowPool2d : Layer
 {
-    private Tensor? _input;
-    private Tensor? _output;
-    private Tensor? _dInput;
-
-    public MaxPool2d(string name, int kernelSize, int stride, int padding = 0, bool ceilMode = false)
+    protected WindowPool2d(string name, int kernelSize, int stride, int padding, bool ceilMode)
         : base(name)
     {
         if (kernelSize <= 0 || stride <= 0 || padding < 0 || padding > kernelSize / 2)
@@ -40,6 +36,19 @@ public sealed class MaxPool2d : Layer
             throw new ShapeException($"{Name}: input {Tensor.Format(inputShape)} is smaller than the {KernelSize}x{KernelSize} pooling window.");
         }
         return [inputShape[0], oh, ow];
+    }
+}
+
+/// <summary>Square max pooling with PyTorch's padding and ceil-mode rules.</summary>
+public sealed class MaxPool2d : WindowPool2d
+{
+    private Tensor? _input;
+    private Tensor? _output;
+    private Tensor? _dInput;
+
+    public MaxPool2d(string name, int kernelSize, int stride, int padding = 0, bool ceilMode = false)
+        : base(name, kernelSize, stride, padding, ceilMode)
+    {
     }
 
     public override Tensor Forward(Tensor input)
@@ -71,47 +80,19 @@ public sealed class MaxPool2d : Layer
 }
 
 /// <summary>Square average pooling; count_include_pad and ceil mode follow PyTorch.</summary>
-public sealed class AvgPool2d : Layer
+public sealed class AvgPool2d : WindowPool2d
 {
     private int[]? _inputShape;
     private Tensor? _output;
     private Tensor? _dInput;
 
     public AvgPool2d(string name, int kernelSize, int stride, int padding = 0, bool ceilMode = false, bool countIncludePad = true)
-        : base(name)
+        : base(name, kernelSize, stride, padding, ceilMode)
     {
-        if (kernelSize <= 0 || stride <= 0 || padding < 0 || padding > kernelSize / 2)
-        {
-            throw new ArgumentException($"{name}: invalid pooling kernel {kernelSize}, stride {stride}, padding {padding} (padding must be at most half the kernel).");
-        }
-        KernelSize = kernelSize;
-        Stride = stride;
-        Padding = padding;
-        CeilMode = ceilMode;
         CountIncludePad = countIncludePad;
     }
 
-    public int KernelSize { get; }
-
-    public int Stride { get; }
-
-    public int Padding { get; }
-
-    public bool CeilMode { get; }
-
     public bool CountIncludePad { get; }
-
-    public override int[] OutputShape(int[] inputShape)
-    {
-        ExpectImage(inputShape, 0);
-        int oh = WindowMath.OutputSize(inputShape[1], KernelSize, Stride, Padding, CeilMode);
-        int ow = WindowMath.OutputSize(inputShape[2], KernelSize, Stride, Padding, CeilMode);
-        if (oh < 1 || ow < 1)
-        {
-            throw new ShapeException($"{Name}: input {Tensor.Format(inputShape)} is smaller than the {KernelSize}x{KernelSize} pooling window.");
-        }
-        return [inputShape[0], oh, ow];
-    }
 
     public override Tensor Forward(Tensor input)
     {
