@@ -12,6 +12,7 @@ public sealed class GoogLeNetLoss
     private Tensor? _dLogits;
     private Tensor? _dAux1;
     private Tensor? _dAux2;
+    private bool _hasAux;
 
     public float MainWeight { get; init; } = 1f;
 
@@ -35,16 +36,14 @@ public sealed class GoogLeNetLoss
         double aux1 = output.Aux1 is null ? 0 : Term(output.Aux1, labels, Aux1Weight, ref _dAux1);
         double aux2 = output.Aux2 is null ? 0 : Term(output.Aux2, labels, Aux2Weight, ref _dAux2);
         double total = MainWeight * main + Aux1Weight * aux1 + Aux2Weight * aux2;
-        HasAux = output.Aux1 is not null;
+        _hasAux = output.Aux1 is not null;
         return new Result(total, main, aux1, aux2);
     }
-
-    private bool HasAux { get; set; }
 
     /// <summary>Runs the model's backward pass from the gradients of the last <see cref="Compute"/>.</summary>
     public Tensor? Backward(GoogLeNetModel model) =>
         model.Backward(_dLogits ?? throw new InvalidOperationException("Compute the loss before its backward pass."),
-            HasAux ? _dAux1 : null, HasAux ? _dAux2 : null);
+            _hasAux ? _dAux1 : null, _hasAux ? _dAux2 : null);
 
     private double Term(Tensor logits, ReadOnlySpan<int> labels, float weight, ref Tensor? gradient)
     {
