@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using GoogLeNet.Data;
+using GoogLeNet.Engine;
 using GoogLeNet.Engine.Kernels;
 using GoogLeNet.Models;
 using GoogLeNet.Training;
@@ -12,16 +13,31 @@ internal static class EvalCommand
 {
     public static Command Create()
     {
-        Option<string> checkpoint = new("--checkpoint") { Description = "A .safetensors file saved by googlenet train (last or best).", Required = true };
+        Option<string?> checkpoint = new("--checkpoint") { Description = "A .safetensors file saved by googlenet train (last or best)." };
+        Option<string?> weights = new("--weights")
+        {
+            Description = "Instead of --checkpoint: .pth (PyTorch state_dict), .safetensors, or an ONNX classifier graph (.onnx), "
+                + "fed the preset's preprocessing as predict does.",
+        };
+        Option<string> preset = CliSupport.PresetOption();
+        Option<bool> noTransformInput = new("--no-transform-input")
+        {
+            Description = "With --weights: do not apply torchvision's transform_input (on by default for torchvision .pth weights).",
+        };
+        Option<int> crops = new("--crops")
+        {
+            Description = "With --weights, crops per image whose probabilities are averaged: 1 (center), 10 (corners, center and mirrors) or 144 (the paper's).",
+            DefaultValueFactory = _ => 1,
+        };
         Option<string> dataset = new("--dataset") { Description = "fashion-mnist, mnist, cifar10 or folder:PATH.", DefaultValueFactory = _ => "fashion-mnist" };
         Option<string?> data = new("--data") { Description = "Dataset folder (default /usr/share/datasets/<name>)." };
-        Option<int> batch = new("--batch") { Description = "Batch size.", DefaultValueFactory = _ => 128 };
+        Option<int> batch = new("--batch") { Description = "Batch size (with --weights: network inputs, images or crops, per forward pass).", DefaultValueFactory = _ => 128 };
         Option<int> limit = new("--limit") { Description = "Evaluate the first N test images only." };
         Option<int?> threads = new("--threads") { Description = "Worker threads for the kernels (default: all cores)." };
         Option<bool> json = CliSupport.JsonOption();
-        var command = new Command("eval", "Test-set loss, top-1 and top-5 accuracy, and per-class accuracy of a checkpoint.")
+        var command = new Command("eval", "Test-set loss, top-1 and top-5 accuracy, and per-class accuracy of a checkpoint or of weights (multi-crop with --crops).")
         {
-            checkpoint, dataset, data, batch, limit, threads, json,
+            checkpoint, weights, preset, noTransformInput, crops, dataset, data, batch, limit, threads, json,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
@@ -33,19 +49,43 @@ internal static class EvalCommand
             {
                 throw new ArgumentException($"--batch must be at least 1, got {result.GetValue(batch)}.");
             }
-            GoogLeNetModel model = Checkpoint.LoadModel(result.GetValue(checkpoint)!);
-            IImageDataset test = Datasets.Limit(Datasets.Open(result.GetValue(dataset)!, result.GetValue(data), train: false), result.GetValue(limit));
-            int channels = Datasets.Channels(test);
-            if (channels != model.Options.InputChannels || test.ClassCount != model.Options.Classes)
+            int cropCount = result.GetValue(crops);
+            if (cropCount is not (1 or 10 or 144))
             {
-                throw new ArgumentException(
-                    $"The checkpoint takes {model.Options.InputChannels}-channel images and {model.Options.Classes} classes; the dataset has {channels} channels and {test.ClassCount} classes.");
+                throw new ArgumentException($"--crops must be 1, 10 or 144, got {cropCount}.");
             }
-            using var loader = new BatchLoader(test, Datasets.InputTransform(test, model.Options.InputHeight), result.GetValue(batch), shuffle: false, seed: 0);
-            EvaluationResult r = new Evaluator().Evaluate(model, loader);
+            string? checkpointPath = result.GetValue(checkpoint);
+            string? weightsPath = result.GetValue(weights);
+            if ((checkpointPath is null) == (weightsPath is null))
+            {
+                throw new ArgumentException("Give exactly one of --checkpoint (a googlenet train checkpoint) and --weights (.pth, .safetensors or .onnx).");
+            }
+            if (checkpointPath is not null && cropCount != 1)
+            {
+                // A train checkpoint saw its dataset's images resized to its input, not a preset's crops.
+                throw new ArgumentException("--crops 10 and 144 need --weights and a preset: a --checkpoint is evaluated on whole images.");
+            }
+            IImageDataset test = Datasets.Limit(Datasets.Open(result.GetValue(dataset)!, result.GetValue(data), train: false), result.GetValue(limit));
+            EvaluationResult r;
+            if (checkpointPath is not null)
+            {
+                GoogLeNetModel model = Checkpoint.LoadModel(checkpointPath);
+                int channels = Datasets.Channels(test);
+                if (channels != model.Options.InputChannels || test.ClassCount != model.Options.Classes)
+                {
+                    throw new ArgumentException(
+                        $"The checkpoint takes {model.Options.InputChannels}-channel images and {model.Options.Classes} classes; the dataset has {channels} channels and {test.ClassCount} classes.");
+                }
+                using var loader = new BatchLoader(test, Datasets.InputTransform(test, model.Options.InputHeight), result.GetValue(batch), shuffle: false, seed: 0);
+                r = new Evaluator().Evaluate(model, loader);
+            }
+            else
+            {
+                r = EvaluateWeights(test, weightsPath!, PresetNames.Parse(result.GetValue(preset)!), result.GetValue(noTransformInput), cropCount, result.GetValue(batch));
+            }
             if (result.GetValue(json))
             {
-                Console.WriteLine(JsonSerializer.Serialize(new { top1 = r.Top1, top5 = r.Top5, loss = r.Loss, count = r.Count }, CliSupport.Json));
+                Console.WriteLine(JsonSerializer.Serialize(new { top1 = r.Top1, top5 = r.Top5, loss = r.Loss, count = r.Count, crops = result.GetValue(crops) }, CliSupport.Json));
                 return 0;
             }
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{r.Count} images: top-1 {r.Top1:F4}, top-5 {r.Top5:F4}, loss {r.Loss:F4}"));
@@ -58,6 +98,85 @@ internal static class EvalCommand
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>
+    /// Weights outside a train checkpoint, run on each test image through the preset's preprocessing with
+    /// <paramref name="crops"/> crops, as predict does; top-1, top-5 and the loss use the probabilities averaged
+    /// over the crops, which for one crop are the plain softmax.
+    /// </summary>
+    public static EvaluationResult EvaluateWeights(IImageDataset test, string weights, Preset preset, bool noTransformInput, int crops, int batchSize)
+    {
+        if (test.Count == 0)
+        {
+            throw new InvalidOperationException("The evaluation set is empty.");
+        }
+        var preprocessor = new ImagePreprocessor(preset, crops);
+        (Func<Tensor, Tensor> forward, int classes) = PredictCommand.LoadNetwork(weights, preset, noTransformInput);
+        if (test.ClassCount != classes)
+        {
+            throw new ArgumentException($"The weights have {classes} classes; the dataset has {test.ClassCount}.");
+        }
+        // Image folders are read from their files, as predict reads them, so both give the same inputs.
+        ImageFolderDataset? folder = test switch
+        {
+            ImageFolderDataset f => f,
+            SubsetDataset { Inner: ImageFolderDataset f } => f,
+            _ => null,
+        };
+        var image = new ImageBuffer<byte>();
+        var confusion = new long[classes, classes];
+        double lossSum = 0;
+        long top5 = 0;
+        new CropAverager(forward, classes, preprocessor, batchSize).Run(
+            test.Count,
+            (index, destination) =>
+            {
+                if (folder is not null)
+                {
+                    preprocessor.Load(folder.Paths[index], destination);
+                    return;
+                }
+                test.ReadImage(index, image);
+                preprocessor.Load(image, destination);
+            },
+            (index, probabilities, _) =>
+            {
+                int label = test.GetLabel(index);
+                lossSum -= Math.Log(Math.Max(probabilities[label], float.Epsilon));
+                int best = 0;
+                int ahead = 0;
+                for (int c = 0; c < classes; c++)
+                {
+                    if (probabilities[c] > probabilities[best])
+                    {
+                        best = c;
+                    }
+                    if (probabilities[c] > probabilities[label] || (probabilities[c] == probabilities[label] && c < label))
+                    {
+                        ahead++;
+                    }
+                }
+                confusion[label, best]++;
+                if (ahead < 5)
+                {
+                    top5++;
+                }
+            });
+        int count = test.Count;
+        long correct = 0;
+        var perClass = new double[classes];
+        for (int c = 0; c < classes; c++)
+        {
+            long total = 0;
+            for (int p = 0; p < classes; p++)
+            {
+                total += confusion[c, p];
+            }
+            correct += confusion[c, c];
+            perClass[c] = total == 0 ? double.NaN : (double)confusion[c, c] / total;
+        }
+        return new EvaluationResult(lossSum / count, (double)correct / count, (double)top5 / count, count, perClass, confusion);
     }
 
     private static string Truncate(string name) => name.Length <= 16 ? name : name[..16];

@@ -71,12 +71,34 @@ internal sealed class ImagePreprocessor
     /// </summary>
     public void Load(string path, Span<float> destination)
     {
+        CheckDestination(destination);
+        DecodedImage decoded = ImageDecoder.DecodeFile(path);
+        ToPlanes(decoded, Channels == 1, _image);
+        CropPlanes(destination);
+    }
+
+    /// <summary>
+    /// As <see cref="Load(string, Span{float})"/>, for an 8-bit CHW image a dataset has already decoded
+    /// (grey or RGB, converted to the preset's channels).
+    /// </summary>
+    public void Load(ImageBuffer<byte> image, Span<float> destination)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        CheckDestination(destination);
+        FromBytes(image, Channels == 1, _image);
+        CropPlanes(destination);
+    }
+
+    private void CheckDestination(Span<float> destination)
+    {
         if (destination.Length != Crops * Length)
         {
             throw new ArgumentException($"Expected a destination of {Crops * Length} floats, found {destination.Length}.");
         }
-        DecodedImage decoded = ImageDecoder.DecodeFile(path);
-        ToPlanes(decoded, Channels == 1, _image);
+    }
+
+    private void CropPlanes(Span<float> destination)
+    {
         int written = 0;
         if (Crops == 144)
         {
@@ -189,6 +211,40 @@ internal sealed class ImagePreprocessor
 
     // Caffe's networks read BGR: RGB plane c goes to plane 2 - c.
     private int Target(int rgbChannel) => _preset == Preset.Paper ? 2 - rgbChannel : rgbChannel;
+
+    private static void FromBytes(ImageBuffer<byte> image, bool grey, ImageBuffer<float> destination)
+    {
+        if (image.Channels is not (1 or 3))
+        {
+            throw new InvalidDataException($"Expected a grey or RGB image, found {image.Channels} channels.");
+        }
+        int plane = image.Width * image.Height;
+        destination.Reshape(grey ? 1 : 3, image.Height, image.Width);
+        Span<float> chw = destination.Span;
+        ReadOnlySpan<byte> source = image.Span;
+        for (int p = 0; p < plane; p++)
+        {
+            if (image.Channels == 1)
+            {
+                chw[p] = source[p];
+                if (!grey)
+                {
+                    chw[plane + p] = source[p];
+                    chw[2 * plane + p] = source[p];
+                }
+            }
+            else if (grey)
+            {
+                chw[p] = (source[p] * 19595 + source[plane + p] * 38470 + source[2 * plane + p] * 7471 + 0x8000) >> 16;
+            }
+            else
+            {
+                chw[p] = source[p];
+                chw[plane + p] = source[plane + p];
+                chw[2 * plane + p] = source[2 * plane + p];
+            }
+        }
+    }
 
     /// <summary>HWC bytes to CHW floats on the 0-255 scale; grey uses Pillow's "L" conversion (ITU-R 601-2 luma).</summary>
     private static void ToPlanes(DecodedImage image, bool grey, ImageBuffer<float> destination)

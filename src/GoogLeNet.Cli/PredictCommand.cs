@@ -76,79 +76,24 @@ internal static class PredictCommand
         }
         Preset preset = PresetNames.Parse(settings.Preset);
         List<string> files = ExpandInputs(settings.Inputs);
-        Func<Tensor, Tensor> forward;
-        int classes;
-        if (string.Equals(Path.GetExtension(settings.Weights), ".onnx", StringComparison.OrdinalIgnoreCase))
-        {
-            (forward, classes) = OnnxForward(settings.Weights);
-        }
-        else
-        {
-            GoogLeNetModel model = BuildModel(WeightIO.Read(settings.Weights), preset, settings.NoTransformInput);
-            forward = x => model.Forward(x).Logits;
-            classes = model.Options.Classes;
-        }
-        IReadOnlyList<string>? labels = ReadLabels(settings.Labels, classes);
         var preprocessor = new ImagePreprocessor(preset, settings.Crops);
+        (Func<Tensor, Tensor> forward, int classes) = LoadNetwork(settings.Weights, preset, settings.NoTransformInput);
+        IReadOnlyList<string>? labels = ReadLabels(settings.Labels, classes);
         int k = Math.Min(settings.Top, classes);
 
-        // Inputs stream through fixed-size batches whatever the crops per image; each row's softmax
-        // and logits are summed into its image's totals, then averaged over the crops.
-        var probabilitySums = new double[files.Count][];
-        var logitSums = new double[files.Count][];
-        var crops = new float[preprocessor.Crops * preprocessor.Length];
-        var batch = new float[settings.BatchSize * preprocessor.Length];
-        var owners = new int[settings.BatchSize];
-        var probabilities = new float[classes];
-        int filled = 0;
-        void Flush()
-        {
-            var input = new Tensor(batch, 0, [filled, preprocessor.Channels, preprocessor.Size, preprocessor.Size]);
-            Tensor output = forward(input);
-            for (int row = 0; row < filled; row++)
-            {
-                ReadOnlySpan<float> logits = output.Span.Slice(row * classes, classes);
-                System.Numerics.Tensors.TensorPrimitives.SoftMax(logits, probabilities);
-                double[] p = probabilitySums[owners[row]] ??= new double[classes];
-                double[] l = logitSums[owners[row]] ??= new double[classes];
-                for (int c = 0; c < classes; c++)
-                {
-                    p[c] += probabilities[c];
-                    l[c] += logits[c];
-                }
-            }
-            filled = 0;
-        }
-        for (int image = 0; image < files.Count; image++)
-        {
-            preprocessor.Load(files[image], crops);
-            for (int crop = 0; crop < preprocessor.Crops; crop++)
-            {
-                crops.AsSpan(crop * preprocessor.Length, preprocessor.Length).CopyTo(batch.AsSpan(filled * preprocessor.Length));
-                owners[filled++] = image;
-                if (filled == settings.BatchSize)
-                {
-                    Flush();
-                }
-            }
-        }
-        if (filled > 0)
-        {
-            Flush();
-        }
-
         var predictions = new List<Prediction>(files.Count);
-        for (int image = 0; image < files.Count; image++)
-        {
-            float[] probability = probabilitySums[image].Select(v => (float)(v / preprocessor.Crops)).ToArray();
-            float[] logits = logitSums[image].Select(v => (float)(v / preprocessor.Crops)).ToArray();
-            TopEntry[] best = Enumerable.Range(0, classes)
-                .OrderByDescending(c => probability[c]).ThenByDescending(c => logits[c]).ThenBy(c => c)
-                .Take(k)
-                .Select(c => new TopEntry(c, labels?[c] ?? c.ToString(System.Globalization.CultureInfo.InvariantCulture), probability[c]))
-                .ToArray();
-            predictions.Add(new Prediction(files[image], best, settings.Logits ? logits : null));
-        }
+        new CropAverager(forward, classes, preprocessor, settings.BatchSize).Run(
+            files.Count,
+            (image, crops) => preprocessor.Load(files[image], crops),
+            (image, probability, logits) =>
+            {
+                TopEntry[] best = Enumerable.Range(0, classes)
+                    .OrderByDescending(c => probability[c]).ThenByDescending(c => logits[c]).ThenBy(c => c)
+                    .Take(k)
+                    .Select(c => new TopEntry(c, labels?[c] ?? c.ToString(System.Globalization.CultureInfo.InvariantCulture), probability[c]))
+                    .ToArray();
+                predictions.Add(new Prediction(files[image], best, settings.Logits ? logits : null));
+            });
 
         if (settings.Json)
         {
@@ -164,6 +109,17 @@ internal static class PredictCommand
             }
         }
         return 0;
+    }
+
+    /// <summary>The network behind a weights file: an ONNX graph run as it is, or the preset built around .pth or .safetensors weights.</summary>
+    public static (Func<Tensor, Tensor> Forward, int Classes) LoadNetwork(string weights, Preset preset, bool noTransformInput)
+    {
+        if (string.Equals(Path.GetExtension(weights), ".onnx", StringComparison.OrdinalIgnoreCase))
+        {
+            return OnnxForward(weights);
+        }
+        GoogLeNetModel model = BuildModel(WeightIO.Read(weights), preset, noTransformInput);
+        return (x => model.Forward(x).Logits, model.Options.Classes);
     }
 
     /// <summary>
