@@ -59,6 +59,27 @@ public class ReferenceLayerTests
     }
 
     [Theory]
+    [InlineData(1, 0)]
+    [InlineData(2, 1)]
+    public void MaxPoolingPropagatesNaNLikePyTorch(int stride, int padding)
+    {
+        var input = GoldenFill.Tensor("nan", [1, 1, 6, 7], 4.0);
+        input.Span[2 * 7 + 3] = float.NaN;
+        var pool = new MaxPool2d("max", 3, stride, padding, ceilMode: true);
+        Tensor output = pool.Forward(input);
+        var expected = new float[output.Length];
+        ReferenceLayers.MaxPool(input.Span, 1, 6, 7, 3, stride, padding, output.Shape[2], output.Shape[3], expected);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.Equal(float.IsNaN(expected[i]), float.IsNaN(output.Span[i]));
+        }
+        Assert.Contains(float.NaN, output.Span.ToArray());
+        // The gradient of a NaN output goes to the NaN input, the first "maximum" of its window.
+        Tensor dInput = pool.Backward(GoldenFill.Tensor("nan.g", output.Shape, 2.0));
+        Assert.NotEqual(0f, dInput.Span[2 * 7 + 3]);
+    }
+
+    [Theory]
     [InlineData(7, 7, 4, 4)]
     [InlineData(6, 6, 4, 4)]
     [InlineData(14, 13, 4, 4)]

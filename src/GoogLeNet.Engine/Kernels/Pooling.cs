@@ -1,16 +1,21 @@
+using System.Numerics.Tensors;
+
 namespace GoogLeNet.Engine.Kernels;
 
 /// <summary>Max, average and adaptive-average pooling over NCHW planes, with PyTorch's window rules.</summary>
 public static class Pooling
 {
     // input (planes, h, w); output (planes, oh, ow). Padding never wins (it is -infinity), and a
-    // NaN anywhere in the window makes the output NaN, as in PyTorch.
+    // NaN anywhere in the window makes the output NaN, as in PyTorch (Max propagates NaN).
+    // Separable: the window's rows are reduced first with whole-row vector maxima, then each output
+    // takes the maximum of its columns in that row; with stride 1 that too is done with shifted rows.
     public static void MaxForward(
         ReadOnlySpan<float> input, int planes, int height, int width,
         int kernel, int stride, int padding, int outH, int outW, Span<float> output)
     {
         int inPlane = height * width;
         int outPlane = outH * outW;
+        Span<float> rowMax = width <= 1024 ? stackalloc float[width] : new float[width];
         for (int p = 0; p < planes; p++)
         {
             ReadOnlySpan<float> x = input.Slice(p * inPlane, inPlane);
@@ -19,20 +24,39 @@ public static class Pooling
             {
                 int y0 = Math.Max(oy * stride - padding, 0);
                 int y1 = Math.Min(oy * stride - padding + kernel, height);
+                x.Slice(y0 * width, width).CopyTo(rowMax);
+                for (int iy = y0 + 1; iy < y1; iy++)
+                {
+                    TensorPrimitives.Max(rowMax, x.Slice(iy * width, width), rowMax);
+                }
+                Span<float> dst = y.Slice(oy * outW, outW);
+                // Outputs whose window lies inside the row: [first, last).
+                int first = stride == 1 ? Math.Min(padding, outW) : outW;
+                int last = stride == 1 ? Math.Max(first, Math.Min(outW, width - kernel + padding + 1)) : outW;
+                if (last > first)
+                {
+                    Span<float> inner = dst.Slice(first, last - first);
+                    rowMax.Slice(first - padding, inner.Length).CopyTo(inner);
+                    for (int j = 1; j < kernel; j++)
+                    {
+                        TensorPrimitives.Max(inner, rowMax.Slice(first - padding + j, inner.Length), inner);
+                    }
+                }
                 for (int ox = 0; ox < outW; ox++)
                 {
+                    if (ox == first && last > first)
+                    {
+                        ox = last - 1;
+                        continue;
+                    }
                     int x0 = Math.Max(ox * stride - padding, 0);
                     int x1 = Math.Min(ox * stride - padding + kernel, width);
                     float best = float.NegativeInfinity;
-                    for (int iy = y0; iy < y1; iy++)
+                    for (int ix = x0; ix < x1; ix++)
                     {
-                        ReadOnlySpan<float> row = x.Slice(iy * width, width);
-                        for (int ix = x0; ix < x1; ix++)
-                        {
-                            best = MathF.Max(best, row[ix]);
-                        }
+                        best = MathF.Max(best, rowMax[ix]);
                     }
-                    y[oy * outW + ox] = best;
+                    dst[ox] = best;
                 }
             }
         }
