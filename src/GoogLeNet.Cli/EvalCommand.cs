@@ -164,19 +164,7 @@ internal static class EvalCommand
                 }
             });
         int count = test.Count;
-        long correct = 0;
-        var perClass = new double[classes];
-        for (int c = 0; c < classes; c++)
-        {
-            long total = 0;
-            for (int p = 0; p < classes; p++)
-            {
-                total += confusion[c, p];
-            }
-            correct += confusion[c, c];
-            perClass[c] = total == 0 ? double.NaN : (double)confusion[c, c] / total;
-        }
-        return new EvaluationResult(lossSum / count, (double)correct / count, (double)top5 / count, count, perClass, confusion);
+        return EvaluationResult.FromCounts(lossSum, top5, count, confusion);
     }
 
     private static string Truncate(string name) => name.Length <= 16 ? name : name[..16];

@@ -5,7 +5,27 @@ using GoogLeNet.Models;
 namespace GoogLeNet.Training;
 
 /// <summary>Test-set figures: mean cross-entropy, top-1 and top-5 accuracy, per class and as a confusion matrix.</summary>
-public sealed record EvaluationResult(double Loss, double Top1, double Top5, int Count, double[] PerClassAccuracy, long[,] Confusion);
+public sealed record EvaluationResult(double Loss, double Top1, double Top5, int Count, double[] PerClassAccuracy, long[,] Confusion)
+{
+    /// <summary>Averages and per-class accuracy from summed loss, top-5 hits and the confusion matrix (rows: true class).</summary>
+    public static EvaluationResult FromCounts(double lossSum, long top5, int count, long[,] confusion)
+    {
+        int classes = confusion.GetLength(0);
+        long correct = 0;
+        var perClass = new double[classes];
+        for (int c = 0; c < classes; c++)
+        {
+            long total = 0;
+            for (int p = 0; p < classes; p++)
+            {
+                total += confusion[c, p];
+            }
+            correct += confusion[c, c];
+            perClass[c] = total == 0 ? double.NaN : (double)confusion[c, c] / total;
+        }
+        return new EvaluationResult(lossSum / count, (double)correct / count, (double)top5 / count, count, perClass, confusion);
+    }
+}
 
 /// <summary>Runs a model in inference mode over a loader, batch by batch, reusing its input tensors.</summary>
 public sealed class Evaluator
@@ -52,19 +72,7 @@ public sealed class Evaluator
         {
             throw new InvalidOperationException("The evaluation set is empty.");
         }
-        long correct = 0;
-        var perClass = new double[classes];
-        for (int c = 0; c < classes; c++)
-        {
-            long total = 0;
-            for (int p = 0; p < classes; p++)
-            {
-                total += confusion[c, p];
-            }
-            correct += confusion[c, c];
-            perClass[c] = total == 0 ? double.NaN : (double)confusion[c, c] / total;
-        }
-        return new EvaluationResult(lossSum / count, (double)correct / count, (double)top5 / count, count, perClass, confusion);
+        return EvaluationResult.FromCounts(lossSum, top5, count, confusion);
     }
 }
 
