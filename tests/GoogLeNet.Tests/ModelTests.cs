@@ -167,6 +167,44 @@ public class ModelTests
     }
 
     [Fact]
+    public void OverfitsOneSmallBatch()
+    {
+        // The BatchNorm preset with its own initialisation learns 8 random images with 8 labels.
+        var options = GoogLeNetOptions.For(Preset.Torchvision) with { Classes = 8, InputHeight = 48, InputWidth = 48, Dropout = 0f, Seed = 3 };
+        var model = new GoogLeNetModel(options);
+        model.SetTraining(true);
+        Tensor input = GoldenFill.Tensor("overfit", [8, 3, 48, 48], 2.0);
+        int[] labels = [0, 1, 2, 3, 4, 5, 6, 7];
+        var sgd = new Sgd(model.Parameters, momentum: 0.9f);
+        var loss = new GoogLeNetLoss();
+        double first = 0, last = 0;
+        for (int step = 0; step < 40; step++)
+        {
+            model.Parameters.ZeroGrad();
+            last = loss.Compute(model.Forward(input), labels).Total;
+            first = step == 0 ? last : first;
+            loss.Backward(model);
+            sgd.Step(0.05f);
+        }
+        Assert.InRange(first, 1.5, 2.6); // about ln 8 = 2.08 at the start
+        Assert.True(last < 0.02, $"loss after 40 steps is {last}");
+    }
+}
+
+/// <summary>
+/// Gemm.MaxThreads is process-wide: tests that change it run alone (no other test class in
+/// parallel), so a comparison of 1 and 2 threads really compares them.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class EngineThreadsCollection
+{
+    public const string Name = "Engine threads";
+}
+
+[Collection(EngineThreadsCollection.Name)]
+public class ThreadCountTests
+{
+    [Fact]
     public void ResultsDoNotDependOnTheThreadCount()
     {
         float[] Run(int threads)
@@ -189,29 +227,5 @@ public class ModelTests
             }
         }
         Assert.Equal(Run(1), Run(2));
-    }
-
-    [Fact]
-    public void OverfitsOneSmallBatch()
-    {
-        // The BatchNorm preset with its own initialisation learns 8 random images with 8 labels.
-        var options = GoogLeNetOptions.For(Preset.Torchvision) with { Classes = 8, InputHeight = 48, InputWidth = 48, Dropout = 0f, Seed = 3 };
-        var model = new GoogLeNetModel(options);
-        model.SetTraining(true);
-        Tensor input = GoldenFill.Tensor("overfit", [8, 3, 48, 48], 2.0);
-        int[] labels = [0, 1, 2, 3, 4, 5, 6, 7];
-        var sgd = new Sgd(model.Parameters, momentum: 0.9f);
-        var loss = new GoogLeNetLoss();
-        double first = 0, last = 0;
-        for (int step = 0; step < 40; step++)
-        {
-            model.Parameters.ZeroGrad();
-            last = loss.Compute(model.Forward(input), labels).Total;
-            first = step == 0 ? last : first;
-            loss.Backward(model);
-            sgd.Step(0.05f);
-        }
-        Assert.InRange(first, 1.5, 2.6); // about ln 8 = 2.08 at the start
-        Assert.True(last < 0.02, $"loss after 40 steps is {last}");
     }
 }

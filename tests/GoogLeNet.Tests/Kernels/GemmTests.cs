@@ -5,6 +5,7 @@ using Xunit;
 namespace GoogLeNet.Tests.Kernels;
 
 /// <summary><see cref="Gemm"/> against <see cref="ReferenceGemm"/> over swept shapes, transposes and epilogues.</summary>
+[Collection(EngineThreadsCollection.Name)]
 public class GemmTests
 {
     // The oracle sums in double; Gemm sums in float32 with fused multiply-adds, in k order per
