@@ -24,10 +24,11 @@ internal static class BenchCommand
         Option<int> threads = new("--threads") { Description = "Worker threads (default: all cores).", DefaultValueFactory = _ => Environment.ProcessorCount };
         Option<int> warmup = new("--warmup") { Description = "Untimed iterations first.", DefaultValueFactory = _ => 2 };
         Option<int> iterations = new("--iters") { Description = "Timed iterations.", DefaultValueFactory = _ => 5 };
+        Option<bool> profile = new("--profile") { Description = "Also print each top-level module's forward and backward milliseconds per timed iteration (to stderr)." };
         Option<bool> json = CliSupport.JsonOption();
         var command = new Command("bench", "Images per second of a training step or of inference, median over iterations.")
         {
-            preset, mode, batch, input, aux, threads, warmup, iterations, json,
+            preset, mode, batch, input, aux, threads, warmup, iterations, profile, json,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
@@ -47,7 +48,12 @@ internal static class BenchCommand
             bool train = modeName == "train";
             var options = CliSupport.BuildOptions(result.GetValue(preset)!, null, result.GetValue(input), train && result.GetValue(aux));
             var model = new GoogLeNetModel(options);
-            double median = Measure(model, train, batchSize, result.GetValue(warmup), iterationCount);
+            var moduleProfile = result.GetValue(profile) ? new ModuleProfile() : null;
+            double median = Measure(model, train, batchSize, result.GetValue(warmup), iterationCount, moduleProfile);
+            if (moduleProfile is not null)
+            {
+                PrintProfile(model, moduleProfile, batchSize);
+            }
             long peak = Process.GetCurrentProcess().PeakWorkingSet64;
             double imagesPerSecond = batchSize / (median / 1000.0);
             if (result.GetValue(json))
@@ -74,7 +80,7 @@ internal static class BenchCommand
         return command;
     }
 
-    private static double Measure(GoogLeNetModel model, bool train, int batch, int warmup, int iterations)
+    private static double Measure(GoogLeNetModel model, bool train, int batch, int warmup, int iterations, ModuleProfile? profile)
     {
         var input = new Tensor([batch, .. model.InputShape]);
         var rng = new Rng(1);
@@ -90,6 +96,11 @@ internal static class BenchCommand
         var times = new double[iterations];
         for (int i = -warmup; i < iterations; i++)
         {
+            if (i == 0)
+            {
+                profile?.Clear();
+                model.Profile = profile;
+            }
             long start = Stopwatch.GetTimestamp();
             GoogLeNetOutput output = model.Forward(input);
             if (train)
@@ -106,5 +117,25 @@ internal static class BenchCommand
         }
         Array.Sort(times);
         return iterations % 2 == 1 ? times[iterations / 2] : (times[iterations / 2 - 1] + times[iterations / 2]) / 2;
+    }
+
+    // Milliseconds per iteration and the forward GFLOP/s of modules that multiply (2 FLOPs a MAC).
+    private static void PrintProfile(GoogLeNetModel model, ModuleProfile profile, int batch)
+    {
+        var macs = model.Summary().ToDictionary(r => r.Name, r => r.Macs);
+        int passes = Math.Max(profile.ForwardPasses, 1);
+        double forwardTotal = 0;
+        double backwardTotal = 0;
+        Console.Error.WriteLine($"{"module",-16} {"forward ms",11} {"GFLOP/s",8} {"backward ms",12}");
+        foreach (var (module, forward, backward) in profile.Rows)
+        {
+            double f = forward / passes;
+            double b = backward / passes;
+            forwardTotal += f;
+            backwardTotal += b;
+            string rate = macs.TryGetValue(module, out long m) && m > 0 ? (2.0 * m * batch / (f * 1e6)).ToString("F1") : "";
+            Console.Error.WriteLine($"{module,-16} {f,11:F1} {rate,8} {b,12:F1}");
+        }
+        Console.Error.WriteLine($"{"total",-16} {forwardTotal,11:F1} {"",8} {backwardTotal,12:F1}");
     }
 }

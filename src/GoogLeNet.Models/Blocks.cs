@@ -97,14 +97,14 @@ public sealed class Inception : Layer
         int[] o = OutputShape(input.Shape[1..]);
         int batch = input.Shape[0];
         Tensor output = Ensure(ref _output, [batch, .. o]);
+        (int runs, int pixels) = PerChannelRuns(output);
         int offset = 0;
         for (int b = 0; b < _branches.Length; b++)
         {
             Tensor y = _branches[b].Forward(input);
             int channels = _branchChannels[b];
-            int pixels = o[1] * o[2];
             int at = offset;
-            Parallelism.For(batch, channels * pixels, (start, count) => Elementwise.CopyChannels(
+            Parallelism.For(runs, channels * pixels, (start, count) => Elementwise.CopyChannels(
                 y.Span.Slice(start * channels * pixels, count * channels * pixels), count, channels, pixels, o[0], at,
                 output.Span.Slice(start * o[0] * pixels, count * o[0] * pixels)));
             offset += channels;
@@ -116,7 +116,7 @@ public sealed class Inception : Layer
     public override Tensor Backward(Tensor dOutput)
     {
         int batch = dOutput.Shape[0];
-        int pixels = dOutput.Shape[2] * dOutput.Shape[3];
+        (int runs, int pixels) = PerChannelRuns(dOutput);
         int offset = 0;
         Tensor? dInput = null;
         for (int b = 0; b < _branches.Length; b++)
@@ -125,7 +125,7 @@ public sealed class Inception : Layer
             int channels = _branchChannels[b];
             int total = dOutput.Shape[1];
             int at = offset;
-            Parallelism.For(batch, channels * pixels, (start, count) => Elementwise.SliceChannels(
+            Parallelism.For(runs, channels * pixels, (start, count) => Elementwise.SliceChannels(
                 dOutput.Span.Slice(start * total * pixels, count * total * pixels), count, channels, pixels, total, at,
                 dBranch.Span.Slice(start * channels * pixels, count * channels * pixels)));
             offset += channels;
@@ -204,8 +204,8 @@ public sealed class TransformInput(string name) : Layer(name)
     {
         OutputShape(input.Shape[1..]);
         Tensor output = Ensure(ref _output, input.Shape);
-        int pixels = input.Shape[2] * input.Shape[3];
-        for (int n = 0; n < input.Shape[0]; n++)
+        (int runs, int pixels) = PerChannelRuns(input);
+        for (int n = 0; n < runs; n++)
         {
             for (int c = 0; c < 3; c++)
             {
@@ -222,8 +222,8 @@ public sealed class TransformInput(string name) : Layer(name)
     public override Tensor Backward(Tensor dOutput)
     {
         Tensor dInput = Ensure(ref _dInput, dOutput.Shape);
-        int pixels = dOutput.Shape[2] * dOutput.Shape[3];
-        for (int n = 0; n < dOutput.Shape[0]; n++)
+        (int runs, int pixels) = PerChannelRuns(dOutput);
+        for (int n = 0; n < runs; n++)
         {
             for (int c = 0; c < 3; c++)
             {

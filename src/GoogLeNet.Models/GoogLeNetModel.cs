@@ -21,6 +21,8 @@ public sealed class GoogLeNetModel
     private readonly InceptionAux? _aux1;
     private readonly InceptionAux? _aux2;
     private readonly Conv2d _firstConv;
+    private Tensor? _channelMajorInput;
+    private Tensor? _inputGradient;
 
     public GoogLeNetModel(GoogLeNetOptions options)
     {
@@ -86,6 +88,10 @@ public sealed class GoogLeNetModel
             _aux1 = new InceptionAux("aux1", tap1[0], options.Classes, bn, tap1[1], options.AuxDropout, options.Seed);
             _aux2 = new InceptionAux("aux2", tap2[0], options.Classes, bn, tap2[1], options.AuxDropout, options.Seed);
         }
+        foreach (Layer module in ModulesInStateDictOrder())
+        {
+            module.SetChannelMajor(true);
+        }
         Parameters = new ParameterStore(ModulesInStateDictOrder().SelectMany(m => m.NamedParameters(m.Name + ".")));
         Initializer.Initialize(this);
         SetTraining(false);
@@ -103,6 +109,9 @@ public sealed class GoogLeNetModel
     public bool IsTraining { get; private set; }
 
     public bool HasAux => _aux1 is not null;
+
+    /// <summary>When set, Forward and Backward add each top-level module's wall time to it.</summary>
+    public ModuleProfile? Profile { get; set; }
 
     /// <summary>When true, Backward also returns the gradient with respect to the input (off by default: training does not need it).</summary>
     public bool ComputeInputGradient
@@ -141,19 +150,28 @@ public sealed class GoogLeNetModel
     {
         ValidateInput(input);
         bool aux = IsTraining && _aux1 is not null;
+        // Every layer stores its images channel-major (see Layer.ChannelMajor); a batch of one
+        // is the same either way.
         Tensor x = input;
+        if (input.Shape[0] > 1)
+        {
+            x = EnsureShape(ref _channelMajorInput, input.Shape);
+            Engine.Kernels.Layout.ToChannelMajor(input.Span, input.Shape[0], input.Shape[1], input.Shape[2] * input.Shape[3], x.Span);
+        }
         Tensor? aux1 = null;
         Tensor? aux2 = null;
+        ModuleProfile? profile = Profile;
+        profile?.CountForwardPass();
         for (int i = 0; i < _trunk.Length; i++)
         {
-            x = _trunk[i].Forward(x);
+            x = Run(_trunk[i], x, profile);
             if (aux && i == _aux1Tap)
             {
-                aux1 = _aux1!.Forward(x);
+                aux1 = Run(_aux1!, x, profile);
             }
             else if (aux && i == _aux2Tap)
             {
-                aux2 = _aux2!.Forward(x);
+                aux2 = Run(_aux2!, x, profile);
             }
         }
         return new GoogLeNetOutput(x, aux1, aux2);
@@ -166,19 +184,59 @@ public sealed class GoogLeNetModel
     public Tensor? Backward(Tensor dLogits, Tensor? dAux1 = null, Tensor? dAux2 = null)
     {
         Tensor? d = dLogits;
+        ModuleProfile? profile = Profile;
         for (int i = _trunk.Length - 1; i >= 0 && d is not null; i--)
         {
             if (i == _aux2Tap && dAux2 is not null)
             {
-                AddInPlace(d, RequireAux(_aux2).Backward(dAux2));
+                AddInPlace(d, RunBackward(RequireAux(_aux2), dAux2, profile)!);
             }
             else if (i == _aux1Tap && dAux1 is not null)
             {
-                AddInPlace(d, RequireAux(_aux1).Backward(dAux1));
+                AddInPlace(d, RunBackward(RequireAux(_aux1), dAux1, profile)!);
             }
-            d = _trunk[i].Backward(d);
+            d = RunBackward(_trunk[i], d, profile);
         }
-        return d;
+        if (d is null || d.Shape[0] == 1)
+        {
+            return d;
+        }
+        Tensor dInput = EnsureShape(ref _inputGradient, d.Shape);
+        Engine.Kernels.Layout.ToBatchMajor(d.Span, d.Shape[0], d.Shape[1], d.Shape[2] * d.Shape[3], dInput.Span);
+        return dInput;
+    }
+
+    private static Tensor Run(Layer layer, Tensor input, ModuleProfile? profile)
+    {
+        if (profile is null)
+        {
+            return layer.Forward(input);
+        }
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        Tensor output = layer.Forward(input);
+        profile.Add(layer.Name, start, backward: false);
+        return output;
+    }
+
+    private static Tensor? RunBackward(Layer layer, Tensor dOutput, ModuleProfile? profile)
+    {
+        if (profile is null)
+        {
+            return layer.Backward(dOutput);
+        }
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        Tensor? dInput = layer.Backward(dOutput);
+        profile.Add(layer.Name, start, backward: true);
+        return dInput;
+    }
+
+    private static Tensor EnsureShape(ref Tensor? buffer, int[] shape)
+    {
+        if (buffer is null || !buffer.HasShape(shape))
+        {
+            buffer = new Tensor(shape);
+        }
+        return buffer;
     }
 
     public IReadOnlyList<LayerSummary> Summary()

@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace GoogLeNet.Engine.Kernels;
 
 /// <summary>Output size of a convolution or pooling window along one axis (PyTorch's formula).</summary>
@@ -74,39 +77,12 @@ public static unsafe class Convolution
         ReadOnlySpan<float> image, int channels, int height, int width,
         int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> col)
     {
+        int plane = height * width;
         int outPixels = outH * outW;
         for (int c = 0; c < channels; c++)
         {
-            ReadOnlySpan<float> plane = image.Slice(c * height * width, height * width);
-            for (int ky = 0; ky < kernelH; ky++)
-            {
-                for (int kx = 0; kx < kernelW; kx++)
-                {
-                    Span<float> row = col.Slice(((c * kernelH + ky) * kernelW + kx) * outPixels, outPixels);
-                    for (int oy = 0; oy < outH; oy++)
-                    {
-                        int iy = oy * stride - padding + ky;
-                        Span<float> dst = row.Slice(oy * outW, outW);
-                        if ((uint)iy >= (uint)height)
-                        {
-                            dst.Clear();
-                            continue;
-                        }
-                        ReadOnlySpan<float> src = plane.Slice(iy * width, width);
-                        int ix0 = kx - padding;
-                        if (stride == 1 && ix0 >= 0 && ix0 + outW <= width)
-                        {
-                            src.Slice(ix0, outW).CopyTo(dst);
-                            continue;
-                        }
-                        for (int ox = 0; ox < outW; ox++)
-                        {
-                            int ix = ox * stride + ix0;
-                            dst[ox] = (uint)ix < (uint)width ? src[ix] : 0f;
-                        }
-                    }
-                }
-            }
+            Im2ColPlane(image.Slice(c * plane, plane), height, width, kernelH, kernelW, stride, padding, outH, outW,
+                col.Slice(c * kernelH * kernelW * outPixels), outPixels);
         }
     }
 
@@ -115,15 +91,108 @@ public static unsafe class Convolution
         ReadOnlySpan<float> col, int channels, int height, int width,
         int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> image)
     {
+        int plane = height * width;
         int outPixels = outH * outW;
         for (int c = 0; c < channels; c++)
         {
-            Span<float> plane = image.Slice(c * height * width, height * width);
+            Col2ImPlaneAccumulate(col.Slice(c * kernelH * kernelW * outPixels), outPixels, height, width,
+                kernelH, kernelW, stride, padding, outH, outW, image.Slice(c * plane, plane));
+        }
+    }
+
+    // Output columns [lo, hi) of a row read input columns ox*stride + ix0 inside [0, width);
+    // the rest of the row lies in the padding.
+    private static (int Lo, int Hi) InsideColumns(int ix0, int stride, int width, int outW)
+    {
+        int lo = ix0 >= 0 ? 0 : (-ix0 + stride - 1) / stride;
+        int hi = width - 1 - ix0 < 0 ? 0 : Math.Min(outW, (width - 1 - ix0) / stride + 1);
+        return (Math.Min(lo, outW), Math.Max(hi, Math.Min(lo, outW)));
+    }
+
+    // One channel plane (h, w) into the kh*kw rows of col that belong to it; the rows are
+    // colRowStride apart, so a channel-major batch can lay its images side by side in each row.
+    private static void Im2ColPlane(
+        ReadOnlySpan<float> plane, int height, int width,
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> col, int colRowStride)
+    {
+        fixed (float* planePointer = plane)
+        fixed (float* colPointer = col)
+        {
             for (int ky = 0; ky < kernelH; ky++)
             {
                 for (int kx = 0; kx < kernelW; kx++)
                 {
-                    ReadOnlySpan<float> row = col.Slice(((c * kernelH + ky) * kernelW + kx) * outPixels, outPixels);
+                    float* row = colPointer + (long)(ky * kernelW + kx) * colRowStride;
+                    int ix0 = kx - padding;
+                    var (lo, hi) = InsideColumns(ix0, stride, width, outW);
+                    for (int oy = 0; oy < outH; oy++)
+                    {
+                        int iy = oy * stride - padding + ky;
+                        float* dst = row + oy * outW;
+                        if ((uint)iy >= (uint)height)
+                        {
+                            new Span<float>(dst, outW).Clear();
+                            continue;
+                        }
+                        float* src = planePointer + (long)iy * width + ix0;
+                        for (int ox = 0; ox < lo; ox++)
+                        {
+                            dst[ox] = 0f;
+                        }
+                        if (stride == 1)
+                        {
+                            new ReadOnlySpan<float>(src + lo, hi - lo).CopyTo(new Span<float>(dst + lo, hi - lo));
+                        }
+                        else
+                        {
+                            GatherStrided(src, stride, dst, lo, hi);
+                        }
+                        for (int ox = hi; ox < outW; ox++)
+                        {
+                            dst[ox] = 0f;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // dst[ox] = src[ox * stride] for ox in [lo, hi); stride 2 (the 7x7 stem) picks the even
+    // lanes of two vectors at a time.
+    private static void GatherStrided(float* src, int stride, float* dst, int lo, int hi)
+    {
+        int ox = lo;
+        if (stride == 2 && Avx2.IsSupported)
+        {
+            for (; ox + 8 <= hi; ox += 8)
+            {
+                Vector256<float> a = Avx.LoadVector256(src + 2 * ox);
+                Vector256<float> b = Avx.LoadVector256(src + 2 * ox + 8);
+                // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6]
+                Vector256<float> evens = Avx.Shuffle(a, b, 0b10_00_10_00);
+                Avx.Store(dst + ox, Avx2.Permute4x64(evens.AsDouble(), 0b11_01_10_00).AsSingle());
+            }
+        }
+        for (; ox < hi; ox++)
+        {
+            dst[ox] = src[(long)ox * stride];
+        }
+    }
+
+    private static void Col2ImPlaneAccumulate(
+        ReadOnlySpan<float> col, int colRowStride, int height, int width,
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> plane)
+    {
+        fixed (float* planePointer = plane)
+        fixed (float* colPointer = col)
+        {
+            for (int ky = 0; ky < kernelH; ky++)
+            {
+                for (int kx = 0; kx < kernelW; kx++)
+                {
+                    float* row = colPointer + (long)(ky * kernelW + kx) * colRowStride;
+                    int ix0 = kx - padding;
+                    var (lo, hi) = InsideColumns(ix0, stride, width, outW);
                     for (int oy = 0; oy < outH; oy++)
                     {
                         int iy = oy * stride - padding + ky;
@@ -131,21 +200,17 @@ public static unsafe class Convolution
                         {
                             continue;
                         }
-                        Span<float> dst = plane.Slice(iy * width, width);
-                        ReadOnlySpan<float> src = row.Slice(oy * outW, outW);
-                        int ix0 = kx - padding;
-                        if (stride == 1 && ix0 >= 0 && ix0 + outW <= width)
+                        float* dst = planePointer + (long)iy * width + ix0;
+                        float* src = row + oy * outW;
+                        if (stride == 1)
                         {
-                            System.Numerics.Tensors.TensorPrimitives.Add(dst.Slice(ix0, outW), src, dst.Slice(ix0, outW));
+                            var target = new Span<float>(dst + lo, hi - lo);
+                            System.Numerics.Tensors.TensorPrimitives.Add(target, new ReadOnlySpan<float>(src + lo, hi - lo), target);
                             continue;
                         }
-                        for (int ox = 0; ox < outW; ox++)
+                        for (int ox = lo; ox < hi; ox++)
                         {
-                            int ix = ox * stride + ix0;
-                            if ((uint)ix < (uint)width)
-                            {
-                                dst[ix] += src[ox];
-                            }
+                            dst[(long)ox * stride] += src[ox];
                         }
                     }
                 }
@@ -228,6 +293,152 @@ public static unsafe class Convolution
                 Gemm.Multiply(true, false, k, outPixels, outChannels, weight, k, dY, outPixels, col, outPixels, accumulate: false);
                 Col2ImParallel(col, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, dImage);
             }
+        }
+    }
+
+    /// <summary>Images of a channel-major batch that one im2col pass of <paramref name="colLength"/> floats holds (at least one).</summary>
+    public static int ImagesPerColumnPass(int batch, int inChannels, int kernelH, int kernelW, int outH, int outW, int colLength)
+    {
+        long perImage = (long)inChannels * kernelH * kernelW * outH * outW;
+        return (int)Math.Clamp(colLength / perImage, 1, batch);
+    }
+
+    // Channel-major: input is (ci, n, h, w), output (co, n, oh, ow), so the whole batch is one
+    // GEMM Y (co, n*oh*ow) = W (co, ci*kh*kw) col (ci*kh*kw, n*oh*ow); the 1x1 convolution reads
+    // the input as col. Other kernels im2col as many images as col holds (at least one image's
+    // ci*kh*kw*oh*ow floats) and multiply them at once.
+    public static void ForwardChannelMajor(
+        ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
+        ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, int kernelH, int kernelW,
+        int stride, int padding, int outH, int outW, bool relu, Span<float> col, Span<float> output)
+    {
+        int outPixels = outH * outW;
+        int columns = batch * outPixels;
+        int k = inChannels * kernelH * kernelW;
+        if (IsPointwise(kernelH, kernelW, stride, padding))
+        {
+            Gemm.Multiply(false, false, outChannels, columns, k, weight, k, input, columns, output, columns,
+                accumulate: false, rowBias: bias, relu: relu);
+            return;
+        }
+        int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
+        for (int n0 = 0; n0 < batch; n0 += chunk)
+        {
+            int count = Math.Min(chunk, batch - n0);
+            Im2ColChannelMajor(input, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
+            Gemm.Multiply(false, false, outChannels, count * outPixels, k, weight, k, col, count * outPixels,
+                output.Slice(n0 * outPixels), columns, accumulate: false, rowBias: bias, relu: relu);
+        }
+    }
+
+    /// <summary>
+    /// Backward of <see cref="ForwardChannelMajor"/>: accumulates dWeight and dBias; overwrites
+    /// dInput unless it is empty.
+    /// </summary>
+    public static void BackwardChannelMajor(
+        ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
+        ReadOnlySpan<float> weight, int outChannels, int kernelH, int kernelW, int stride, int padding,
+        int outH, int outW, ReadOnlySpan<float> dOutput, Span<float> col,
+        Span<float> dWeight, Span<float> dBias, Span<float> dInput)
+    {
+        int outPixels = outH * outW;
+        int columns = batch * outPixels;
+        int k = inChannels * kernelH * kernelW;
+        if (!dBias.IsEmpty)
+        {
+            for (int co = 0; co < outChannels; co++)
+            {
+                dBias[co] += System.Numerics.Tensors.TensorPrimitives.Sum(dOutput.Slice(co * columns, columns));
+            }
+        }
+        if (IsPointwise(kernelH, kernelW, stride, padding))
+        {
+            // dW (co, ci) += dY (co, n*p) X^T (n*p, ci); dX (ci, n*p) = W^T (ci, co) dY (co, n*p)
+            Gemm.Multiply(false, true, outChannels, k, columns, dOutput, columns, input, columns, dWeight, k, accumulate: true);
+            if (!dInput.IsEmpty)
+            {
+                Gemm.Multiply(true, false, k, columns, outChannels, weight, k, dOutput, columns, dInput, columns, accumulate: false);
+            }
+            return;
+        }
+        int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
+        for (int n0 = 0; n0 < batch; n0 += chunk)
+        {
+            int count = Math.Min(chunk, batch - n0);
+            int chunkColumns = count * outPixels;
+            ReadOnlySpan<float> dY = dOutput.Slice(n0 * outPixels);
+            Im2ColChannelMajor(input, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
+            Gemm.Multiply(false, true, outChannels, k, chunkColumns, dY, columns, col, chunkColumns, dWeight, k, accumulate: true);
+            if (dInput.IsEmpty)
+            {
+                continue;
+            }
+            Gemm.Multiply(true, false, k, chunkColumns, outChannels, weight, k, dY, columns, col, chunkColumns, accumulate: false);
+            Col2ImChannelMajor(col, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, dInput);
+        }
+    }
+
+    // Images [first, first + count) of a channel-major (c, n, h, w) input into col
+    // (c*kh*kw, count*oh*ow); the engine's threads split the channels.
+    private static void Im2ColChannelMajor(
+        ReadOnlySpan<float> input, int batch, int first, int count, int channels, int height, int width,
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> col)
+    {
+        int plane = height * width;
+        int outPixels = outH * outW;
+        int rowStride = count * outPixels;
+        int channelRows = kernelH * kernelW * rowStride;
+        fixed (float* inputPointer = input)
+        fixed (float* colPointer = col)
+        {
+            nint src = (nint)inputPointer;
+            nint dst = (nint)colPointer;
+            int inputLength = input.Length;
+            // Planes (c, image) are independent; splitting them rather than channels keeps both
+            // threads busy when there are few channels (the 3-channel stem).
+            Parallelism.For(channels * count, kernelH * kernelW * outPixels, (start, planes) =>
+            {
+                var whole = new ReadOnlySpan<float>((float*)src, inputLength);
+                for (int item = start; item < start + planes; item++)
+                {
+                    int c = item / count;
+                    int i = item % count;
+                    var rows = new Span<float>((float*)dst + (long)c * channelRows + i * outPixels, channelRows - i * outPixels);
+                    Im2ColPlane(whole.Slice((c * batch + first + i) * plane, plane), height, width,
+                        kernelH, kernelW, stride, padding, outH, outW, rows, rowStride);
+                }
+            });
+        }
+    }
+
+    // The inverse of Im2ColChannelMajor: overwrites the planes of images [first, first + count).
+    private static void Col2ImChannelMajor(
+        ReadOnlySpan<float> col, int batch, int first, int count, int channels, int height, int width,
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> image)
+    {
+        int plane = height * width;
+        int outPixels = outH * outW;
+        int rowStride = count * outPixels;
+        int channelRows = kernelH * kernelW * rowStride;
+        fixed (float* imagePointer = image)
+        fixed (float* colPointer = col)
+        {
+            nint dst = (nint)imagePointer;
+            nint src = (nint)colPointer;
+            int imageLength = image.Length;
+            Parallelism.For(channels * count, kernelH * kernelW * outPixels, (start, planes) =>
+            {
+                var whole = new Span<float>((float*)dst, imageLength);
+                for (int item = start; item < start + planes; item++)
+                {
+                    int c = item / count;
+                    int i = item % count;
+                    var rows = new ReadOnlySpan<float>((float*)src + (long)c * channelRows + i * outPixels, channelRows - i * outPixels);
+                    Span<float> target = whole.Slice((c * batch + first + i) * plane, plane);
+                    target.Clear();
+                    Col2ImPlaneAccumulate(rows, rowStride, height, width, kernelH, kernelW, stride, padding, outH, outW, target);
+                }
+            });
         }
     }
 }

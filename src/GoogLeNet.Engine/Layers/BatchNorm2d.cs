@@ -62,8 +62,7 @@ public sealed class BatchNorm2d : Layer
     public override Tensor Forward(Tensor input)
     {
         OutputShape(SampleShape(input));
-        int batch = input.Shape[0];
-        int pixels = input.Shape[2] * input.Shape[3];
+        (int batch, int pixels) = PerChannelRuns(input);
         Tensor output = Ensure(ref _output, input.Shape);
         _usedBatchStatistics = IsTraining;
         if (IsTraining)
@@ -86,10 +85,20 @@ public sealed class BatchNorm2d : Layer
             {
                 _invStd[c] = 1f / MathF.Sqrt(runningVar[c] + Epsilon);
             }
-            int image = Channels * pixels;
-            Parallelism.For(batch, image, (start, count) =>
-                Normalization.BatchNormApply(input.Span.Slice(start * image, count * image), count, Channels, pixels,
-                    _weight.Value.Span, _bias.Value.Span, _mean, _invStd, output.Span.Slice(start * image, count * image)));
+            if (batch == 1)
+            {
+                Parallelism.For(Channels, pixels, (start, count) =>
+                    Normalization.BatchNormApply(input.Span.Slice(start * pixels, count * pixels), 1, count, pixels,
+                        _weight.Value.Span.Slice(start), _bias.Value.Span.Slice(start), _mean.AsSpan(start), _invStd.AsSpan(start),
+                        output.Span.Slice(start * pixels, count * pixels)));
+            }
+            else
+            {
+                int image = Channels * pixels;
+                Parallelism.For(batch, image, (start, count) =>
+                    Normalization.BatchNormApply(input.Span.Slice(start * image, count * image), count, Channels, pixels,
+                        _weight.Value.Span, _bias.Value.Span, _mean, _invStd, output.Span.Slice(start * image, count * image)));
+            }
         }
         _input = input;
         return output;
@@ -99,9 +108,9 @@ public sealed class BatchNorm2d : Layer
     {
         Tensor input = RequireForward(_input);
         Tensor dInput = Ensure(ref _dInput, input.Shape);
-        int pixels = input.Shape[2] * input.Shape[3];
-        Parallelism.For(Channels, (long)input.Shape[0] * pixels, (start, count) =>
-            Normalization.BatchNormBackward(input.Span, dOutput.Span, input.Shape[0], Channels, pixels,
+        (int batch, int pixels) = PerChannelRuns(input);
+        Parallelism.For(Channels, (long)batch * pixels, (start, count) =>
+            Normalization.BatchNormBackward(input.Span, dOutput.Span, batch, Channels, pixels,
                 _weight.Value.Span, _mean, _invStd, _usedBatchStatistics, _weight.Grad!.Span, _bias.Grad!.Span, dInput.Span,
                 start, start + count));
         return dInput;

@@ -12,6 +12,13 @@ public sealed class Conv2d : Layer
     private Tensor? _dInput;
     private float[] _col = [];
 
+    // A channel-major batch im2cols up to this many floats at a time (16 MiB): enough columns
+    // for an efficient GEMM, and one buffer per thread serves every layer.
+    private const int ChannelMajorColumnBudget = 1 << 22;
+
+    [ThreadStatic]
+    private static float[]? t_sharedCol;
+
     public Conv2d(string name, int inChannels, int outChannels, int kernelSize, int stride = 1, int padding = 0, bool bias = true)
         : base(name)
     {
@@ -70,6 +77,14 @@ public sealed class Conv2d : Layer
         int[] o = OutputShape(SampleShape(input));
         int batch = input.Shape[0];
         Tensor output = Ensure(ref _output, WithBatch(batch, o));
+        if (ChannelMajor)
+        {
+            Convolution.ForwardChannelMajor(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
+                _weight.Value.Span, _bias is null ? default : _bias.Value.Span, OutChannels, KernelSize, KernelSize,
+                Stride, Padding, o[1], o[2], relu: false, SharedCol(batch, o), output.Span);
+            _input = input;
+            return output;
+        }
         EnsureCol(o);
         Convolution.Forward(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
             _weight.Value.Span, _bias is null ? default : _bias.Value.Span, OutChannels, KernelSize, KernelSize,
@@ -87,11 +102,35 @@ public sealed class Conv2d : Layer
         {
             dInput = Ensure(ref _dInput, input.Shape).Span;
         }
+        if (ChannelMajor)
+        {
+            Convolution.BackwardChannelMajor(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
+                _weight.Value.Span, OutChannels, KernelSize, KernelSize, Stride, Padding,
+                dOutput.Shape[2], dOutput.Shape[3], dOutput.Span, SharedCol(batch, [OutChannels, dOutput.Shape[2], dOutput.Shape[3]]),
+                _weight.Grad!.Span, _bias is null ? default : _bias.Grad!.Span, dInput);
+            return PropagateDown ? _dInput : null;
+        }
         Convolution.Backward(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
             _weight.Value.Span, OutChannels, KernelSize, KernelSize, Stride, Padding,
             dOutput.Shape[2], dOutput.Shape[3], dOutput.Span, _col,
             _weight.Grad!.Span, _bias is null ? default : _bias.Grad!.Span, dInput);
         return PropagateDown ? _dInput : null;
+    }
+
+    // The calling thread's im2col scratch, grown to what this layer's column pass needs.
+    private Span<float> SharedCol(int batch, int[] outputShape)
+    {
+        if (Convolution.IsPointwise(KernelSize, KernelSize, Stride, Padding))
+        {
+            return default;
+        }
+        int images = Convolution.ImagesPerColumnPass(batch, InChannels, KernelSize, KernelSize, outputShape[1], outputShape[2], ChannelMajorColumnBudget);
+        int size = checked(images * InChannels * KernelSize * KernelSize * outputShape[1] * outputShape[2]);
+        if (t_sharedCol is null || t_sharedCol.Length < size)
+        {
+            t_sharedCol = new float[Math.Max(size, ChannelMajorColumnBudget)];
+        }
+        return t_sharedCol.AsSpan(0, size);
     }
 
     private void EnsureCol(int[] outputShape)

@@ -25,6 +25,24 @@ public abstract class Layer
     /// <summary>This layer's own parameters and buffers, without those of its children.</summary>
     public virtual IEnumerable<Parameter> OwnParameters => [];
 
+    /// <summary>
+    /// True when this layer's images are stored channel-major: (C, N, H, W) in memory while
+    /// shapes still read (N, C, H, W). Each channel then holds the whole batch side by side, so
+    /// a convolution is one matrix product over the batch and per-channel work is contiguous.
+    /// Layers that work plane by plane or value by value are indifferent to it; Flatten turns a
+    /// channel-major image back into ordinary (N, F) rows.
+    /// </summary>
+    public bool ChannelMajor { get; private set; }
+
+    public void SetChannelMajor(bool channelMajor)
+    {
+        ChannelMajor = channelMajor;
+        foreach (Layer child in Children)
+        {
+            child.SetChannelMajor(channelMajor);
+        }
+    }
+
     public void SetTraining(bool training)
     {
         IsTraining = training;
@@ -94,6 +112,17 @@ public abstract class Layer
         {
             throw new ShapeException($"{Name}: expected {channels} input channels, got {inputShape[0]} (input {Tensor.Format(inputShape)}).");
         }
+    }
+
+    /// <summary>
+    /// How kernels written for (N, C, P) storage see this layer's input: (N, P) batch-major, or
+    /// (1, N*P) channel-major, where each channel is one run of the whole batch and channel
+    /// neighbours are N*P apart, just as in a batch of one.
+    /// </summary>
+    protected (int Batch, int Pixels) PerChannelRuns(Tensor input)
+    {
+        int pixels = input.Shape[2] * input.Shape[3];
+        return ChannelMajor ? (1, input.Shape[0] * pixels) : (input.Shape[0], pixels);
     }
 
     protected Tensor RequireForward(Tensor? cached) =>

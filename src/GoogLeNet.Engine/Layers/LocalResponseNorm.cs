@@ -29,7 +29,8 @@ public sealed class LocalResponseNorm(string name, int size, float alpha = 1e-4f
         OutputShape(SampleShape(input));
         Tensor output = Ensure(ref _output, input.Shape);
         Tensor scale = Ensure(ref _scale, input.Shape);
-        Normalization.LrnForward(input.Span, input.Shape[0], input.Shape[1], input.Shape[2] * input.Shape[3],
+        (int batch, int pixels) = PerChannelRuns(input);
+        Normalization.LrnForward(input.Span, batch, input.Shape[1], pixels,
             Size, Alpha, Beta, K, scale.Span, output.Span);
         _input = input;
         return output;
@@ -39,8 +40,9 @@ public sealed class LocalResponseNorm(string name, int size, float alpha = 1e-4f
     {
         Tensor input = RequireForward(_input);
         Tensor dInput = Ensure(ref _dInput, input.Shape);
+        (int batch, int pixels) = PerChannelRuns(input);
         Normalization.LrnBackward(input.Span, _output!.Span, _scale!.Span, dOutput.Span,
-            input.Shape[0], input.Shape[1], input.Shape[2] * input.Shape[3], Size, Alpha, Beta, dInput.Span);
+            batch, input.Shape[1], pixels, Size, Alpha, Beta, dInput.Span);
         return dInput;
     }
 }

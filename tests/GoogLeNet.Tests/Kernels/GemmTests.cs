@@ -90,6 +90,9 @@ public class GemmTests
         { 64, 147, 3136, false, true },
         { 576, 196, 64, true, false },
         { 10, 1, 1024, false, true },
+        // Channel-major batches: rows of B longer than the in-place limit, ragged last panels.
+        { 64, 6275, 147, false, false },
+        { 192, 4105, 64, false, false },
         { 1, 10, 1024, false, false },
     };
 

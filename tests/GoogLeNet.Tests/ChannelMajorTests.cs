@@ -1,0 +1,207 @@
+using GoogLeNet.Engine;
+using GoogLeNet.Engine.Kernels;
+using GoogLeNet.Engine.Kernels.Reference;
+using GoogLeNet.Engine.Layers;
+using GoogLeNet.Models;
+using Xunit;
+
+namespace GoogLeNet.Tests;
+
+/// <summary>
+/// Channel-major storage (C, N, H, W) against batch-major (N, C, H, W): the convolution kernels
+/// against the direct reference, and every layer the network stores channel-major against its
+/// batch-major twin on the transposed data.
+/// </summary>
+public class ChannelMajorTests
+{
+    // Same bound as ConvolutionKernelTests: float32 sums of up to 147 products of values in
+    // [-2, 2] stay below 1e-5 of the largest output, in whatever order they are added.
+    private const double ConvolutionTolerance = 1e-5;
+
+    // Layers compared with their batch-major twin: the only difference is the order in which
+    // float32 sums (batch statistics, GEMM reductions over the batch) are added, about 1e-6
+    // relative for these sizes; 1e-5 leaves room and still catches any wrong element.
+    private const double LayerTolerance = 1e-5;
+
+    private static float[] ToChannelMajor(float[] x, int batch, int channels, int pixels)
+    {
+        var y = new float[x.Length];
+        Layout.ToChannelMajor(x, batch, channels, pixels, y);
+        return y;
+    }
+
+    private static float[] ToBatchMajor(ReadOnlySpan<float> x, int batch, int channels, int pixels)
+    {
+        var y = new float[x.Length];
+        Layout.ToBatchMajor(x, batch, channels, pixels, y);
+        return y;
+    }
+
+    [Fact]
+    public void LayoutRoundTripIsExactAndPutsEachChannelsImagesSideBySide()
+    {
+        float[] x = Enumerable.Range(0, 2 * 3 * 4).Select(i => (float)i).ToArray();
+        float[] channelMajor = ToChannelMajor(x, 2, 3, 4);
+        // (n=1, c=0) starts at 12 in (N, C, P) and lands at plane c*N + n = 1.
+        Assert.Equal([0f, 1f, 2f, 3f, 12f, 13f, 14f, 15f, 4f], channelMajor.AsSpan(0, 9).ToArray());
+        Assert.Equal(x, ToBatchMajor(channelMajor, 2, 3, 4));
+    }
+
+    public static TheoryData<int, int, int, int, int, int, int, int> Shapes()
+    {
+        var data = new TheoryData<int, int, int, int, int, int, int, int>();
+        foreach (var (k, s, p) in new[] { (1, 1, 0), (1, 2, 0), (3, 1, 1), (3, 2, 1), (5, 1, 2), (7, 2, 3), (2, 2, 0) })
+        {
+            foreach (var (h, w) in new[] { (1, 1), (5, 7), (13, 11) })
+            {
+                if (h + 2 * p >= k && w + 2 * p >= k)
+                {
+                    // im2col passes of one image, two (the last pass holds one) and all three.
+                    foreach (int images in new[] { 1, 2, 3 })
+                    {
+                        data.Add(3, 5, h, w, k, s, p, images);
+                    }
+                }
+            }
+        }
+        data.Add(17, 33, 6, 5, 3, 1, 1, 2);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void ConvolutionMatchesReference(int ci, int co, int h, int w, int k, int stride, int padding, int imagesPerPass)
+    {
+        const int batch = 3;
+        int oh = WindowMath.OutputSize(h, k, stride, padding, false);
+        int ow = WindowMath.OutputSize(w, k, stride, padding, false);
+        float[] x = GoldenFill.Fill("cm.x", batch * ci * h * w, 4.0);
+        float[] weight = GoldenFill.Fill("cm.w", co * ci * k * k, 4.0);
+        float[] bias = GoldenFill.Fill("cm.b", co, 1.0);
+        float[] dy = GoldenFill.Fill("cm.dy", batch * co * oh * ow, 4.0);
+        var col = new float[imagesPerPass * ci * k * k * oh * ow];
+        Assert.Equal(imagesPerPass, Convolution.ImagesPerColumnPass(batch, ci, k, k, oh, ow, col.Length));
+
+        var expected = new float[batch * co * oh * ow];
+        ReferenceConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, stride, padding, oh, ow, expected);
+        var actual = new float[expected.Length];
+        Convolution.ForwardChannelMajor(ToChannelMajor(x, batch, ci, h * w), batch, ci, h, w, weight, bias, co, k, k,
+            stride, padding, oh, ow, relu: false, col, actual);
+        Compare.Close(expected, ToBatchMajor(actual, batch, co, oh * ow), ConvolutionTolerance, "forward");
+
+        var refDW = new float[weight.Length];
+        var refDB = new float[co];
+        var refDX = new float[x.Length];
+        ReferenceConvolution.Backward(x, batch, ci, h, w, weight, co, k, k, stride, padding, oh, ow, dy, refDW, refDB, refDX);
+        var dW = new float[weight.Length];
+        var dB = new float[co];
+        var dX = new float[x.Length];
+        dX.AsSpan().Fill(float.NaN); // overwritten, never read
+        Convolution.BackwardChannelMajor(ToChannelMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, k, k, stride, padding,
+            oh, ow, ToChannelMajor(dy, batch, co, oh * ow), col, dW, dB, dX);
+        Compare.Close(refDW, dW, ConvolutionTolerance, "dWeight");
+        Compare.Close(refDB, dB, ConvolutionTolerance, "dBias");
+        Compare.Close(refDX, ToBatchMajor(dX, batch, ci, h * w), ConvolutionTolerance, "dInput");
+    }
+
+    public static TheoryData<string> LayerNames() =>
+        ["conv3x3", "conv1x1", "conv7x7s2", "batchnorm_train", "batchnorm_eval", "lrn", "maxpool", "avgpool", "adaptive",
+         "relu", "flatten", "inception_bn_train", "inception_paper", "aux_torchvision_train", "transform_input"];
+
+    private static Layer MakeLayer(string name) => name switch
+    {
+        "conv3x3" => new Conv2d("conv", 4, 6, 3, 1, 1),
+        "conv1x1" => new Conv2d("conv", 4, 6, 1),
+        "conv7x7s2" => new Conv2d("conv", 4, 6, 7, 2, 3, bias: false),
+        "batchnorm_train" or "batchnorm_eval" => new BatchNorm2d("bn", 4, 1e-3f),
+        "lrn" => new LocalResponseNorm("lrn", 5, 1e-2f, 0.75f, 1f),
+        "maxpool" => new MaxPool2d("pool", 3, 2, 0, ceilMode: true),
+        "avgpool" => new AvgPool2d("pool", 3, 2, ceilMode: true),
+        "adaptive" => new AdaptiveAvgPool2d("pool", 2, 2),
+        "relu" => new ReLU("relu"),
+        "flatten" => new Flatten("flatten"),
+        "inception_bn_train" => new Inception(new InceptionSpec("block", 4, 2, 2, 3, 1, 2, 2), 3, batchNorm: true, ceilPool: true),
+        "inception_paper" => new Inception(new InceptionSpec("block", 4, 2, 2, 3, 1, 2, 2), 5, batchNorm: false, ceilPool: true),
+        "aux_torchvision_train" => new InceptionAux("aux", 4, 5, torchvisionStyle: true, inputSize: 7, dropout: 0f, seed: 1),
+        "transform_input" => new TransformInput("transform_input"),
+        _ => throw new ArgumentException(name),
+    };
+
+    [Theory]
+    [MemberData(nameof(LayerNames))]
+    public void LayerMatchesItsBatchMajorTwin(string name)
+    {
+        const int batch = 3;
+        int channels = name == "transform_input" ? 3 : 4;
+        int[] shape = [batch, channels, 7, 6];
+        int pixels = shape[2] * shape[3];
+        bool training = name.EndsWith("_train", StringComparison.Ordinal);
+        Layer batchMajor = MakeLayer(name);
+        Layer channelMajor = MakeLayer(name);
+        channelMajor.SetChannelMajor(true);
+        foreach (Layer layer in new[] { batchMajor, channelMajor })
+        {
+            GoldenFill.FillAll(layer.NamedParameters());
+            layer.SetTraining(training);
+        }
+        Assert.True(channelMajor.ChannelMajor);
+        Assert.All(channelMajor.Children, child => Assert.True(child.ChannelMajor));
+
+        float[] x = GoldenFill.Fill("cm.layer.x", (int)Tensor.ShapeSize(shape), 4.0);
+        Tensor expected = batchMajor.Forward(Tensor.FromArray(x, shape));
+        Tensor actual = channelMajor.Forward(Tensor.FromArray(ToChannelMajor(x, batch, channels, pixels), shape));
+        Assert.Equal(expected.Shape, actual.Shape);
+        // Images stay channel-major; Flatten (and the aux head that ends in linear layers) hand back (N, F) rows.
+        float[] actualBatchMajor = actual.Rank == 4
+            ? ToBatchMajor(actual.Span, batch, actual.Shape[1], actual.Shape[2] * actual.Shape[3])
+            : actual.Span.ToArray();
+        Compare.Close(expected.Span, actualBatchMajor, LayerTolerance, name + " forward");
+
+        float[] dy = GoldenFill.Fill("cm.layer.dy", expected.Length, 4.0);
+        float[] dyChannelMajor = actual.Rank == 4 ? ToChannelMajor(dy, batch, actual.Shape[1], actual.Shape[2] * actual.Shape[3]) : dy;
+        Tensor dxExpected = batchMajor.Backward(Tensor.FromArray(dy, expected.Shape))!;
+        Tensor dxActual = channelMajor.Backward(Tensor.FromArray(dyChannelMajor, actual.Shape))!;
+        Compare.Close(dxExpected.Span, ToBatchMajor(dxActual.Span, batch, channels, pixels), LayerTolerance, name + " dInput");
+
+        var gradients = channelMajor.NamedParameters().Where(p => p.Parameter.IsTrainable).ToDictionary(p => p.Path, p => p.Parameter);
+        foreach (var (path, parameter) in batchMajor.NamedParameters())
+        {
+            if (parameter.IsTrainable)
+            {
+                Compare.Close(parameter.Grad!.Span, gradients[path].Grad!.Span, LayerTolerance, name + " d" + path);
+            }
+            else
+            {
+                // Running statistics follow the same batch statistics.
+                Compare.Close(parameter.Value.Span, channelMajor.NamedParameters().Single(p => p.Path == path).Parameter.Value.Span,
+                    LayerTolerance, name + " " + path);
+            }
+        }
+    }
+
+    [Fact]
+    public void ModelInputGradientComesBackBatchMajor()
+    {
+        var options = GoogLeNetOptions.For(Preset.D2l) with { InputHeight = 32, InputWidth = 32 };
+        var model = new GoogLeNetModel(options) { ComputeInputGradient = true };
+        GoldenFill.FillAll(model.Parameters.All);
+        int[] shape = [2, 1, 32, 32];
+        float[] x = GoldenFill.Fill("cm.model.x", 2 * 32 * 32, 2.0);
+        float[] secondImage = x.AsSpan(32 * 32).ToArray();
+        Tensor logits = model.Forward(Tensor.FromArray(x, shape)).Logits;
+        float[] dLogits = new float[logits.Length];
+        dLogits[1 * 10 + 3] = 1f; // only the second image's class 3
+        Tensor dInput = model.Backward(Tensor.FromArray(dLogits, logits.Shape))!;
+
+        // The same image alone (a batch of one is stored the same either way) gives the second half.
+        var single = new GoogLeNetModel(options) { ComputeInputGradient = true };
+        GoldenFill.FillAll(single.Parameters.All);
+        Tensor singleLogits = single.Forward(Tensor.FromArray(secondImage, [1, 1, 32, 32])).Logits;
+        Compare.Close(logits.Span.Slice(10, 10), singleLogits.Span, LayerTolerance, "logits of image 2");
+        float[] dSingle = new float[10];
+        dSingle[3] = 1f;
+        Tensor dSingleInput = single.Backward(Tensor.FromArray(dSingle, [1, 10]))!;
+        Compare.Close(dSingleInput.Span, dInput.Span.Slice(32 * 32), LayerTolerance, "input gradient of image 2");
+        Assert.All(dInput.Span.Slice(0, 32 * 32).ToArray(), v => Assert.Equal(0f, v));
+    }
+}
