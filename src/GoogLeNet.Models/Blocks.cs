@@ -11,6 +11,7 @@ namespace GoogLeNet.Models;
 public sealed class ConvBlock : Layer
 {
     private readonly Sequential _body;
+    private Tensor? _foldedInput;
 
     public ConvBlock(string name, int inChannels, int outChannels, int kernelSize, int stride, int padding, bool batchNorm)
         : base(name)
@@ -34,9 +35,39 @@ public sealed class ConvBlock : Layer
 
     public override long Macs(int[] inputShape) => _body.Macs(inputShape);
 
-    public override Tensor Forward(Tensor input) => _body.Forward(input);
+    public override Tensor Forward(Tensor input) => ForwardInto(input, null);
 
-    public override Tensor? Backward(Tensor dOutput) => _body.Backward(dOutput);
+    /// <summary>
+    /// Forward; in inference the BatchNorm and ReLU are folded into the convolution (one pass),
+    /// which then writes <paramref name="destination"/> when given.
+    /// </summary>
+    public Tensor ForwardInto(Tensor input, Tensor? destination)
+    {
+        if (IsTraining)
+        {
+            _foldedInput = null;
+            Tensor output = _body.Forward(input);
+            if (destination is null)
+            {
+                return output;
+            }
+            output.Span.CopyTo(destination.Span);
+            return destination;
+        }
+        _foldedInput = input;
+        return Conv.ForwardFolded(input, Norm, destination);
+    }
+
+    public override Tensor? Backward(Tensor dOutput)
+    {
+        if (_foldedInput is not null)
+        {
+            // The folded forward kept nothing for the backward pass: run the layers one by one.
+            _body.Forward(_foldedInput);
+            _foldedInput = null;
+        }
+        return _body.Backward(dOutput);
+    }
 }
 
 /// <summary>
@@ -51,6 +82,9 @@ public sealed class Inception : Layer
     private Tensor? _output;
     private Tensor? _dInput;
     private readonly Tensor?[] _dBranch = new Tensor?[4];
+    private readonly Layer?[] _branchHeads;
+    private readonly ConvBlock[] _branchTails;
+    private readonly Tensor?[] _outputSlices = new Tensor?[4];
 
     public Inception(InceptionSpec spec, int kernel5x5, bool batchNorm, bool ceilPool)
         : base(spec.Name)
@@ -58,13 +92,23 @@ public sealed class Inception : Layer
         Spec = spec;
         Kernel5x5 = kernel5x5;
         ConvBlock Block(string name, int inC, int outC, int k) => new(name, inC, outC, k, 1, k / 2, batchNorm);
+        ConvBlock branch1 = Block("branch1", spec.InChannels, spec.Ch1x1, 1);
+        ConvBlock reduce3x3 = Block("0", spec.InChannels, spec.Ch3x3Reduce, 1);
+        ConvBlock conv3x3 = Block("1", spec.Ch3x3Reduce, spec.Ch3x3, 3);
+        ConvBlock reduce5x5 = Block("0", spec.InChannels, spec.Ch5x5Reduce, 1);
+        ConvBlock conv5x5 = Block("1", spec.Ch5x5Reduce, spec.Ch5x5, kernel5x5);
+        var pool = new MaxPool2d("0", 3, 1, 1, ceilPool);
+        ConvBlock poolProjection = Block("1", spec.InChannels, spec.PoolProj, 1);
         _branches =
         [
-            Block("branch1", spec.InChannels, spec.Ch1x1, 1),
-            new Sequential("branch2", Block("0", spec.InChannels, spec.Ch3x3Reduce, 1), Block("1", spec.Ch3x3Reduce, spec.Ch3x3, 3)),
-            new Sequential("branch3", Block("0", spec.InChannels, spec.Ch5x5Reduce, 1), Block("1", spec.Ch5x5Reduce, spec.Ch5x5, kernel5x5)),
-            new Sequential("branch4", new MaxPool2d("0", 3, 1, 1, ceilPool), Block("1", spec.InChannels, spec.PoolProj, 1)),
+            branch1,
+            new Sequential("branch2", reduce3x3, conv3x3),
+            new Sequential("branch3", reduce5x5, conv5x5),
+            new Sequential("branch4", pool, poolProjection),
         ];
+        // What feeds each branch's last convolution, and that convolution.
+        _branchHeads = [null, reduce3x3, reduce5x5, pool];
+        _branchTails = [branch1, conv3x3, conv5x5, poolProjection];
         _branchChannels = [spec.Ch1x1, spec.Ch3x3, spec.Ch5x5, spec.PoolProj];
     }
 
@@ -98,6 +142,18 @@ public sealed class Inception : Layer
         int batch = input.Shape[0];
         Tensor output = Ensure(ref _output, [batch, .. o]);
         (int runs, int pixels) = PerChannelRuns(output);
+        if (ChannelMajor && !IsTraining)
+        {
+            // Each branch's channels are one contiguous run of the output: its last convolution
+            // writes there directly.
+            for (int b = 0; b < _branches.Length; b++)
+            {
+                Tensor slice = OutputSlice(b, output, pixels);
+                Layer? head = _branchHeads[b];
+                _branchTails[b].ForwardInto(head is null ? input : head.Forward(input), slice);
+            }
+            return output;
+        }
         int offset = 0;
         for (int b = 0; b < _branches.Length; b++)
         {
@@ -110,6 +166,23 @@ public sealed class Inception : Layer
             offset += channels;
         }
         return output;
+    }
+
+    // A view of branch b's channels in a channel-major output, made once per output buffer.
+    private Tensor OutputSlice(int branch, Tensor output, int pixels)
+    {
+        Tensor? slice = _outputSlices[branch];
+        if (slice is null || slice.Data != output.Data || slice.Shape[0] != output.Shape[0] || slice.Shape[2] != output.Shape[2] || slice.Shape[3] != output.Shape[3])
+        {
+            int offset = 0;
+            for (int b = 0; b < branch; b++)
+            {
+                offset += _branchChannels[b];
+            }
+            slice = new Tensor(output.Data, output.Offset + offset * pixels, [output.Shape[0], _branchChannels[branch], output.Shape[2], output.Shape[3]]);
+            _outputSlices[branch] = slice;
+        }
+        return slice;
     }
 
     /// <summary>The input feeds four branches, so its gradient is the sum of theirs.</summary>

@@ -11,6 +11,8 @@ public sealed class Conv2d : Layer
     private Tensor? _output;
     private Tensor? _dInput;
     private float[] _col = [];
+    private float[] _foldedWeight = [];
+    private float[] _foldedBias = [];
 
     // A channel-major batch im2cols up to this many floats at a time (16 MiB): enough columns
     // for an efficient GEMM, and one buffer per thread serves every layer.
@@ -75,22 +77,68 @@ public sealed class Conv2d : Layer
     public override Tensor Forward(Tensor input)
     {
         int[] o = OutputShape(SampleShape(input));
+        Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
+        Run(input, _weight.Value.Span, _bias is null ? default : _bias.Value.Span, relu: false, output);
+        _input = input;
+        return output;
+    }
+
+    /// <summary>
+    /// Inference with the BatchNorm that follows (its running statistics) and the ReLU after it
+    /// folded into this convolution: relu(conv(x; w * s) + b * s + beta - mean * s), s = gamma /
+    /// sqrt(var + eps), in one pass over the output. Writes <paramref name="destination"/> when
+    /// given (a slice of a concatenation), else the layer's own buffer. Caches nothing for
+    /// Backward; the caller runs the unfused layers again if it needs gradients.
+    /// </summary>
+    public Tensor ForwardFolded(Tensor input, BatchNorm2d? norm, Tensor? destination = null)
+    {
+        int[] o = OutputShape(SampleShape(input));
+        int[] shape = WithBatch(input.Shape[0], o);
+        Tensor output = destination ?? Ensure(ref _output, shape);
+        if (!output.HasShape(shape))
+        {
+            throw new ShapeException($"{Name}: destination {Tensor.Format(output.Shape)} does not match the output {Tensor.Format(shape)}.");
+        }
+        int k = InChannels * KernelSize * KernelSize;
+        if (_foldedWeight.Length != _weight.Value.Length)
+        {
+            _foldedWeight = new float[_weight.Value.Length];
+            _foldedBias = new float[OutChannels];
+        }
+        ReadOnlySpan<float> weight = _weight.Value.Span;
+        ReadOnlySpan<float> bias = _bias is null ? default : _bias.Value.Span;
+        for (int co = 0; co < OutChannels; co++)
+        {
+            float scale = 1f;
+            float shift = 0f;
+            if (norm is not null)
+            {
+                scale = norm.Weight.Value.Span[co] / MathF.Sqrt(norm.RunningVar.Value.Span[co] + norm.Epsilon);
+                shift = norm.BiasParameter.Value.Span[co] - norm.RunningMean.Value.Span[co] * scale;
+            }
+            System.Numerics.Tensors.TensorPrimitives.Multiply(weight.Slice(co * k, k), scale, _foldedWeight.AsSpan(co * k, k));
+            _foldedBias[co] = (bias.IsEmpty ? 0f : bias[co] * scale) + shift;
+        }
+        Run(input, _foldedWeight, _foldedBias, relu: true, output);
+        _input = null;
+        return output;
+    }
+
+    private void Run(Tensor input, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool relu, Tensor output)
+    {
         int batch = input.Shape[0];
-        Tensor output = Ensure(ref _output, WithBatch(batch, o));
+        int oh = output.Shape[2];
+        int ow = output.Shape[3];
         if (ChannelMajor)
         {
             Convolution.ForwardChannelMajor(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
-                _weight.Value.Span, _bias is null ? default : _bias.Value.Span, OutChannels, KernelSize, KernelSize,
-                Stride, Padding, o[1], o[2], relu: false, SharedCol(batch, o), output.Span);
-            _input = input;
-            return output;
+                weight, bias, OutChannels, KernelSize, KernelSize, Stride, Padding, oh, ow, relu,
+                SharedCol(batch, [OutChannels, oh, ow]), output.Span);
+            return;
         }
-        EnsureCol(o);
+        EnsureCol([OutChannels, oh, ow]);
         Convolution.Forward(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
-            _weight.Value.Span, _bias is null ? default : _bias.Value.Span, OutChannels, KernelSize, KernelSize,
-            Stride, Padding, o[1], o[2], relu: false, _col, output.Span);
-        _input = input;
-        return output;
+            weight, bias, OutChannels, KernelSize, KernelSize, Stride, Padding, oh, ow, relu, _col, output.Span);
     }
 
     public override Tensor? Backward(Tensor dOutput)
