@@ -24,7 +24,8 @@ public class ReferenceLayerTests
         {
             foreach (bool ceil in new[] { false, true })
             {
-                foreach (var (h, w) in new[] { (5, 5), (7, 6), (14, 14), (9, 11), (3, 4) })
+                // Rows of 37 and 56 reach the vectorised stride-2 columns (8 outputs at a time) and their tails.
+                foreach (var (h, w) in new[] { (5, 5), (7, 6), (14, 14), (9, 11), (3, 4), (5, 37), (4, 56) })
                 {
                     if (WindowMath.OutputSize(h, k, s, p, ceil) > 0 && WindowMath.OutputSize(w, k, s, p, ceil) > 0)
                     {
@@ -59,16 +60,17 @@ public class ReferenceLayerTests
     }
 
     [Theory]
-    [InlineData(1, 0)]
-    [InlineData(2, 1)]
-    public void MaxPoolingPropagatesNaNLikePyTorch(int stride, int padding)
+    [InlineData(1, 0, 7)]
+    [InlineData(2, 1, 7)]
+    [InlineData(2, 0, 40)]
+    public void MaxPoolingPropagatesNaNLikePyTorch(int stride, int padding, int width)
     {
-        var input = GoldenFill.Tensor("nan", [1, 1, 6, 7], 4.0);
-        input.Span[2 * 7 + 3] = float.NaN;
+        var input = GoldenFill.Tensor("nan", [1, 1, 6, width], 4.0);
+        input.Span[2 * width + 3] = float.NaN;
         var pool = new MaxPool2d("max", 3, stride, padding, ceilMode: true);
         Tensor output = pool.Forward(input);
         var expected = new float[output.Length];
-        ReferenceLayers.MaxPool(input.Span, 1, 6, 7, 3, stride, padding, output.Shape[2], output.Shape[3], expected);
+        ReferenceLayers.MaxPool(input.Span, 1, 6, width, 3, stride, padding, output.Shape[2], output.Shape[3], expected);
         for (int i = 0; i < expected.Length; i++)
         {
             Assert.Equal(float.IsNaN(expected[i]), float.IsNaN(output.Span[i]));
@@ -76,7 +78,7 @@ public class ReferenceLayerTests
         Assert.Contains(float.NaN, output.Span.ToArray());
         // The gradient of a NaN output goes to the NaN input, the first "maximum" of its window.
         Tensor dInput = pool.Backward(GoldenFill.Tensor("nan.g", output.Shape, 2.0));
-        Assert.NotEqual(0f, dInput.Span[2 * 7 + 3]);
+        Assert.NotEqual(0f, dInput.Span[2 * width + 3]);
     }
 
     [Theory]

@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace GoogLeNet.Engine.Kernels;
 
@@ -42,6 +44,10 @@ public static class Pooling
                         TensorPrimitives.Max(inner, rowMax.Slice(first - padding + j, inner.Length), inner);
                     }
                 }
+                else if (stride == 2)
+                {
+                    (first, last) = MaxStride2Columns(rowMax, kernel, padding, outW, dst);
+                }
                 for (int ox = 0; ox < outW; ox++)
                 {
                     if (ox == first && last > first)
@@ -60,6 +66,42 @@ public static class Pooling
                 }
             }
         }
+    }
+
+    // Stride 2: eight outputs at a time take the even lanes of the window's shifted rows (the
+    // stem and stage pools). Returns the outputs [first, last) it wrote; the caller does the rest.
+    private static unsafe (int First, int Last) MaxStride2Columns(ReadOnlySpan<float> rowMax, int kernel, int padding, int outW, Span<float> dst)
+    {
+        if (!Avx2.IsSupported)
+        {
+            return (outW, outW);
+        }
+        int width = rowMax.Length;
+        // Window ox starts at 2 ox - padding; its vector loads read 16 values from there + j.
+        int first = Math.Min((padding + 1) / 2, outW);
+        int ox = first;
+        fixed (float* row = rowMax)
+        fixed (float* output = dst)
+        {
+            for (; ox + 8 <= outW && 2 * ox - padding + kernel - 1 + 16 <= width; ox += 8)
+            {
+                float* start = row + 2 * ox - padding;
+                Vector256<float> best = Evens(start);
+                for (int j = 1; j < kernel; j++)
+                {
+                    best = Vector256.Max(best, Evens(start + j));
+                }
+                best.Store(output + ox);
+            }
+        }
+        return (first, ox);
+    }
+
+    // [s0 s2 s4 ... s14]
+    private static unsafe Vector256<float> Evens(float* s)
+    {
+        Vector256<float> evens = Avx.Shuffle(Avx.LoadVector256(s), Avx.LoadVector256(s + 8), 0b10_00_10_00);
+        return Avx2.Permute4x64(evens.AsDouble(), 0b11_01_10_00).AsSingle();
     }
 
     /// <summary>
