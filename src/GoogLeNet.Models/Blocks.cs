@@ -85,6 +85,7 @@ public sealed class Inception : Layer
     private readonly Layer?[] _branchHeads;
     private readonly ConvBlock[] _branchTails;
     private readonly Tensor?[] _outputSlices = new Tensor?[4];
+    private readonly Tensor?[] _gradientSlices = new Tensor?[4];
 
     public Inception(InceptionSpec spec, int kernel5x5, bool batchNorm, bool ceilPool)
         : base(spec.Name)
@@ -168,19 +169,24 @@ public sealed class Inception : Layer
         return output;
     }
 
-    // A view of branch b's channels in a channel-major output, made once per output buffer.
-    private Tensor OutputSlice(int branch, Tensor output, int pixels)
+    private Tensor OutputSlice(int branch, Tensor output, int pixels) => Slice(_outputSlices, branch, output, pixels);
+
+    private Tensor GradientSlice(int branch, Tensor dOutput, int pixels) => Slice(_gradientSlices, branch, dOutput, pixels);
+
+    // A view of branch b's channels in a channel-major tensor, made once per buffer.
+    private Tensor Slice(Tensor?[] slices, int branch, Tensor whole, int pixels)
     {
-        Tensor? slice = _outputSlices[branch];
-        if (slice is null || slice.Data != output.Data || slice.Shape[0] != output.Shape[0] || slice.Shape[2] != output.Shape[2] || slice.Shape[3] != output.Shape[3])
+        int channelOffset = 0;
+        for (int b = 0; b < branch; b++)
         {
-            int offset = 0;
-            for (int b = 0; b < branch; b++)
-            {
-                offset += _branchChannels[b];
-            }
-            slice = new Tensor(output.Data, output.Offset + offset * pixels, [output.Shape[0], _branchChannels[branch], output.Shape[2], output.Shape[3]]);
-            _outputSlices[branch] = slice;
+            channelOffset += _branchChannels[b];
+        }
+        int offset = whole.Offset + channelOffset * pixels;
+        Tensor? slice = slices[branch];
+        if (slice is null || slice.Data != whole.Data || slice.Offset != offset || !slice.HasShape(whole.Shape[0], _branchChannels[branch], whole.Shape[2], whole.Shape[3]))
+        {
+            slice = new Tensor(whole.Data, offset, [whole.Shape[0], _branchChannels[branch], whole.Shape[2], whole.Shape[3]]);
+            slices[branch] = slice;
         }
         return slice;
     }
@@ -194,13 +200,23 @@ public sealed class Inception : Layer
         Tensor? dInput = null;
         for (int b = 0; b < _branches.Length; b++)
         {
-            Tensor dBranch = Ensure(ref _dBranch[b], [batch, _branchChannels[b], dOutput.Shape[2], dOutput.Shape[3]]);
             int channels = _branchChannels[b];
-            int total = dOutput.Shape[1];
-            int at = offset;
-            Parallelism.For(runs, channels * pixels, (start, count) => Elementwise.SliceChannels(
-                dOutput.Span.Slice(start * total * pixels, count * total * pixels), count, channels, pixels, total, at,
-                dBranch.Span.Slice(start * channels * pixels, count * channels * pixels)));
+            Tensor dBranch;
+            if (ChannelMajor)
+            {
+                // The branch's channels are one contiguous run: a view, no copy.
+                dBranch = GradientSlice(b, dOutput, pixels);
+            }
+            else
+            {
+                dBranch = Ensure(ref _dBranch[b], [batch, channels, dOutput.Shape[2], dOutput.Shape[3]]);
+                int total = dOutput.Shape[1];
+                int at = offset;
+                Tensor target = dBranch;
+                Parallelism.For(runs, channels * pixels, (start, count) => Elementwise.SliceChannels(
+                    dOutput.Span.Slice(start * total * pixels, count * total * pixels), count, channels, pixels, total, at,
+                    target.Span.Slice(start * channels * pixels, count * channels * pixels)));
+            }
             offset += channels;
             Tensor dx = _branches[b].Backward(dBranch)!;
             if (dInput is null)

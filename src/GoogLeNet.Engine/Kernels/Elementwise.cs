@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace GoogLeNet.Engine.Kernels;
 
@@ -10,7 +12,23 @@ public static class Elementwise
     /// <summary>dx = dy where y > 0 (the subgradient at 0 is 0, as in PyTorch). Overwrites dInput.</summary>
     public static void ReluBackward(ReadOnlySpan<float> output, ReadOnlySpan<float> dOutput, Span<float> dInput)
     {
-        for (int i = 0; i < output.Length; i++)
+        if (dOutput.Length < output.Length || dInput.Length < output.Length)
+        {
+            throw new ArgumentException($"ReLU backward needs {output.Length} gradient values, got {dOutput.Length} and {dInput.Length}.");
+        }
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref float y = ref MemoryMarshal.GetReference(output);
+            ref float dy = ref MemoryMarshal.GetReference(dOutput);
+            ref float dx = ref MemoryMarshal.GetReference(dInput);
+            for (; i + Vector256<float>.Count <= output.Length; i += Vector256<float>.Count)
+            {
+                Vector256<float> positive = Vector256.GreaterThan(Vector256.LoadUnsafe(ref y, (nuint)i), Vector256<float>.Zero);
+                (Vector256.LoadUnsafe(ref dy, (nuint)i) & positive).StoreUnsafe(ref dx, (nuint)i);
+            }
+        }
+        for (; i < output.Length; i++)
         {
             dInput[i] = output[i] > 0f ? dOutput[i] : 0f;
         }
