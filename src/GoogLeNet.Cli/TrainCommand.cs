@@ -29,6 +29,7 @@ internal static class TrainCommand
         Option<float> labelSmoothing = new("--label-smoothing") { Description = "Label smoothing of the cross-entropy." };
         Option<double> weightAverage = new("--weight-average") { Description = "Evaluate and keep as best a moving average of the weights with this decay (the paper's Polyak averaging; e.g. 0.999)." };
         Option<double> clip = new("--clip") { Description = "Clip the global gradient norm to this value (0: off)." };
+        Option<string?> augment = new("--augment") { Description = "Training augmentation: none (default), crop-flip (random crop after padding by 1/8 of the side, horizontal flip) or paper (random-resized crop, flip, brightness and contrast jitter)." };
         Option<int> checkpointEvery = new("--checkpoint-every") { Description = "Save last.safetensors every N steps (0: at epoch ends only).", DefaultValueFactory = _ => 200 };
         Option<string?> output = new("--out") { Description = "Run folder (default runs/<preset>-<dataset>-<time>)." };
         Option<string?> resume = new("--resume") { Description = "Continue the run in this folder exactly where it stopped (its config.json wins; --epochs may extend it)." };
@@ -36,7 +37,7 @@ internal static class TrainCommand
         var command = new Command("train", "Train GoogLeNet with a preset's recipe; writes config, metrics, plot and checkpoints to a run folder.")
         {
             preset, dataset, data, inputSize, epochs, batch, lr, momentum, weightDecay, nesterov, schedule, seed,
-            limitTrain, limitTest, auxWeight, labelSmoothing, clip, weightAverage, checkpointEvery, output, resume, threads,
+            limitTrain, limitTest, auxWeight, labelSmoothing, clip, weightAverage, augment, checkpointEvery, output, resume, threads,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
@@ -77,6 +78,7 @@ internal static class TrainCommand
                     ClipNorm = result.GetValue(clip),
                     WeightAverageDecay = result.GetValue(weightAverage),
                     CheckpointEvery = result.GetValue(checkpointEvery),
+                    Augment = result.GetValue(augment) ?? recipe.Augment,
                 };
                 directory = result.GetValue(output) ?? Path.Combine("runs",
                     $"{config.Preset}-{config.Dataset.Replace(':', '-').Replace('/', '-')}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
@@ -96,7 +98,7 @@ internal static class TrainCommand
         IImageDataset train = Datasets.Limit(Datasets.Open(config.Dataset, config.DataDirectory, train: true), config.LimitTrain);
         IImageDataset test = Datasets.Limit(Datasets.Open(config.Dataset, config.DataDirectory, train: false), config.LimitTest);
         var model = new GoogLeNetModel(config.ModelOptions(Datasets.Channels(train), train.ClassCount));
-        using var trainLoader = new BatchLoader(train, Datasets.InputTransform(train, config.InputSize), config.BatchSize, shuffle: true, config.Seed);
+        using var trainLoader = new BatchLoader(train, Datasets.TrainTransform(train, config.InputSize, config.Augment), config.BatchSize, shuffle: true, config.Seed);
         using var testLoader = new BatchLoader(test, Datasets.InputTransform(test, config.InputSize), config.BatchSize, shuffle: false, config.Seed);
         var trainer = new Trainer(model, trainLoader, testLoader, config, directory);
         if (resume)

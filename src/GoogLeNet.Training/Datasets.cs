@@ -64,6 +64,27 @@ public static class Datasets
     /// Resize to size x size (bilinear, as torchvision's Resize the d2l recipe uses); no
     /// normalisation, as d2l feeds [0, 1] pixels.
     /// </summary>
+    /// <summary>What the training images go through: the input transform plus the augmentation of <see cref="TrainConfig.Augment"/>.</summary>
+    public static IImageTransform? TrainTransform(IImageDataset dataset, int size, string augment) => augment switch
+    {
+        "none" => InputTransform(dataset, size),
+        "crop-flip" => CropFlip(dataset, size),
+        "paper" => new Compose(new RandomResizedCrop(size), new RandomHorizontalFlip(), new ColorJitter(brightness: 0.4, contrast: 0.4)),
+        _ => throw new ArgumentException($"Unknown augmentation '{augment}': expected none, crop-flip or paper."),
+    };
+
+    private static Compose CropFlip(IImageDataset dataset, int size)
+    {
+        var steps = new List<IImageTransform>();
+        if (InputTransform(dataset, size) is { } resize)
+        {
+            steps.Add(resize);
+        }
+        steps.Add(new RandomCrop(size, Math.Max(1, size / 8)));
+        steps.Add(new RandomHorizontalFlip());
+        return new Compose([.. steps]);
+    }
+
     public static IImageTransform? InputTransform(IImageDataset dataset, int size)
     {
         var image = new ImageBuffer<byte>();
