@@ -59,6 +59,37 @@ public class ReferenceLayerTests
         }
     }
 
+    // Training pools record the first maximum in forward; inference searches for it in backward.
+    // Values rounded to halves make ties common, so "first" is tested, and one NaN per plane
+    // (in some shapes) tests that it wins its windows. Both must agree exactly.
+    [Theory]
+    [MemberData(nameof(PoolShapes))]
+    public void IndexedMaxPoolingMatchesTheSearchingBackward(int kernel, int stride, int padding, bool ceil, int h, int w)
+    {
+        const int planes = 3;
+        float[] x = GoldenFill.Fill($"ties{kernel}{stride}{padding}{h}{w}", planes * h * w, 6.0).Select(v => MathF.Round(v * 2f) / 2f).ToArray();
+        if (w > 6)
+        {
+            x[h * w + (h / 2) * w + 3] = float.NaN;
+        }
+        int oh = WindowMath.OutputSize(h, kernel, stride, padding, ceil);
+        int ow = WindowMath.OutputSize(w, kernel, stride, padding, ceil);
+        var searched = new float[planes * oh * ow];
+        var indexed = new float[searched.Length];
+        var argmax = new int[searched.Length];
+        Pooling.MaxForward(x, planes, h, w, kernel, stride, padding, oh, ow, searched);
+        Pooling.MaxForwardIndexed(x, planes, h, w, kernel, stride, padding, oh, ow, indexed, argmax);
+        Assert.Equal(searched, indexed);
+
+        float[] dy = GoldenFill.Fill("ties.dy", searched.Length, 2.0);
+        var dxSearched = new float[x.Length];
+        var dxIndexed = new float[x.Length];
+        dxIndexed.AsSpan().Fill(float.NaN); // overwritten
+        Pooling.MaxBackward(x, searched, dy, planes, h, w, kernel, stride, padding, oh, ow, dxSearched);
+        Pooling.MaxBackwardIndexed(argmax, dy, planes, h * w, oh * ow, dxIndexed);
+        Assert.Equal(dxSearched, dxIndexed);
+    }
+
     [Theory]
     [InlineData(1, 0, 7)]
     [InlineData(2, 1, 7)]

@@ -105,47 +105,199 @@ public static class Pooling
     }
 
     /// <summary>
-    /// Routes each output gradient to the first input of its window that equals the output (the
-    /// first maximum, PyTorch's choice; NaN matches NaN). Overwrites dInput.
+    /// Max pooling that also records, for each output, the in-plane index of the first maximum
+    /// of its window in row-major order (a NaN counts as the maximum), so the backward pass is a
+    /// scatter. Same outputs as <see cref="MaxForward"/>.
     /// </summary>
-    public static void MaxBackward(
-        ReadOnlySpan<float> input, ReadOnlySpan<float> output, ReadOnlySpan<float> dOutput, int planes, int height, int width,
-        int kernel, int stride, int padding, int outH, int outW, Span<float> dInput)
+    public static unsafe void MaxForwardIndexed(
+        ReadOnlySpan<float> input, int planes, int height, int width,
+        int kernel, int stride, int padding, int outH, int outW, Span<float> output, Span<int> indices)
     {
-        dInput.Clear();
         int inPlane = height * width;
         int outPlane = outH * outW;
-        for (int p = 0; p < planes; p++)
+        if (input.Length < planes * inPlane || output.Length < planes * outPlane || indices.Length < planes * outPlane)
         {
-            ReadOnlySpan<float> x = input.Slice(p * inPlane, inPlane);
-            Span<float> dx = dInput.Slice(p * inPlane, inPlane);
-            for (int oy = 0; oy < outH; oy++)
+            throw new ArgumentException($"Max pooling over {planes} planes of {height}x{width} -> {outH}x{outW} got spans that are too short.");
+        }
+        // Outputs [lo, hi) have their whole window inside the row and room for the vector loads.
+        int lo = Math.Min((padding + stride - 1) / stride, outW);
+        int hi = lo;
+        if (Avx2.IsSupported && (stride == 1 || stride == 2))
+        {
+            int reach = stride == 1 ? 8 : 16;
+            while (hi + 8 <= outW && (hi + 7) * stride - padding + kernel <= width && hi * stride - padding + kernel - 1 + reach <= width)
             {
-                int y0 = Math.Max(oy * stride - padding, 0);
-                int y1 = Math.Min(oy * stride - padding + kernel, height);
-                for (int ox = 0; ox < outW; ox++)
+                hi += 8;
+            }
+        }
+        Vector256<int> lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * stride;
+        fixed (float* inputPointer = input, outputPointer = output)
+        fixed (int* indexPointer = indices)
+        {
+            for (int p = 0; p < planes; p++)
+            {
+                float* x = inputPointer + (long)p * inPlane;
+                float* y = outputPointer + (long)p * outPlane;
+                int* argmax = indexPointer + (long)p * outPlane;
+                for (int oy = 0; oy < outH; oy++)
                 {
-                    int x0 = Math.Max(ox * stride - padding, 0);
-                    int x1 = Math.Min(ox * stride - padding + kernel, width);
-                    int o = p * outPlane + oy * outW + ox;
-                    float best = output[o];
-                    bool isNaN = float.IsNaN(best);
-                    for (int iy = y0; iy < y1; iy++)
+                    int y0 = Math.Max(oy * stride - padding, 0);
+                    int y1 = Math.Min(oy * stride - padding + kernel, height);
+                    int o = oy * outW;
+                    for (int ox = lo; ox < hi; ox += 8)
                     {
-                        for (int ix = x0; ix < x1; ix++)
+                        Vector256<float> best = Vector256.Create(float.NegativeInfinity);
+                        Vector256<int> where = Vector256.Create(-1);
+                        for (int iy = y0; iy < y1; iy++)
                         {
-                            float v = x[iy * width + ix];
-                            if (v == best || (isNaN && float.IsNaN(v)))
+                            for (int j = 0; j < kernel; j++)
                             {
-                                dx[iy * width + ix] += dOutput[o];
-                                goto next;
+                                int at = iy * width + ox * stride - padding + j;
+                                Vector256<float> v = stride == 1 ? Avx.LoadVector256(x + at) : Evens(x + at);
+                                // v > best, or v is the window's first NaN
+                                Vector256<float> take = Vector256.GreaterThan(v, best) |
+                                    Vector256.AndNot(~Vector256.Equals(v, v), ~Vector256.Equals(best, best));
+                                take |= Vector256.Equals(where, Vector256.Create(-1)).AsSingle();
+                                best = Vector256.ConditionalSelect(take, v, best);
+                                where = Vector256.ConditionalSelect(take.AsInt32(), Vector256.Create(at) + lanes, where);
                             }
                         }
+                        best.Store(y + o + ox);
+                        where.Store(argmax + o + ox);
                     }
-                next:;
+                    for (int ox = 0; ox < outW; ox++)
+                    {
+                        if (ox == lo && hi > lo)
+                        {
+                            ox = hi - 1;
+                            continue;
+                        }
+                        int x0 = Math.Max(ox * stride - padding, 0);
+                        int x1 = Math.Min(ox * stride - padding + kernel, width);
+                        int where = y0 * width + x0;
+                        float best = x[where];
+                        for (int iy = y0; iy < y1 && !float.IsNaN(best); iy++)
+                        {
+                            float* row = x + iy * width;
+                            for (int ix = x0; ix < x1; ix++)
+                            {
+                                float v = row[ix];
+                                if (v > best || float.IsNaN(v))
+                                {
+                                    best = v;
+                                    where = iy * width + ix;
+                                    if (float.IsNaN(v))
+                                    {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        y[o + ox] = best;
+                        argmax[o + ox] = where;
+                    }
                 }
             }
         }
+    }
+
+    /// <summary>dInput (overwritten) receives each output's gradient at the index MaxForwardIndexed recorded.</summary>
+    public static void MaxBackwardIndexed(
+        ReadOnlySpan<int> indices, ReadOnlySpan<float> dOutput, int planes, int inPlane, int outPlane, Span<float> dInput)
+    {
+        dInput.Slice(0, planes * inPlane).Clear();
+        for (int p = 0; p < planes; p++)
+        {
+            ReadOnlySpan<int> argmax = indices.Slice(p * outPlane, outPlane);
+            ReadOnlySpan<float> dy = dOutput.Slice(p * outPlane, outPlane);
+            Span<float> dx = dInput.Slice(p * inPlane, inPlane);
+            for (int o = 0; o < argmax.Length; o++)
+            {
+                dx[argmax[o]] += dy[o];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Routes each output gradient to the first input of its window that equals the output (the
+    /// first maximum, PyTorch's choice; NaN matches NaN). Overwrites dInput.
+    /// </summary>
+    public static unsafe void MaxBackward(
+        ReadOnlySpan<float> input, ReadOnlySpan<float> output, ReadOnlySpan<float> dOutput, int planes, int height, int width,
+        int kernel, int stride, int padding, int outH, int outW, Span<float> dInput)
+    {
+        int inPlane = height * width;
+        int outPlane = outH * outW;
+        if (input.Length < planes * inPlane || dInput.Length < planes * inPlane || output.Length < planes * outPlane || dOutput.Length < planes * outPlane)
+        {
+            throw new ArgumentException($"Max-pool backward over {planes} planes of {height}x{width} -> {outH}x{outW} got spans that are too short.");
+        }
+        dInput.Slice(0, planes * inPlane).Clear();
+        // Window columns of each output, clipped to the row.
+        Span<int> columnStart = outW <= 512 ? stackalloc int[outW] : new int[outW];
+        Span<int> columnEnd = outW <= 512 ? stackalloc int[outW] : new int[outW];
+        for (int ox = 0; ox < outW; ox++)
+        {
+            columnStart[ox] = Math.Max(ox * stride - padding, 0);
+            columnEnd[ox] = Math.Min(ox * stride - padding + kernel, width);
+        }
+        fixed (float* inputPointer = input, outputPointer = output, dOutputPointer = dOutput, dInputPointer = dInput)
+        fixed (int* x0s = columnStart, x1s = columnEnd)
+        {
+            for (int p = 0; p < planes; p++)
+            {
+                float* x = inputPointer + (long)p * inPlane;
+                float* dx = dInputPointer + (long)p * inPlane;
+                float* y = outputPointer + (long)p * outPlane;
+                float* dy = dOutputPointer + (long)p * outPlane;
+                for (int oy = 0; oy < outH; oy++)
+                {
+                    int y0 = Math.Max(oy * stride - padding, 0);
+                    int y1 = Math.Min(oy * stride - padding + kernel, height);
+                    for (int ox = 0; ox < outW; ox++)
+                    {
+                        int o = oy * outW + ox;
+                        int at = FirstMaximum(x, width, y0, y1, x0s[ox], x1s[ox], y[o]);
+                        if (at >= 0)
+                        {
+                            dx[at] += dy[o];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Index of the first value of the window (row-major) equal to best (NaN matches NaN); -1 if none.
+    private static unsafe int FirstMaximum(float* x, int width, int y0, int y1, int x0, int x1, float best)
+    {
+        if (!float.IsNaN(best))
+        {
+            for (int iy = y0; iy < y1; iy++)
+            {
+                float* row = x + (long)iy * width;
+                for (int ix = x0; ix < x1; ix++)
+                {
+                    if (row[ix] == best)
+                    {
+                        return iy * width + ix;
+                    }
+                }
+            }
+            return -1;
+        }
+        for (int iy = y0; iy < y1; iy++)
+        {
+            float* row = x + (long)iy * width;
+            for (int ix = x0; ix < x1; ix++)
+            {
+                if (float.IsNaN(row[ix]))
+                {
+                    return iy * width + ix;
+                }
+            }
+        }
+        return -1;
     }
 
     /// <summary>

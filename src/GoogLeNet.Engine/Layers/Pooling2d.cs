@@ -45,6 +45,8 @@ public sealed class MaxPool2d : WindowPool2d
     private Tensor? _input;
     private Tensor? _output;
     private Tensor? _dInput;
+    private int[] _argmax = [];
+    private bool _indexed;
 
     public MaxPool2d(string name, int kernelSize, int stride, int padding = 0, bool ceilMode = false)
         : base(name, kernelSize, stride, padding, ceilMode)
@@ -57,9 +59,27 @@ public sealed class MaxPool2d : WindowPool2d
         Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
         int inPlane = input.Shape[2] * input.Shape[3];
         int outPlane = o[1] * o[2];
-        Parallelism.For(input.Shape[0] * input.Shape[1], inPlane, (start, count) =>
-            Pooling.MaxForward(input.Span.Slice(start * inPlane, count * inPlane), count, input.Shape[2], input.Shape[3],
-                KernelSize, Stride, Padding, o[1], o[2], output.Span.Slice(start * outPlane, count * outPlane)));
+        int planes = input.Shape[0] * input.Shape[1];
+        // Training records where each maximum is, so the backward pass is a scatter.
+        _indexed = IsTraining;
+        if (_indexed)
+        {
+            if (_argmax.Length < output.Length)
+            {
+                _argmax = new int[output.Length];
+            }
+            int[] argmax = _argmax;
+            Parallelism.For(planes, inPlane, (start, count) =>
+                Pooling.MaxForwardIndexed(input.Span.Slice(start * inPlane, count * inPlane), count, input.Shape[2], input.Shape[3],
+                    KernelSize, Stride, Padding, o[1], o[2], output.Span.Slice(start * outPlane, count * outPlane),
+                    argmax.AsSpan(start * outPlane, count * outPlane)));
+        }
+        else
+        {
+            Parallelism.For(planes, inPlane, (start, count) =>
+                Pooling.MaxForward(input.Span.Slice(start * inPlane, count * inPlane), count, input.Shape[2], input.Shape[3],
+                    KernelSize, Stride, Padding, o[1], o[2], output.Span.Slice(start * outPlane, count * outPlane)));
+        }
         _input = input;
         return output;
     }
@@ -70,8 +90,17 @@ public sealed class MaxPool2d : WindowPool2d
         Tensor dInput = Ensure(ref _dInput, input.Shape);
         int inPlane = input.Shape[2] * input.Shape[3];
         int outPlane = dOutput.Shape[2] * dOutput.Shape[3];
+        int planes = input.Shape[0] * input.Shape[1];
+        if (_indexed)
+        {
+            int[] argmax = _argmax;
+            Parallelism.For(planes, inPlane, (start, count) =>
+                Pooling.MaxBackwardIndexed(argmax.AsSpan(start * outPlane, count * outPlane), dOutput.Span.Slice(start * outPlane, count * outPlane),
+                    count, inPlane, outPlane, dInput.Span.Slice(start * inPlane, count * inPlane)));
+            return dInput;
+        }
         Tensor output = _output!;
-        Parallelism.For(input.Shape[0] * input.Shape[1], inPlane, (start, count) =>
+        Parallelism.For(planes, inPlane, (start, count) =>
             Pooling.MaxBackward(input.Span.Slice(start * inPlane, count * inPlane), output.Span.Slice(start * outPlane, count * outPlane),
                 dOutput.Span.Slice(start * outPlane, count * outPlane), count, input.Shape[2], input.Shape[3],
                 KernelSize, Stride, Padding, dOutput.Shape[2], dOutput.Shape[3], dInput.Span.Slice(start * inPlane, count * inPlane)));
