@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using GoogLeNet.Data;
 using GoogLeNet.Engine.Kernels;
 using GoogLeNet.Models;
@@ -142,6 +143,17 @@ internal static class TrainCommand
             Console.Error.WriteLine("stopping after this step to save the run (Ctrl-C again to abort without saving)");
         };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM (kill, a job scheduler, a container stopping) saves the same way; a background
+        // job started from a script ignores SIGINT, so this is how such a run is stopped.
+        bool terminated = false;
+        using PosixSignalRegistration onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            terminated = true;
+            cancellation.Cancel();
+            Console.Error.WriteLine();
+            Console.Error.WriteLine("terminated: stopping after this step to save the run");
+        });
         TrainingOutcome outcome;
         try
         {
@@ -161,7 +173,7 @@ internal static class TrainCommand
         {
             Console.Error.WriteLine();
             Console.WriteLine($"interrupted at epoch {trainer.State.Epoch + 1}, batch {trainer.State.Batch} (step {trainer.State.Step}); saved {trainer.Folder.LastPath}; continue with --resume {directory}");
-            return 130;
+            return terminated ? 143 : 130;
         }
         EpochMetrics last = trainer.State.History[^1];
         double seconds = trainer.State.History.Sum(m => m.Seconds);

@@ -49,10 +49,12 @@ public sealed class TrainCliTests : IDisposable
         Assert.True(result.GetProperty("loss").GetDouble() > 0);
     }
 
-    [Fact]
-    public async Task InterruptSavesAndResumeFinishesTheRun()
+    [Theory]
+    [InlineData("INT", 130)]
+    [InlineData("TERM", 143)]
+    public async Task InterruptSavesAndResumeFinishesTheRun(string signal, int exitCode)
     {
-        string directory = Path.Combine(_root, "interrupted");
+        string directory = Path.Combine(_root, "interrupted-" + signal);
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "googlenet.dll"));
         foreach (string arg in TinyRun(directory, epochs: 2))
@@ -66,7 +68,7 @@ public sealed class TrainCliTests : IDisposable
         {
             if (!signalled && line.Contains("step 3/8", StringComparison.Ordinal))
             {
-                using Process kill = Process.Start("kill", ["-INT", process.Id.ToString()])!;
+                using Process kill = Process.Start("kill", ["-" + signal, process.Id.ToString()])!;
                 await kill.WaitForExitAsync();
                 signalled = true;
             }
@@ -74,7 +76,7 @@ public sealed class TrainCliTests : IDisposable
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
         await process.WaitForExitAsync(timeout.Token);
         Assert.True(signalled, "the run never reported step 3");
-        Assert.Equal(130, process.ExitCode);
+        Assert.Equal(exitCode, process.ExitCode);
         Assert.Contains("continue with --resume", await output);
         Assert.True(File.Exists(Path.Combine(directory, "last.safetensors")));
 
