@@ -49,6 +49,10 @@ public static unsafe class Gemm
     // (m = 64..128, ldb = 12544..100352, one thread).
     private const int DirectBMaxLeadingDimension = 4096;
 
+    // With this few rows of A, a packed panel of B would serve at most six micro-tiles, and
+    // reading B in place wins even with long rows (m = 16-32 at ldb = 6272 and 25088: 1.1-1.4x).
+    private const int DirectBAnyRowsMaxRows = 32;
+
     // Below this many multiply-adds, waking a worker costs more than it saves.
     private const long MinParallelWork = 1L << 19;
 
@@ -204,7 +208,7 @@ public static unsafe class Gemm
 
             // With few rows of A, copying B would cost as much as multiplying by it, so whole
             // panels of an untransposed B are read in place; only the ragged last panel is packed.
-            bool directB = !_transB && _m <= DirectBMaxRows && _ldb <= DirectBMaxLeadingDimension;
+            bool directB = !_transB && _m <= DirectBMaxRows && (_ldb <= DirectBMaxLeadingDimension || _m <= DirectBAnyRowsMaxRows);
 
             // The A block keeps its L2 budget (s_mc x s_kc floats) when k slices are thinner, and
             // its rows are split evenly (192 = 2 x 96 rather than 144 + 48).

@@ -93,6 +93,7 @@ public class GemmTests
         // Channel-major batches: rows of B longer than the in-place limit, ragged last panels.
         { 64, 6275, 147, false, false },
         { 192, 4105, 64, false, false },
+        { 16, 6275, 480, false, false },
         { 1, 10, 1024, false, false },
     };
 
