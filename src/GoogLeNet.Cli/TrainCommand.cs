@@ -112,26 +112,10 @@ internal static class TrainCommand
             $"{config.Epochs} epochs, batch {config.BatchSize}, lr {config.BuildSchedule().Describe()}, momentum {config.Momentum}, " +
             $"{CliSupport.Group(model.Parameters.TrainableCount)} parameters, run folder {directory}");
 
-        bool interactive = !Console.IsErrorRedirected;
-        int reportEvery = Math.Max(1, trainLoader.BatchesPerEpoch / 20);
-        trainer.StepCompleted = s =>
-        {
-            if (interactive || s.Batch % reportEvery == 0 || s.Batch == s.BatchesPerEpoch)
-            {
-                double eta = (s.BatchesPerEpoch - s.Batch) * (double)config.BatchSize / Math.Max(s.ImagesPerSecond, 1e-9);
-                Console.Error.Write(string.Create(CultureInfo.InvariantCulture,
-                    $"{(interactive ? "\r" : "")}epoch {s.Epoch + 1}/{config.Epochs} step {s.Batch}/{s.BatchesPerEpoch} loss {s.Loss:F4} acc {s.Accuracy:F4} lr {s.LearningRate:G4} {s.ImagesPerSecond:F1} img/s ETA {eta:F0}s{(interactive ? "  " : "\n")}"));
-            }
-        };
-        trainer.EpochCompleted = m =>
-        {
-            if (interactive)
-            {
-                Console.Error.WriteLine();
-            }
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"epoch {m.Epoch}: loss {m.TrainLoss:F3}, train acc {m.TrainAccuracy:F3}, test acc {m.TestAccuracy:F3}, test top-5 {m.TestTop5:F3}, {m.Seconds:F1} s, {m.ImagesPerSecond:F1} img/s"));
-        };
+        TrainingProgress progress = TrainingProgress.ForStandardError(config.Epochs, config.BatchSize);
+        trainer.StepCompleted = progress.Step;
+        trainer.EpochCompleted = m => progress.Line(string.Create(CultureInfo.InvariantCulture,
+            $"epoch {m.Epoch}: loss {m.TrainLoss:F3}, train acc {m.TrainAccuracy:F3}, test acc {m.TestAccuracy:F3}, test top-5 {m.TestTop5:F3}, {m.Seconds:F1} s, {m.ImagesPerSecond:F1} img/s"));
 
         using var cancellation = new CancellationTokenSource();
         // The first Ctrl-C finishes the current step and saves; a second one kills the process.
@@ -157,7 +141,7 @@ internal static class TrainCommand
         TrainingOutcome outcome;
         try
         {
-            outcome = trainer.Run(cancellation.Token);
+            outcome = progress.Run(() => trainer.Run(cancellation.Token));
         }
         catch (TrainingDivergedException e)
         {
