@@ -1,0 +1,80 @@
+using GoogLeNet.Engine.Kernels;
+using Xunit;
+
+namespace GoogLeNet.Tests.Kernels;
+
+/// <summary>The engine's fork-join: every item once, failures surface, nesting and concurrent callers work.</summary>
+[Collection(EngineThreadsCollection.Name)]
+public class ParallelismTests
+{
+    private static void WithThreads(int threads, Action action)
+    {
+        int saved = Gemm.MaxThreads;
+        Gemm.MaxThreads = threads;
+        try
+        {
+            action();
+        }
+        finally
+        {
+            Gemm.MaxThreads = saved;
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(5)]
+    public void EveryItemRunsExactlyOnceInContiguousParts(int threads) => WithThreads(threads, () =>
+    {
+        foreach (int items in new[] { 1, 2, 7, 100, 1001 })
+        {
+            var hits = new int[items];
+            int calls = 0;
+            Parallelism.For(items, 1 << 20, (start, count) =>
+            {
+                Interlocked.Increment(ref calls);
+                for (int i = start; i < start + count; i++)
+                {
+                    Interlocked.Increment(ref hits[i]);
+                }
+            });
+            Assert.All(hits, h => Assert.Equal(1, h));
+            Assert.Equal(Math.Min(threads, items), calls);
+        }
+    });
+
+    [Fact]
+    public void AFailureInAnyPartReachesTheCaller() => WithThreads(2, () =>
+    {
+        var error = Assert.Throws<InvalidOperationException>(() => Parallelism.For(10, 1 << 20, (start, _) =>
+        {
+            if (start > 0)
+            {
+                throw new InvalidOperationException("second part");
+            }
+        }));
+        Assert.Equal("second part", error.Message);
+        // The pool is free again afterwards.
+        int sum = 0;
+        Parallelism.For(10, 1 << 20, (start, count) => Interlocked.Add(ref sum, count));
+        Assert.Equal(10, sum);
+    });
+
+    [Fact]
+    public void NestedAndConcurrentCallsComplete() => WithThreads(2, () =>
+    {
+        long total = 0;
+        void Outer() => Parallelism.For(8, 1 << 20, (start, count) =>
+        {
+            for (int i = start; i < start + count; i++)
+            {
+                Parallelism.For(16, 1 << 20, (s, c) => Interlocked.Add(ref total, c));
+            }
+        });
+        Task[] callers = [Task.Run(Outer), Task.Run(Outer), Task.Run(Outer)];
+        Task.WaitAll(callers);
+        Assert.Equal(3 * 8 * 16, total);
+    });
+}
