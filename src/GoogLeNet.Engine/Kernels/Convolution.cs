@@ -379,35 +379,16 @@ public static unsafe class Convolution
     }
 
     // Images [first, first + count) of a channel-major (c, n, h, w) input into col
-    // (c*kh*kw, count*oh*ow); the engine's threads split the channels.
+    // (c*kh*kw, count*oh*ow).
     private static void Im2ColChannelMajor(
         ReadOnlySpan<float> input, int batch, int first, int count, int channels, int height, int width,
         int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> col)
     {
-        int plane = height * width;
-        int outPixels = outH * outW;
-        int rowStride = count * outPixels;
-        int channelRows = kernelH * kernelW * rowStride;
         fixed (float* inputPointer = input)
         fixed (float* colPointer = col)
         {
-            nint src = (nint)inputPointer;
-            nint dst = (nint)colPointer;
-            int inputLength = input.Length;
-            // Planes (c, image) are independent; splitting them rather than channels keeps both
-            // threads busy when there are few channels (the 3-channel stem).
-            Parallelism.For(channels * count, kernelH * kernelW * outPixels, (start, planes) =>
-            {
-                var whole = new ReadOnlySpan<float>((float*)src, inputLength);
-                for (int item = start; item < start + planes; item++)
-                {
-                    int c = item / count;
-                    int i = item % count;
-                    var rows = new Span<float>((float*)dst + (long)c * channelRows + i * outPixels, channelRows - i * outPixels);
-                    Im2ColPlane(whole.Slice((c * batch + first + i) * plane, plane), height, width,
-                        kernelH, kernelW, stride, padding, outH, outW, rows, rowStride);
-                }
-            });
+            ChannelMajorColumns(toColumns: true, inputPointer, input.Length, batch, first, count, channels, height, width,
+                kernelH, kernelW, stride, padding, outH, outW, colPointer);
         }
     }
 
@@ -416,29 +397,45 @@ public static unsafe class Convolution
         ReadOnlySpan<float> col, int batch, int first, int count, int channels, int height, int width,
         int kernelH, int kernelW, int stride, int padding, int outH, int outW, Span<float> image)
     {
+        fixed (float* imagePointer = image)
+        fixed (float* colPointer = col)
+        {
+            ChannelMajorColumns(toColumns: false, imagePointer, image.Length, batch, first, count, channels, height, width,
+                kernelH, kernelW, stride, padding, outH, outW, colPointer);
+        }
+    }
+
+    // Both directions walk the same (channel, image) planes; they are independent, and splitting
+    // them rather than channels keeps both threads busy when there are few channels (the stem).
+    private static void ChannelMajorColumns(
+        bool toColumns, float* image, int imageLength, int batch, int first, int count, int channels, int height, int width,
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW, float* col)
+    {
         int plane = height * width;
         int outPixels = outH * outW;
         int rowStride = count * outPixels;
         int channelRows = kernelH * kernelW * rowStride;
-        fixed (float* imagePointer = image)
-        fixed (float* colPointer = col)
+        nint imageAddress = (nint)image;
+        nint colAddress = (nint)col;
+        Parallelism.For(channels * count, kernelH * kernelW * outPixels, (start, planes) =>
         {
-            nint dst = (nint)imagePointer;
-            nint src = (nint)colPointer;
-            int imageLength = image.Length;
-            Parallelism.For(channels * count, kernelH * kernelW * outPixels, (start, planes) =>
+            var whole = new Span<float>((float*)imageAddress, imageLength);
+            for (int item = start; item < start + planes; item++)
             {
-                var whole = new Span<float>((float*)dst, imageLength);
-                for (int item = start; item < start + planes; item++)
+                int c = item / count;
+                int i = item % count;
+                var rows = new Span<float>((float*)colAddress + (long)c * channelRows + i * outPixels, channelRows - i * outPixels);
+                Span<float> target = whole.Slice((c * batch + first + i) * plane, plane);
+                if (toColumns)
                 {
-                    int c = item / count;
-                    int i = item % count;
-                    var rows = new ReadOnlySpan<float>((float*)src + (long)c * channelRows + i * outPixels, channelRows - i * outPixels);
-                    Span<float> target = whole.Slice((c * batch + first + i) * plane, plane);
+                    Im2ColPlane(target, height, width, kernelH, kernelW, stride, padding, outH, outW, rows, rowStride);
+                }
+                else
+                {
                     target.Clear();
                     Col2ImPlaneAccumulate(rows, rowStride, height, width, kernelH, kernelW, stride, padding, outH, outW, target);
                 }
-            });
-        }
+            }
+        });
     }
 }
