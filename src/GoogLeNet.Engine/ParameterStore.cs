@@ -7,6 +7,7 @@ namespace GoogLeNet.Engine;
 /// </summary>
 public sealed class ParameterStore
 {
+    private readonly (int Offset, int Length)[] _decayRanges;
     private readonly float[] _values;
     private readonly float[] _grads;
 
@@ -29,7 +30,7 @@ public sealed class ParameterStore
             }
             offset += p.Value.Length;
         }
-        DecayRanges = decay;
+        _decayRanges = [.. decay];
         Trainable = trainable;
     }
 
@@ -43,7 +44,7 @@ public sealed class ParameterStore
     public Span<float> Grads => _grads;
 
     /// <summary>Ranges of the block that weight decay applies to (weights, not biases or BN scales).</summary>
-    public IReadOnlyList<(int Offset, int Length)> DecayRanges { get; }
+    public ReadOnlySpan<(int Offset, int Length)> DecayRanges => _decayRanges;
 
     public long TrainableCount => _values.Length;
 

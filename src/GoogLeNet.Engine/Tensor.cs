@@ -64,7 +64,7 @@ public sealed class Tensor
         Offset = offset;
     }
 
-    public bool HasShape(params int[] shape) => Shape.AsSpan().SequenceEqual(shape);
+    public bool HasShape(params ReadOnlySpan<int> shape) => Shape.AsSpan().SequenceEqual(shape);
 
     public static long ShapeSize(ReadOnlySpan<int> shape)
     {

@@ -139,9 +139,7 @@ public sealed class Inception : Layer
 
     public override Tensor Forward(Tensor input)
     {
-        int[] o = OutputShape(input.Shape[1..]);
-        int batch = input.Shape[0];
-        Tensor output = Ensure(ref _output, [batch, .. o]);
+        Tensor output = Ensure(ref _output, OutputShapeFor(input));
         (int runs, int pixels) = PerChannelRuns(output);
         if (ChannelMajor && !IsTraining)
         {
@@ -160,10 +158,12 @@ public sealed class Inception : Layer
         {
             Tensor y = _branches[b].Forward(input);
             int channels = _branchChannels[b];
-            int at = offset;
-            Parallelism.For(runs, channels * pixels, (start, count) => Elementwise.CopyChannels(
-                y.Span.Slice(start * channels * pixels, count * channels * pixels), count, channels, pixels, o[0], at,
-                output.Span.Slice(start * o[0] * pixels, count * o[0] * pixels)));
+            Parallelism.For(runs, channels * pixels, (y, output, channels, pixels, at: offset), static (s, start, count) =>
+            {
+                int total = s.output.Shape[1];
+                Elementwise.CopyChannels(s.y.Span.Slice(start * s.channels * s.pixels, count * s.channels * s.pixels), count,
+                    s.channels, s.pixels, total, s.at, s.output.Span.Slice(start * total * s.pixels, count * total * s.pixels));
+            });
             offset += channels;
         }
         return output;
@@ -210,12 +210,12 @@ public sealed class Inception : Layer
             else
             {
                 dBranch = Ensure(ref _dBranch[b], [batch, channels, dOutput.Shape[2], dOutput.Shape[3]]);
-                int total = dOutput.Shape[1];
-                int at = offset;
-                Tensor target = dBranch;
-                Parallelism.For(runs, channels * pixels, (start, count) => Elementwise.SliceChannels(
-                    dOutput.Span.Slice(start * total * pixels, count * total * pixels), count, channels, pixels, total, at,
-                    target.Span.Slice(start * channels * pixels, count * channels * pixels)));
+                Parallelism.For(runs, channels * pixels, (dOutput, dBranch, channels, pixels, at: offset), static (s, start, count) =>
+                {
+                    int total = s.dOutput.Shape[1];
+                    Elementwise.SliceChannels(s.dOutput.Span.Slice(start * total * s.pixels, count * total * s.pixels), count,
+                        s.channels, s.pixels, total, s.at, s.dBranch.Span.Slice(start * s.channels * s.pixels, count * s.channels * s.pixels));
+                });
             }
             offset += channels;
             Tensor dx = _branches[b].Backward(dBranch)!;
@@ -226,9 +226,9 @@ public sealed class Inception : Layer
             }
             else
             {
-                Tensor sum = dInput;
-                Parallelism.For(sum.Length, 1, (start, count) =>
-                    System.Numerics.Tensors.TensorPrimitives.Add(sum.Span.Slice(start, count), dx.Span.Slice(start, count), sum.Span.Slice(start, count)));
+                Parallelism.For(dInput.Length, 1, (sum: dInput, dx), static (s, start, count) =>
+                    System.Numerics.Tensors.TensorPrimitives.Add(s.sum.Span.Slice(start, count), s.dx.Span.Slice(start, count),
+                        s.sum.Span.Slice(start, count)));
             }
         }
         return dInput!;
@@ -291,7 +291,7 @@ public sealed class TransformInput(string name) : Layer(name)
 
     public override Tensor Forward(Tensor input)
     {
-        OutputShape(input.Shape[1..]);
+        OutputShapeFor(input);
         Tensor output = Ensure(ref _output, input.Shape);
         (int runs, int pixels) = PerChannelRuns(input);
         for (int n = 0; n < runs; n++)

@@ -229,3 +229,61 @@ public class ThreadCountTests
         Assert.Equal(Run(1), Run(2));
     }
 }
+
+/// <summary>
+/// Buffers are sized once per input shape, so after the first steps a training step or an
+/// inference pass allocates nothing: no per-batch garbage for the GC to chase. Counted on the
+/// calling thread, which is where the fork-join and every layer's bookkeeping run.
+/// </summary>
+[Collection(EngineThreadsCollection.Name)]
+public class SteadyStateAllocationTests
+{
+    [Theory]
+    [InlineData(Preset.D2l, false, 1)]
+    [InlineData(Preset.D2l, false, 2)]
+    [InlineData(Preset.Torchvision, true, 1)]
+    [InlineData(Preset.Torchvision, true, 2)]
+    [InlineData(Preset.Paper, true, 2)]
+    public void TrainingStepsAndInferenceAllocateNothingAfterWarmUp(Preset preset, bool aux, int threads)
+    {
+        int saved = GoogLeNet.Engine.Kernels.Gemm.MaxThreads;
+        GoogLeNet.Engine.Kernels.Gemm.MaxThreads = threads;
+        try
+        {
+            GoogLeNetOptions defaults = GoogLeNetOptions.For(preset);
+            var model = new GoogLeNetModel(defaults with { Classes = 10, AuxLogits = aux, InputHeight = 96, InputWidth = 96 });
+            var input = GoldenFill.Tensor("allocation", [4, defaults.InputChannels, 96, 96], 1.0);
+            int[] labels = [0, 1, 2, 3];
+            var sgd = new Sgd(model.Parameters, momentum: 0.9f, weightDecay: 5e-4f, nesterov: true);
+            var loss = new GoogLeNetLoss { LabelSmoothing = 0.1f };
+            void TrainStep()
+            {
+                model.Parameters.ZeroGrad();
+                loss.Compute(model.Forward(input), labels);
+                loss.Backward(model);
+                sgd.Step(0.01f);
+            }
+
+            model.SetTraining(true);
+            TrainStep();
+            TrainStep();
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int step = 0; step < 3; step++)
+            {
+                TrainStep();
+            }
+            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+
+            model.SetTraining(false);
+            model.Forward(input);
+            before = GC.GetAllocatedBytesForCurrentThread();
+            model.Forward(input);
+            model.Forward(input);
+            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        finally
+        {
+            GoogLeNet.Engine.Kernels.Gemm.MaxThreads = saved;
+        }
+    }
+}

@@ -39,12 +39,12 @@ public static unsafe class Convolution
         fixed (float* imagePointer = image)
         fixed (float* colPointer = col)
         {
-            nint src = (nint)imagePointer;
-            nint dst = (nint)colPointer;
-            Parallelism.For(channels, rows, (start, count) => Im2Col(
-                new ReadOnlySpan<float>((float*)src + (long)start * plane, count * plane), count, height, width,
-                kernelH, kernelW, stride, padding, outH, outW,
-                new Span<float>((float*)dst + (long)start * rows, count * rows)));
+            Parallelism.For(channels, rows,
+                (src: (nint)imagePointer, dst: (nint)colPointer, plane, rows, height, width, kernelH, kernelW, stride, padding, outH, outW),
+                static (s, start, count) => Im2Col(
+                    new ReadOnlySpan<float>((float*)s.src + (long)start * s.plane, count * s.plane), count, s.height, s.width,
+                    s.kernelH, s.kernelW, s.stride, s.padding, s.outH, s.outW,
+                    new Span<float>((float*)s.dst + (long)start * s.rows, count * s.rows)));
         }
     }
 
@@ -57,15 +57,15 @@ public static unsafe class Convolution
         fixed (float* imagePointer = image)
         fixed (float* colPointer = col)
         {
-            nint dst = (nint)imagePointer;
-            nint src = (nint)colPointer;
-            Parallelism.For(channels, rows, (start, count) =>
-            {
-                var part = new Span<float>((float*)dst + (long)start * plane, count * plane);
-                part.Clear();
-                Col2ImAccumulate(new ReadOnlySpan<float>((float*)src + (long)start * rows, count * rows), count, height, width,
-                    kernelH, kernelW, stride, padding, outH, outW, part);
-            });
+            Parallelism.For(channels, rows,
+                (dst: (nint)imagePointer, src: (nint)colPointer, plane, rows, height, width, kernelH, kernelW, stride, padding, outH, outW),
+                static (s, start, count) =>
+                {
+                    var part = new Span<float>((float*)s.dst + (long)start * s.plane, count * s.plane);
+                    part.Clear();
+                    Col2ImAccumulate(new ReadOnlySpan<float>((float*)s.src + (long)start * s.rows, count * s.rows), count,
+                        s.height, s.width, s.kernelH, s.kernelW, s.stride, s.padding, s.outH, s.outW, part);
+                });
         }
     }
 
@@ -415,25 +415,25 @@ public static unsafe class Convolution
         int outPixels = outH * outW;
         int rowStride = count * outPixels;
         int channelRows = kernelH * kernelW * rowStride;
-        nint imageAddress = (nint)image;
-        nint colAddress = (nint)col;
-        Parallelism.For(channels * count, kernelH * kernelW * outPixels, (start, planes) =>
+        var state = (image: (nint)image, imageLength, col: (nint)col, toColumns, batch, first, count, plane, outPixels, rowStride,
+            channelRows, height, width, kernelH, kernelW, stride, padding, outH, outW);
+        Parallelism.For(channels * count, kernelH * kernelW * outPixels, state, static (s, start, planes) =>
         {
-            var whole = new Span<float>((float*)imageAddress, imageLength);
+            var whole = new Span<float>((float*)s.image, s.imageLength);
             for (int item = start; item < start + planes; item++)
             {
-                int c = item / count;
-                int i = item % count;
-                var rows = new Span<float>((float*)colAddress + (long)c * channelRows + i * outPixels, channelRows - i * outPixels);
-                Span<float> target = whole.Slice((c * batch + first + i) * plane, plane);
-                if (toColumns)
+                int c = item / s.count;
+                int i = item % s.count;
+                var rows = new Span<float>((float*)s.col + (long)c * s.channelRows + i * s.outPixels, s.channelRows - i * s.outPixels);
+                Span<float> target = whole.Slice((c * s.batch + s.first + i) * s.plane, s.plane);
+                if (s.toColumns)
                 {
-                    Im2ColPlane(target, height, width, kernelH, kernelW, stride, padding, outH, outW, rows, rowStride);
+                    Im2ColPlane(target, s.height, s.width, s.kernelH, s.kernelW, s.stride, s.padding, s.outH, s.outW, rows, s.rowStride);
                 }
                 else
                 {
                     target.Clear();
-                    Col2ImPlaneAccumulate(rows, rowStride, height, width, kernelH, kernelW, stride, padding, outH, outW, target);
+                    Col2ImPlaneAccumulate(rows, s.rowStride, s.height, s.width, s.kernelH, s.kernelW, s.stride, s.padding, s.outH, s.outW, target);
                 }
             }
         });

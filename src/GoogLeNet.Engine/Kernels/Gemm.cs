@@ -107,7 +107,7 @@ public static unsafe class Gemm
                 return;
             }
             int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
-            if (threads <= 1 || !WorkerPool.TryRun(in problem, threads))
+            if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
             {
                 problem.RunPart(0, 1);
             }
@@ -127,7 +127,7 @@ public static unsafe class Gemm
         }
     }
 
-    private readonly struct Problem
+    private readonly struct Problem : IParallelWork
     {
         private readonly float* _a;
         private readonly float* _b;
@@ -858,86 +858,5 @@ public static unsafe class Gemm
         }
 
         public static PackBuffers ForCurrentThread() => t_current ??= new PackBuffers();
-    }
-
-    // Fixed pool of background threads; the calling thread runs part 0. A product issued while
-    // another one holds the pool runs on its own thread instead of waiting.
-    private static class WorkerPool
-    {
-        private static readonly object s_gate = new();
-        private static readonly ManualResetEventSlim s_done = new(false, 1000);
-        private static SemaphoreSlim[] s_starts = [];
-        private static Problem s_problem;
-        private static int s_parts;
-        private static int s_pending;
-
-        public static bool TryRun(in Problem problem, int parts)
-        {
-            if (!Monitor.TryEnter(s_gate))
-            {
-                return false;
-            }
-            try
-            {
-                EnsureWorkers(parts - 1);
-                s_problem = problem;
-                s_parts = parts;
-                s_pending = parts - 1;
-                s_done.Reset();
-                for (int w = 0; w < parts - 1; w++)
-                {
-                    s_starts[w].Release();
-                }
-                problem.RunPart(0, parts);
-                s_done.Wait();
-                return true;
-            }
-            finally
-            {
-                Monitor.Exit(s_gate);
-            }
-        }
-
-        private static void EnsureWorkers(int count)
-        {
-            if (s_starts.Length >= count)
-            {
-                return;
-            }
-            var starts = new SemaphoreSlim[count];
-            Array.Copy(s_starts, starts, s_starts.Length);
-            for (int w = s_starts.Length; w < count; w++)
-            {
-                starts[w] = new SemaphoreSlim(0);
-                int part = w + 1;
-                SemaphoreSlim start = starts[w];
-                var thread = new Thread(() => WorkerLoop(start, part))
-                {
-                    IsBackground = true,
-                    Name = $"Gemm worker {part}",
-                };
-                thread.Start();
-            }
-            s_starts = starts;
-        }
-
-        private static void WorkerLoop(SemaphoreSlim start, int part)
-        {
-            while (true)
-            {
-                start.Wait();
-                try
-                {
-                    s_problem.RunPart(part, s_parts);
-                }
-                finally
-                {
-                    if (Interlocked.Decrement(ref s_pending) == 0)
-                    {
-                        s_done.Set();
-                    }
-                }
-            }
-        }
     }
 }

@@ -2,16 +2,24 @@ using System.Runtime.ExceptionServices;
 
 namespace GoogLeNet.Engine.Kernels;
 
+/// <summary>A job split into numbered parts that may run on different threads.</summary>
+public interface IParallelWork
+{
+    /// <summary>Runs part <paramref name="part"/> of <paramref name="parts"/>; parts must not depend on each other.</summary>
+    void RunPart(int part, int parts);
+}
+
 /// <summary>
-/// Splits independent work (image planes, whole images, flat ranges) across the engine's threads.
-/// Each part computes exactly what the single-threaded loop would, so results do not depend on
-/// the thread count.
+/// Splits independent work (image planes, whole images, flat ranges, matrix tiles) across the
+/// engine's threads. Each part computes exactly what the single-threaded loop would, so results
+/// do not depend on the thread count.
 /// </summary>
 /// <remarks>
 /// Parts run on a few long-lived threads woken by semaphores rather than on Parallel.For, whose
-/// bookkeeping allocated on every call (a training step makes hundreds of calls). A call made
-/// while the pool is busy (from inside a part, or from another thread) runs its parts in order
-/// on its own thread.
+/// bookkeeping allocated on every call (a training step makes hundreds of calls). The job travels
+/// as a struct through a static slot of its own type, so a call allocates nothing when its body
+/// is a static lambda and its state a value tuple. A call made while the pool is busy (from inside
+/// a part, or from another thread) runs on its own thread.
 /// </remarks>
 public static class Parallelism
 {
@@ -19,29 +27,38 @@ public static class Parallelism
     private const long MinimumValuesPerPart = 1 << 15;
 
     /// <summary>Runs body(start, count) over [0, items) in at most Gemm.MaxThreads contiguous parts.</summary>
-    public static void For(int items, long valuesPerItem, Action<int, int> body)
+    public static void For(int items, long valuesPerItem, Action<int, int> body) =>
+        For(items, valuesPerItem, body, static (run, start, count) => run(start, count));
+
+    /// <summary>
+    /// Runs body(state, start, count) over [0, items) in at most Gemm.MaxThreads contiguous parts;
+    /// with a static lambda and a value-tuple state nothing is allocated.
+    /// </summary>
+    public static void For<TState>(int items, long valuesPerItem, TState state, Action<TState, int, int> body)
     {
         long total = items * Math.Max(valuesPerItem, 1);
         int parts = (int)Math.Min(Math.Min(Gemm.MaxThreads, items), Math.Max(1, total / MinimumValuesPerPart));
-        if (parts <= 1)
+        if (parts <= 1 || !TryRun(new Range<TState>(items, state, body), parts))
         {
-            body(0, items);
-            return;
-        }
-        if (!Pool.TryRun(body, items, parts))
-        {
-            for (int part = 0; part < parts; part++)
-            {
-                RunPart(body, items, part, parts);
-            }
+            body(state, 0, items);
         }
     }
 
-    private static void RunPart(Action<int, int> body, int items, int part, int parts)
+    /// <summary>
+    /// Runs every part of <paramref name="work"/>, part 0 on the calling thread and the others on
+    /// the pool. Returns false, having run nothing, when the pool is busy.
+    /// </summary>
+    public static bool TryRun<TWork>(in TWork work, int parts) where TWork : struct, IParallelWork =>
+        Pool.TryRun(in work, parts);
+
+    private readonly struct Range<TState>(int items, TState state, Action<TState, int, int> body) : IParallelWork
     {
-        int start = (int)((long)items * part / parts);
-        int end = (int)((long)items * (part + 1) / parts);
-        body(start, end - start);
+        public void RunPart(int part, int parts)
+        {
+            int start = (int)((long)items * part / parts);
+            int end = (int)((long)items * (part + 1) / parts);
+            body(state, start, end - start);
+        }
     }
 
     private static class Pool
@@ -49,13 +66,19 @@ public static class Parallelism
         private static readonly ManualResetEventSlim s_done = new(false, 1000);
         private static SemaphoreSlim[] s_starts = [];
         private static int s_busy;
-        private static Action<int, int>? s_body;
-        private static int s_items;
+        private static Action<int, int>? s_runPart;
         private static int s_parts;
         private static int s_pending;
         private static ExceptionDispatchInfo? s_failure;
 
-        public static bool TryRun(Action<int, int> body, int items, int parts)
+        // One job at a time holds the pool, so one slot per job type is enough.
+        private static class Slot<TWork> where TWork : struct, IParallelWork
+        {
+            public static TWork Work;
+            public static readonly Action<int, int> RunPart = static (part, parts) => Work.RunPart(part, parts);
+        }
+
+        public static bool TryRun<TWork>(in TWork work, int parts) where TWork : struct, IParallelWork
         {
             if (Interlocked.CompareExchange(ref s_busy, 1, 0) != 0)
             {
@@ -64,8 +87,8 @@ public static class Parallelism
             try
             {
                 EnsureWorkers(parts - 1);
-                s_body = body;
-                s_items = items;
+                Slot<TWork>.Work = work;
+                s_runPart = Slot<TWork>.RunPart;
                 s_parts = parts;
                 s_pending = parts - 1;
                 s_failure = null;
@@ -76,7 +99,7 @@ public static class Parallelism
                 }
                 try
                 {
-                    RunPart(body, items, 0, parts);
+                    work.RunPart(0, parts);
                 }
                 finally
                 {
@@ -87,7 +110,8 @@ public static class Parallelism
             }
             finally
             {
-                s_body = null;
+                Slot<TWork>.Work = default;
+                s_runPart = null;
                 s_failure = null;
                 Volatile.Write(ref s_busy, 0);
             }
@@ -106,7 +130,7 @@ public static class Parallelism
                 var start = new SemaphoreSlim(0);
                 starts[w] = start;
                 int part = w + 1;
-                new Thread(() => WorkerLoop(start, part)) { IsBackground = true, Name = $"Parallelism worker {part}" }.Start();
+                new Thread(() => WorkerLoop(start, part)) { IsBackground = true, Name = $"Engine worker {part}" }.Start();
             }
             s_starts = starts;
         }
@@ -118,7 +142,7 @@ public static class Parallelism
                 start.Wait();
                 try
                 {
-                    RunPart(s_body!, s_items, part, s_parts);
+                    s_runPart!(part, s_parts);
                 }
                 catch (Exception e)
                 {

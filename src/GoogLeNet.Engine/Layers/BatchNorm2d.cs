@@ -61,7 +61,7 @@ public sealed class BatchNorm2d : Layer
 
     public override Tensor Forward(Tensor input)
     {
-        OutputShape(SampleShape(input));
+        OutputShapeFor(input);
         (int batch, int pixels) = PerChannelRuns(input);
         Tensor output = Ensure(ref _output, input.Shape);
         _usedBatchStatistics = IsTraining;
@@ -71,10 +71,10 @@ public sealed class BatchNorm2d : Layer
             {
                 throw new ShapeException($"{Name}: batch statistics need more than one value per channel, got input {Tensor.Format(input.Shape)}.");
             }
-            Parallelism.For(Channels, (long)batch * pixels, (start, count) =>
-                Normalization.BatchNormTrainForward(input.Span, batch, Channels, pixels, _weight.Value.Span, _bias.Value.Span,
-                    Epsilon, Momentum, _runningMean.Value.Span, _runningVar.Value.Span, _mean, _invStd, output.Span,
-                    start, start + count));
+            Parallelism.For(Channels, (long)batch * pixels, (self: this, input, output, batch, pixels), static (s, start, count) =>
+                Normalization.BatchNormTrainForward(s.input.Span, s.batch, s.self.Channels, s.pixels, s.self._weight.Value.Span,
+                    s.self._bias.Value.Span, s.self.Epsilon, s.self.Momentum, s.self._runningMean.Value.Span,
+                    s.self._runningVar.Value.Span, s.self._mean, s.self._invStd, s.output.Span, start, start + count));
             _batchesTracked.Value.Span[0] += 1f;
         }
         else
@@ -87,17 +87,18 @@ public sealed class BatchNorm2d : Layer
             }
             if (batch == 1)
             {
-                Parallelism.For(Channels, pixels, (start, count) =>
-                    Normalization.BatchNormApply(input.Span.Slice(start * pixels, count * pixels), 1, count, pixels,
-                        _weight.Value.Span.Slice(start), _bias.Value.Span.Slice(start), _mean.AsSpan(start), _invStd.AsSpan(start),
-                        output.Span.Slice(start * pixels, count * pixels)));
+                Parallelism.For(Channels, pixels, (self: this, input, output, pixels), static (s, start, count) =>
+                    Normalization.BatchNormApply(s.input.Span.Slice(start * s.pixels, count * s.pixels), 1, count, s.pixels,
+                        s.self._weight.Value.Span.Slice(start), s.self._bias.Value.Span.Slice(start), s.self._mean.AsSpan(start),
+                        s.self._invStd.AsSpan(start), s.output.Span.Slice(start * s.pixels, count * s.pixels)));
             }
             else
             {
                 int image = Channels * pixels;
-                Parallelism.For(batch, image, (start, count) =>
-                    Normalization.BatchNormApply(input.Span.Slice(start * image, count * image), count, Channels, pixels,
-                        _weight.Value.Span, _bias.Value.Span, _mean, _invStd, output.Span.Slice(start * image, count * image)));
+                Parallelism.For(batch, image, (self: this, input, output, pixels, image), static (s, start, count) =>
+                    Normalization.BatchNormApply(s.input.Span.Slice(start * s.image, count * s.image), count, s.self.Channels, s.pixels,
+                        s.self._weight.Value.Span, s.self._bias.Value.Span, s.self._mean, s.self._invStd,
+                        s.output.Span.Slice(start * s.image, count * s.image)));
             }
         }
         _input = input;
@@ -109,10 +110,10 @@ public sealed class BatchNorm2d : Layer
         Tensor input = RequireForward(_input);
         Tensor dInput = Ensure(ref _dInput, input.Shape);
         (int batch, int pixels) = PerChannelRuns(input);
-        Parallelism.For(Channels, (long)batch * pixels, (start, count) =>
-            Normalization.BatchNormBackward(input.Span, dOutput.Span, batch, Channels, pixels,
-                _weight.Value.Span, _mean, _invStd, _usedBatchStatistics, _weight.Grad!.Span, _bias.Grad!.Span, dInput.Span,
-                start, start + count));
+        Parallelism.For(Channels, (long)batch * pixels, (self: this, input, dOutput, dInput, batch, pixels), static (s, start, count) =>
+            Normalization.BatchNormBackward(s.input.Span, s.dOutput.Span, s.batch, s.self.Channels, s.pixels,
+                s.self._weight.Value.Span, s.self._mean, s.self._invStd, s.self._usedBatchStatistics, s.self._weight.Grad!.Span,
+                s.self._bias.Grad!.Span, s.dInput.Span, start, start + count));
         return dInput;
     }
 }

@@ -76,8 +76,7 @@ public sealed class Conv2d : Layer
 
     public override Tensor Forward(Tensor input)
     {
-        int[] o = OutputShape(SampleShape(input));
-        Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
+        Tensor output = Ensure(ref _output, OutputShapeFor(input));
         Run(input, _weight.Value.Span, _bias is null ? default : _bias.Value.Span, relu: false, output);
         _input = input;
         return output;
@@ -92,8 +91,7 @@ public sealed class Conv2d : Layer
     /// </summary>
     public Tensor ForwardFolded(Tensor input, BatchNorm2d? norm, Tensor? destination = null)
     {
-        int[] o = OutputShape(SampleShape(input));
-        int[] shape = WithBatch(input.Shape[0], o);
+        int[] shape = OutputShapeFor(input);
         Tensor output = destination ?? Ensure(ref _output, shape);
         if (!output.HasShape(shape))
         {
@@ -133,10 +131,10 @@ public sealed class Conv2d : Layer
         {
             Convolution.ForwardChannelMajor(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
                 weight, bias, OutChannels, KernelSize, KernelSize, Stride, Padding, oh, ow, relu,
-                SharedCol(batch, [OutChannels, oh, ow]), output.Span);
+                SharedCol(batch, oh, ow), output.Span);
             return;
         }
-        EnsureCol([OutChannels, oh, ow]);
+        EnsureCol(oh, ow);
         Convolution.Forward(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
             weight, bias, OutChannels, KernelSize, KernelSize, Stride, Padding, oh, ow, relu, _col, output.Span);
     }
@@ -154,7 +152,7 @@ public sealed class Conv2d : Layer
         {
             Convolution.BackwardChannelMajor(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
                 _weight.Value.Span, OutChannels, KernelSize, KernelSize, Stride, Padding,
-                dOutput.Shape[2], dOutput.Shape[3], dOutput.Span, SharedCol(batch, [OutChannels, dOutput.Shape[2], dOutput.Shape[3]]),
+                dOutput.Shape[2], dOutput.Shape[3], dOutput.Span, SharedCol(batch, dOutput.Shape[2], dOutput.Shape[3]),
                 _weight.Grad!.Span, _bias is null ? default : _bias.Grad!.Span, dInput);
             return PropagateDown ? _dInput : null;
         }
@@ -166,14 +164,14 @@ public sealed class Conv2d : Layer
     }
 
     // The calling thread's im2col scratch, grown to what this layer's column pass needs.
-    private Span<float> SharedCol(int batch, int[] outputShape)
+    private Span<float> SharedCol(int batch, int outH, int outW)
     {
         if (Convolution.IsPointwise(KernelSize, KernelSize, Stride, Padding))
         {
             return default;
         }
-        int images = Convolution.ImagesPerColumnPass(batch, InChannels, KernelSize, KernelSize, outputShape[1], outputShape[2], ChannelMajorColumnBudget);
-        int size = checked(images * InChannels * KernelSize * KernelSize * outputShape[1] * outputShape[2]);
+        int images = Convolution.ImagesPerColumnPass(batch, InChannels, KernelSize, KernelSize, outH, outW, ChannelMajorColumnBudget);
+        int size = checked(images * InChannels * KernelSize * KernelSize * outH * outW);
         if (t_sharedCol is null || t_sharedCol.Length < size)
         {
             t_sharedCol = new float[Math.Max(size, ChannelMajorColumnBudget)];
@@ -181,13 +179,13 @@ public sealed class Conv2d : Layer
         return t_sharedCol.AsSpan(0, size);
     }
 
-    private void EnsureCol(int[] outputShape)
+    private void EnsureCol(int outH, int outW)
     {
         if (Convolution.IsPointwise(KernelSize, KernelSize, Stride, Padding))
         {
             return;
         }
-        int size = InChannels * KernelSize * KernelSize * outputShape[1] * outputShape[2];
+        int size = InChannels * KernelSize * KernelSize * outH * outW;
         if (_col.Length < size)
         {
             _col = new float[size];

@@ -7,6 +7,9 @@ namespace GoogLeNet.Engine.Layers;
 /// </summary>
 public abstract class Layer
 {
+    private int[]? _shapeCheckedFor;
+    private int[]? _batchedOutputShape;
+
     protected Layer(string name)
     {
         Name = name;
@@ -83,24 +86,43 @@ public abstract class Layer
     /// </summary>
     public abstract Tensor? Backward(Tensor dOutput);
 
-    protected static Tensor Ensure(ref Tensor? buffer, int[] shape)
+    // A collection expression passed as the shape lives on the stack, so checking costs nothing.
+    protected static Tensor Ensure(ref Tensor? buffer, ReadOnlySpan<int> shape)
     {
         if (buffer is null || !buffer.HasShape(shape))
         {
-            buffer = new Tensor(shape);
+            buffer = new Tensor(shape.ToArray());
         }
         return buffer;
     }
 
-    protected static int[] WithBatch(int batch, int[] sampleShape)
+    /// <summary>A view of <paramref name="source"/>'s values with another shape, made again only when the source or the shape changes.</summary>
+    protected static Tensor View(ref Tensor? cached, Tensor source, ReadOnlySpan<int> shape)
     {
-        var shape = new int[sampleShape.Length + 1];
-        shape[0] = batch;
-        sampleShape.CopyTo(shape, 1);
-        return shape;
+        if (cached is null || cached.Data != source.Data || cached.Offset != source.Offset || !cached.HasShape(shape))
+        {
+            cached = source.Reshape(shape.ToArray());
+        }
+        return cached;
     }
 
-    protected static int[] SampleShape(Tensor t) => t.Shape[1..];
+    /// <summary>
+    /// The batched output shape for this input, checked by <see cref="OutputShape"/> once per input
+    /// shape: the steady state of a training loop sees the same shapes every step.
+    /// </summary>
+    protected int[] OutputShapeFor(Tensor input)
+    {
+        if (_shapeCheckedFor is null || !input.HasShape(_shapeCheckedFor))
+        {
+            int[] sample = OutputShape(input.Shape[1..]);
+            var shape = new int[sample.Length + 1];
+            shape[0] = input.Shape[0];
+            sample.CopyTo(shape, 1);
+            _batchedOutputShape = shape;
+            _shapeCheckedFor = (int[])input.Shape.Clone();
+        }
+        return _batchedOutputShape!;
+    }
 
     protected void ExpectImage(int[] inputShape, int channels)
     {

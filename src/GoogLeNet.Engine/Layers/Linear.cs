@@ -47,7 +47,7 @@ public sealed class Linear : Layer
 
     public override Tensor Forward(Tensor input)
     {
-        OutputShape(SampleShape(input));
+        OutputShapeFor(input);
         int batch = input.Shape[0];
         Tensor output = Ensure(ref _output, [batch, OutFeatures]);
         Gemm.Multiply(false, true, batch, OutFeatures, InFeatures, input.Span, InFeatures, _weight.Value.Span, InFeatures,

@@ -26,7 +26,7 @@ public sealed class LocalResponseNorm(string name, int size, float alpha = 1e-4f
 
     public override Tensor Forward(Tensor input)
     {
-        OutputShape(SampleShape(input));
+        OutputShapeFor(input);
         Tensor output = Ensure(ref _output, input.Shape);
         Tensor scale = Ensure(ref _scale, input.Shape);
         (int batch, int pixels) = PerChannelRuns(input);

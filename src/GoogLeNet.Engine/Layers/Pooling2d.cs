@@ -55,10 +55,9 @@ public sealed class MaxPool2d : WindowPool2d
 
     public override Tensor Forward(Tensor input)
     {
-        int[] o = OutputShape(SampleShape(input));
-        Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
+        Tensor output = Ensure(ref _output, OutputShapeFor(input));
         int inPlane = input.Shape[2] * input.Shape[3];
-        int outPlane = o[1] * o[2];
+        int outPlane = output.Shape[2] * output.Shape[3];
         int planes = input.Shape[0] * input.Shape[1];
         // Training records where each maximum is, so the backward pass is a scatter.
         _indexed = IsTraining;
@@ -68,17 +67,17 @@ public sealed class MaxPool2d : WindowPool2d
             {
                 _argmax = new int[output.Length];
             }
-            int[] argmax = _argmax;
-            Parallelism.For(planes, inPlane, (start, count) =>
-                Pooling.MaxForwardIndexed(input.Span.Slice(start * inPlane, count * inPlane), count, input.Shape[2], input.Shape[3],
-                    KernelSize, Stride, Padding, o[1], o[2], output.Span.Slice(start * outPlane, count * outPlane),
-                    argmax.AsSpan(start * outPlane, count * outPlane)));
+            Parallelism.For(planes, inPlane, (self: this, input, output, inPlane, outPlane), static (s, start, count) =>
+                Pooling.MaxForwardIndexed(s.input.Span.Slice(start * s.inPlane, count * s.inPlane), count, s.input.Shape[2], s.input.Shape[3],
+                    s.self.KernelSize, s.self.Stride, s.self.Padding, s.output.Shape[2], s.output.Shape[3],
+                    s.output.Span.Slice(start * s.outPlane, count * s.outPlane), s.self._argmax.AsSpan(start * s.outPlane, count * s.outPlane)));
         }
         else
         {
-            Parallelism.For(planes, inPlane, (start, count) =>
-                Pooling.MaxForward(input.Span.Slice(start * inPlane, count * inPlane), count, input.Shape[2], input.Shape[3],
-                    KernelSize, Stride, Padding, o[1], o[2], output.Span.Slice(start * outPlane, count * outPlane)));
+            Parallelism.For(planes, inPlane, (self: this, input, output, inPlane, outPlane), static (s, start, count) =>
+                Pooling.MaxForward(s.input.Span.Slice(start * s.inPlane, count * s.inPlane), count, s.input.Shape[2], s.input.Shape[3],
+                    s.self.KernelSize, s.self.Stride, s.self.Padding, s.output.Shape[2], s.output.Shape[3],
+                    s.output.Span.Slice(start * s.outPlane, count * s.outPlane)));
         }
         _input = input;
         return output;
@@ -93,17 +92,18 @@ public sealed class MaxPool2d : WindowPool2d
         int planes = input.Shape[0] * input.Shape[1];
         if (_indexed)
         {
-            int[] argmax = _argmax;
-            Parallelism.For(planes, inPlane, (start, count) =>
-                Pooling.MaxBackwardIndexed(argmax.AsSpan(start * outPlane, count * outPlane), dOutput.Span.Slice(start * outPlane, count * outPlane),
-                    count, inPlane, outPlane, dInput.Span.Slice(start * inPlane, count * inPlane)));
+            Parallelism.For(planes, inPlane, (argmax: _argmax, dOutput, dInput, inPlane, outPlane), static (s, start, count) =>
+                Pooling.MaxBackwardIndexed(s.argmax.AsSpan(start * s.outPlane, count * s.outPlane),
+                    s.dOutput.Span.Slice(start * s.outPlane, count * s.outPlane), count, s.inPlane, s.outPlane,
+                    s.dInput.Span.Slice(start * s.inPlane, count * s.inPlane)));
             return dInput;
         }
         Tensor output = _output!;
-        Parallelism.For(planes, inPlane, (start, count) =>
-            Pooling.MaxBackward(input.Span.Slice(start * inPlane, count * inPlane), output.Span.Slice(start * outPlane, count * outPlane),
-                dOutput.Span.Slice(start * outPlane, count * outPlane), count, input.Shape[2], input.Shape[3],
-                KernelSize, Stride, Padding, dOutput.Shape[2], dOutput.Shape[3], dInput.Span.Slice(start * inPlane, count * inPlane)));
+        Parallelism.For(planes, inPlane, (self: this, input, output, dOutput, dInput, inPlane, outPlane), static (s, start, count) =>
+            Pooling.MaxBackward(s.input.Span.Slice(start * s.inPlane, count * s.inPlane), s.output.Span.Slice(start * s.outPlane, count * s.outPlane),
+                s.dOutput.Span.Slice(start * s.outPlane, count * s.outPlane), count, s.input.Shape[2], s.input.Shape[3],
+                s.self.KernelSize, s.self.Stride, s.self.Padding, s.dOutput.Shape[2], s.dOutput.Shape[3],
+                s.dInput.Span.Slice(start * s.inPlane, count * s.inPlane)));
         return dInput;
     }
 }
@@ -125,10 +125,9 @@ public sealed class AvgPool2d : WindowPool2d
 
     public override Tensor Forward(Tensor input)
     {
-        int[] o = OutputShape(SampleShape(input));
-        Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
+        Tensor output = Ensure(ref _output, OutputShapeFor(input));
         Pooling.AverageForward(input.Span, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
-            KernelSize, Stride, Padding, CountIncludePad, o[1], o[2], output.Span);
+            KernelSize, Stride, Padding, CountIncludePad, output.Shape[2], output.Shape[3], output.Span);
         _inputShape = input.Shape;
         return output;
     }
@@ -168,8 +167,7 @@ public sealed class AdaptiveAvgPool2d(string name, int outputHeight, int outputW
 
     public override Tensor Forward(Tensor input)
     {
-        int[] o = OutputShape(SampleShape(input));
-        Tensor output = Ensure(ref _output, WithBatch(input.Shape[0], o));
+        Tensor output = Ensure(ref _output, OutputShapeFor(input));
         Pooling.AdaptiveAverageForward(input.Span, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
             OutputHeight, OutputWidth, output.Span);
         _inputShape = input.Shape;

@@ -15,8 +15,8 @@ public sealed class ReLU(string name) : Layer(name)
     public override Tensor Forward(Tensor input)
     {
         Tensor output = Ensure(ref _output, input.Shape);
-        Parallelism.For(input.Length, 1, (start, count) =>
-            Elementwise.ReluForward(input.Span.Slice(start, count), output.Span.Slice(start, count)));
+        Parallelism.For(input.Length, 1, (input, output), static (s, start, count) =>
+            Elementwise.ReluForward(s.input.Span.Slice(start, count), s.output.Span.Slice(start, count)));
         return output;
     }
 
@@ -24,8 +24,8 @@ public sealed class ReLU(string name) : Layer(name)
     {
         Tensor output = RequireForward(_output);
         Tensor dInput = Ensure(ref _dInput, output.Shape);
-        Parallelism.For(output.Length, 1, (start, count) =>
-            Elementwise.ReluBackward(output.Span.Slice(start, count), dOutput.Span.Slice(start, count), dInput.Span.Slice(start, count)));
+        Parallelism.For(output.Length, 1, (output, dOutput, dInput), static (s, start, count) =>
+            Elementwise.ReluBackward(s.output.Span.Slice(start, count), s.dOutput.Span.Slice(start, count), s.dInput.Span.Slice(start, count)));
         return dInput;
     }
 }

@@ -216,23 +216,8 @@ public sealed class TrainerTests : IDisposable
             }
         };
         setup.Trainer.Run();
-
-        GoogLeNetModel model = setup.Model;
-        model.SetTraining(true);
-        var input = new Tensor(2, 1, Side, Side);
-        var loss = new GoogLeNetLoss { LabelSmoothing = 0.1f };
-        int[] labels = [0, 1];
-        long perStep = 0;
-        for (int i = 0; i < 3; i++)
-        {
-            long start = GC.GetAllocatedBytesForCurrentThread();
-            model.Parameters.ZeroGrad();
-            loss.Compute(model.Forward(input), labels);
-            loss.Backward(model);
-            setup.Trainer.Optimizer.Step(0.01f);
-            perStep = GC.GetAllocatedBytesForCurrentThread() - start;
-        }
-        Assert.Equal(4 * perStep, after - before);
+        // The model's step allocates nothing (SteadyStateAllocationTests); neither may the loop around it.
+        Assert.Equal(0, after - before);
     }
 
     [Fact]
