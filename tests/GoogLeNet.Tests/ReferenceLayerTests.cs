@@ -24,8 +24,10 @@ public class ReferenceLayerTests
         {
             foreach (bool ceil in new[] { false, true })
             {
-                // Rows of 37 and 56 reach the vectorised stride-2 columns (8 outputs at a time) and their tails.
-                foreach (var (h, w) in new[] { (5, 5), (7, 6), (14, 14), (9, 11), (3, 4), (5, 37), (4, 56) })
+                // Narrow rows are pooled eight outputs at a time with a partial last group (6, 7, 9,
+                // 11, 12, 14, 17 wide); rows of 37 and 56 take the separable path with vectorised
+                // stride-2 columns and their tails.
+                foreach (var (h, w) in new[] { (5, 5), (7, 6), (6, 6), (7, 7), (12, 12), (14, 14), (9, 11), (3, 4), (4, 17), (5, 9), (5, 37), (4, 56) })
                 {
                     if (WindowMath.OutputSize(h, k, s, p, ceil) > 0 && WindowMath.OutputSize(w, k, s, p, ceil) > 0)
                     {
@@ -72,6 +74,8 @@ public class ReferenceLayerTests
         {
             x[h * w + (h / 2) * w + 3] = float.NaN;
         }
+        // A plane of -infinity: padding must not win, the first real cell of each window does.
+        x.AsSpan(2 * h * w, h * w).Fill(float.NegativeInfinity);
         int oh = WindowMath.OutputSize(h, kernel, stride, padding, ceil);
         int ow = WindowMath.OutputSize(w, kernel, stride, padding, ceil);
         var searched = new float[planes * oh * ow];
@@ -80,6 +84,9 @@ public class ReferenceLayerTests
         Pooling.MaxForward(x, planes, h, w, kernel, stride, padding, oh, ow, searched);
         Pooling.MaxForwardIndexed(x, planes, h, w, kernel, stride, padding, oh, ow, indexed, argmax);
         Assert.Equal(searched, indexed);
+        var expected = new float[searched.Length];
+        ReferenceLayers.MaxPool(x, planes, h, w, kernel, stride, padding, oh, ow, expected);
+        Assert.Equal(expected, searched);
 
         float[] dy = GoldenFill.Fill("ties.dy", searched.Length, 2.0);
         var dxSearched = new float[x.Length];

@@ -7,16 +7,32 @@ namespace GoogLeNet.Engine.Kernels;
 /// <summary>Max, average and adaptive-average pooling over NCHW planes, with PyTorch's window rules.</summary>
 public static class Pooling
 {
+    // Narrower rows are pooled a window at a time: the separable passes below cost a call per
+    // row, which a row of a few values does not repay.
+    private const int SeparableMinimumWidth = 32;
+
     // input (planes, h, w); output (planes, oh, ow). Padding never wins (it is -infinity), and a
     // NaN anywhere in the window makes the output NaN, as in PyTorch (Max propagates NaN).
     // Separable: the window's rows are reduced first with whole-row vector maxima, then each output
     // takes the maximum of its columns in that row; with stride 1 that too is done with shifted rows.
-    public static void MaxForward(
+    public static unsafe void MaxForward(
         ReadOnlySpan<float> input, int planes, int height, int width,
         int kernel, int stride, int padding, int outH, int outW, Span<float> output)
     {
         int inPlane = height * width;
         int outPlane = outH * outW;
+        if (input.Length < planes * inPlane || output.Length < planes * outPlane)
+        {
+            throw new ArgumentException($"Max pooling over {planes} planes of {height}x{width} -> {outH}x{outW} got spans that are too short.");
+        }
+        if (Avx2.IsSupported && (stride == 1 || stride == 2) && width < SeparableMinimumWidth)
+        {
+            fixed (float* inputPointer = input, outputPointer = output)
+            {
+                MaxPlanesVector<WithoutArgmax>(inputPointer, planes, height, width, kernel, stride, padding, outH, outW, outputPointer, null);
+            }
+            return;
+        }
         Span<float> rowMax = width <= 1024 ? stackalloc float[width] : new float[width];
         for (int p = 0; p < planes; p++)
         {
@@ -119,21 +135,14 @@ public static class Pooling
         {
             throw new ArgumentException($"Max pooling over {planes} planes of {height}x{width} -> {outH}x{outW} got spans that are too short.");
         }
-        // Outputs [lo, hi) have their whole window inside the row and room for the vector loads.
-        int lo = Math.Min((padding + stride - 1) / stride, outW);
-        int hi = lo;
-        if (Avx2.IsSupported && (stride == 1 || stride == 2))
-        {
-            int reach = stride == 1 ? 8 : 16;
-            while (hi + 8 <= outW && (hi + 7) * stride - padding + kernel <= width && hi * stride - padding + kernel - 1 + reach <= width)
-            {
-                hi += 8;
-            }
-        }
-        Vector256<int> lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * stride;
         fixed (float* inputPointer = input, outputPointer = output)
         fixed (int* indexPointer = indices)
         {
+            if (Avx2.IsSupported && (stride == 1 || stride == 2))
+            {
+                MaxPlanesVector<WithArgmax>(inputPointer, planes, height, width, kernel, stride, padding, outH, outW, outputPointer, indexPointer);
+                return;
+            }
             for (int p = 0; p < planes; p++)
             {
                 float* x = inputPointer + (long)p * inPlane;
@@ -143,35 +152,8 @@ public static class Pooling
                 {
                     int y0 = Math.Max(oy * stride - padding, 0);
                     int y1 = Math.Min(oy * stride - padding + kernel, height);
-                    int o = oy * outW;
-                    for (int ox = lo; ox < hi; ox += 8)
-                    {
-                        Vector256<float> best = Vector256.Create(float.NegativeInfinity);
-                        Vector256<int> where = Vector256.Create(-1);
-                        for (int iy = y0; iy < y1; iy++)
-                        {
-                            for (int j = 0; j < kernel; j++)
-                            {
-                                int at = iy * width + ox * stride - padding + j;
-                                Vector256<float> v = stride == 1 ? Avx.LoadVector256(x + at) : Evens(x + at);
-                                // v > best, or v is the window's first NaN
-                                Vector256<float> take = Vector256.GreaterThan(v, best) |
-                                    Vector256.AndNot(~Vector256.Equals(v, v), ~Vector256.Equals(best, best));
-                                take |= Vector256.Equals(where, Vector256.Create(-1)).AsSingle();
-                                best = Vector256.ConditionalSelect(take, v, best);
-                                where = Vector256.ConditionalSelect(take.AsInt32(), Vector256.Create(at) + lanes, where);
-                            }
-                        }
-                        best.Store(y + o + ox);
-                        where.Store(argmax + o + ox);
-                    }
                     for (int ox = 0; ox < outW; ox++)
                     {
-                        if (ox == lo && hi > lo)
-                        {
-                            ox = hi - 1;
-                            continue;
-                        }
                         int x0 = Math.Max(ox * stride - padding, 0);
                         int x1 = Math.Min(ox * stride - padding + kernel, width);
                         int where = y0 * width + x0;
@@ -193,13 +175,139 @@ public static class Pooling
                                 }
                             }
                         }
-                        y[o + ox] = best;
-                        argmax[o + ox] = where;
+                        y[oy * outW + ox] = best;
+                        argmax[oy * outW + ox] = where;
                     }
                 }
             }
         }
     }
+
+    private interface IArgmax
+    {
+        static abstract bool Records { get; }
+    }
+
+    private readonly struct WithArgmax : IArgmax
+    {
+        public static bool Records => true;
+    }
+
+    private readonly struct WithoutArgmax : IArgmax
+    {
+        public static bool Records => false;
+    }
+
+    [ThreadStatic]
+    private static float[]? t_paddedPlane;
+
+    // Stride 1 or 2: every output row is computed eight outputs at a time, the last group
+    // partial, from a copy of the plane with -infinity beyond its left and right edges. The loads
+    // of every window then stay inside the copy whatever the row's width (the 6x6 and 7x7 planes
+    // of the last stages have no window away from an edge), and padding never wins a window:
+    // each output starts from the first real cell of its window, which is also PyTorch's argmax
+    // when all of them are -infinity.
+    private static unsafe void MaxPlanesVector<TArgmax>(
+        float* input, int planes, int height, int width, int kernel, int stride, int padding,
+        int outH, int outW, float* output, int* indices) where TArgmax : struct, IArgmax
+    {
+        int lastGroup = (outW - 1) / 8 * 8;
+        int rowVectors = (width + 7) / 8;
+        // Room for the loads of the last group and for whole-vector copies of the rows.
+        int pitch = Math.Max(lastGroup * stride + kernel - 1 + 8 * stride, padding + rowVectors * 8);
+        int size = height * pitch;
+        float[] scratch = t_paddedPlane is { } cached && cached.Length >= size
+            ? cached
+            : t_paddedPlane = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
+        int inPlane = height * width;
+        int outPlane = outH * outW;
+        // Whole-vector stores may run past a row's end into outputs written later; only the
+        // last row of the last plane must stop at the end.
+        long outputEnd = (long)planes * outPlane;
+        Vector256<int> lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * stride;
+        Vector256<float> negativeInfinity = Vector256.Create(float.NegativeInfinity);
+        fixed (float* padded = scratch)
+        {
+            new Span<float>(padded, size).Fill(float.NegativeInfinity);
+            for (int p = 0; p < planes; p++)
+            {
+                float* x = input + (long)p * inPlane;
+                // Copy the rows; lanes past a row's end load as -infinity, so the copy keeps its edges.
+                for (int iy = 0; iy < height; iy++)
+                {
+                    float* source = x + iy * width;
+                    float* target = padded + iy * pitch + padding;
+                    for (int c = 0; c < width; c += 8)
+                    {
+                        Vector256<float> values = c + 8 <= width
+                            ? Avx.LoadVector256(source + c)
+                            : Vector256.ConditionalSelect(LanesBelow(width - c).AsSingle(),
+                                Avx.MaskLoad(source + c, LanesBelow(width - c).AsSingle()), negativeInfinity);
+                        values.Store(target + c);
+                    }
+                }
+                float* y = output + (long)p * outPlane;
+                int* argmax = TArgmax.Records ? indices + (long)p * outPlane : null;
+                for (int oy = 0; oy < outH; oy++)
+                {
+                    int y0 = Math.Max(oy * stride - padding, 0);
+                    int y1 = Math.Min(oy * stride - padding + kernel, height);
+                    for (int ox = 0; ox < outW; ox += 8)
+                    {
+                        // Window column of lane 0's first tap; in the copy it sits at ox * stride.
+                        int column = ox * stride - padding;
+                        Vector256<float> best = negativeInfinity;
+                        Vector256<int> where = TArgmax.Records
+                            ? Vector256.Create(y0 * width) + Vector256.Max(Vector256.Create(column) + lanes, Vector256<int>.Zero)
+                            : default;
+                        for (int iy = y0; iy < y1; iy++)
+                        {
+                            float* row = padded + iy * pitch + ox * stride;
+                            int rowStart = iy * width + column;
+                            for (int j = 0; j < kernel; j++)
+                            {
+                                Vector256<float> v = stride == 1 ? Avx.LoadVector256(row + j) : Evens(row + j);
+                                if (TArgmax.Records)
+                                {
+                                    // v > best, or v is the window's first NaN
+                                    Vector256<float> take = Vector256.GreaterThan(v, best) |
+                                        Vector256.AndNot(~Vector256.Equals(v, v), ~Vector256.Equals(best, best));
+                                    best = Vector256.ConditionalSelect(take, v, best);
+                                    where = Vector256.ConditionalSelect(take.AsInt32(), Vector256.Create(rowStart + j) + lanes, where);
+                                }
+                                else
+                                {
+                                    best = Vector256.Max(best, v);
+                                }
+                            }
+                        }
+                        int o = oy * outW + ox;
+                        if (ox + 8 <= outW || (long)p * outPlane + o + 8 <= outputEnd)
+                        {
+                            best.Store(y + o);
+                            if (TArgmax.Records)
+                            {
+                                where.Store(argmax + o);
+                            }
+                        }
+                        else
+                        {
+                            Vector256<int> mask = LanesBelow(outW - ox);
+                            Avx.MaskStore(y + o, mask.AsSingle(), best);
+                            if (TArgmax.Records)
+                            {
+                                Avx2.MaskStore(argmax + o, mask, where);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // All ones in lanes [0, count), zero above.
+    private static Vector256<int> LanesBelow(int count) =>
+        Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(count));
 
     /// <summary>dInput (overwritten) receives each output's gradient at the index MaxForwardIndexed recorded.</summary>
     public static void MaxBackwardIndexed(
