@@ -17,7 +17,7 @@ public class GemmTests
     // Sizes around the 6-row and 16/64-column tiles, the 8-wide packing transposes and the
     // 256/384-deep k slices.
     private static readonly int[] s_tailSizes = [1, 2, 3, 5, 7, 15, 17, 31, 33, 63, 65, 100, 129];
-    private static readonly int[] s_tailDepths = [1, 2, 3, 8, 17, 33, 100, 257, 400];
+    private static readonly int[] s_tailDepths = [1, 2, 3, 7, 8, 17, 33, 100, 257, 262, 400];
 
     public static TheoryData<bool, bool> TransposeCombos => new()
     {
