@@ -148,18 +148,39 @@ public class ReferenceLayerTests
         Compare.Close(expected, actual.Span, NormalizationTolerance, "LRN");
     }
 
+    // Runs of 1517 and 2279 values cover the vector sums' 1024-value blocks and their tails; an
+    // offset mean (+3) checks that the centred sums do not cancel.
     [Theory]
-    [InlineData(1, 3, 2, 3)]
-    [InlineData(4, 5, 7, 7)]
-    [InlineData(3, 2, 1, 1)]
-    public void BatchNormMatchesItsDefinition(int batch, int channels, int h, int w)
+    [InlineData(1, 3, 2, 3, 0.0)]
+    [InlineData(4, 5, 7, 7, 0.0)]
+    [InlineData(3, 2, 1, 1, 0.0)]
+    [InlineData(2, 3, 37, 41, 3.0)]
+    [InlineData(1, 2, 43, 53, 0.0)]
+    public void BatchNormMatchesItsDefinition(int batch, int channels, int h, int w, double offset)
     {
         var bn = new BatchNorm2d("bn", channels, epsilon: 1e-3f);
         GoldenFill.FillAll(bn.NamedParameters());
         bn.SetTraining(true);
         var input = GoldenFill.Tensor($"bn{batch}{channels}", [batch, channels, h, w], 4.0);
+        foreach (ref float v in input.Span)
+        {
+            v += (float)offset;
+        }
         var expected = new float[input.Length];
         ReferenceLayers.BatchNormTrain(input.Span, batch, channels, h * w, bn.Weight.Value.Span, bn.BiasParameter.Value.Span, 1e-3, expected);
         Compare.Close(expected, bn.Forward(input).Span, NormalizationTolerance, "batch norm");
+
+        Tensor dOutput = GoldenFill.Tensor($"bn{batch}{channels}.dy", [batch, channels, h, w], 1.0);
+        var dInput = new float[input.Length];
+        var dGamma = new float[channels];
+        var dBeta = new float[channels];
+        ReferenceLayers.BatchNormTrainBackward(input.Span, dOutput.Span, batch, channels, h * w, bn.Weight.Value.Span, 1e-3,
+            dInput, dGamma, dBeta);
+        bn.Weight.Grad!.Span.Clear();
+        bn.BiasParameter.Grad!.Span.Clear();
+        Compare.Close(dInput, bn.Backward(dOutput).Span, NormalizationTolerance, "batch norm input gradient");
+        // Parameter gradients are sums over a whole channel (up to 2,279 terms of float rounding).
+        Compare.Close(dGamma, bn.Weight.Grad.Span, NormalizationTolerance * 10, "batch norm weight gradient");
+        Compare.Close(dBeta, bn.BiasParameter.Grad.Span, NormalizationTolerance * 10, "batch norm bias gradient");
     }
 }

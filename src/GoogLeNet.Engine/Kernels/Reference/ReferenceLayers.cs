@@ -129,4 +129,50 @@ public static class ReferenceLayers
             }
         }
     }
+
+    // Gradients of training-mode batch normalisation: y = xhat gamma + beta with xhat = (x - mean) / std,
+    // dxhat = dy gamma, dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / std.
+    public static void BatchNormTrainBackward(ReadOnlySpan<float> input, ReadOnlySpan<float> dOutput, int batch, int channels,
+        int pixels, ReadOnlySpan<float> gamma, double epsilon, Span<float> dInput, Span<float> dGamma, Span<float> dBeta)
+    {
+        double count = (double)batch * pixels;
+        for (int c = 0; c < channels; c++)
+        {
+            double sum = 0;
+            for (int n = 0; n < batch; n++)
+            for (int i = 0; i < pixels; i++)
+            {
+                sum += input[(n * channels + c) * pixels + i];
+            }
+            double mean = sum / count;
+            double squares = 0;
+            for (int n = 0; n < batch; n++)
+            for (int i = 0; i < pixels; i++)
+            {
+                double d = input[(n * channels + c) * pixels + i] - mean;
+                squares += d * d;
+            }
+            double std = Math.Sqrt(squares / count + epsilon);
+            double sumDxhat = 0, sumDxhatXhat = 0, sumDy = 0, sumDyXhat = 0;
+            for (int n = 0; n < batch; n++)
+            for (int i = 0; i < pixels; i++)
+            {
+                int o = (n * channels + c) * pixels + i;
+                double xhat = (input[o] - mean) / std;
+                sumDy += dOutput[o];
+                sumDyXhat += dOutput[o] * xhat;
+                sumDxhat += dOutput[o] * gamma[c];
+                sumDxhatXhat += dOutput[o] * gamma[c] * xhat;
+            }
+            dGamma[c] = (float)sumDyXhat;
+            dBeta[c] = (float)sumDy;
+            for (int n = 0; n < batch; n++)
+            for (int i = 0; i < pixels; i++)
+            {
+                int o = (n * channels + c) * pixels + i;
+                double xhat = (input[o] - mean) / std;
+                dInput[o] = (float)((dOutput[o] * gamma[c] - sumDxhat / count - xhat * sumDxhatXhat / count) / std);
+            }
+        }
+    }
 }
