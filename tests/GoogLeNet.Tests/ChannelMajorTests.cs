@@ -65,6 +65,13 @@ public class ChannelMajorTests
             }
         }
         data.Add(17, 33, 6, 5, 3, 1, 1, 2);
+        // Forward reads col implicitly (generated while packing) when the GEMM would pack a stored
+        // one: more than 32 output channels with more than 4096 columns, or more than 160
+        // channels. Past 4080 columns the GEMM's column blocks (and its threads' strips) start in
+        // the middle of an image's row, where the generated rows must pick up.
+        data.Add(3, 40, 45, 45, 3, 1, 1, 3);
+        data.Add(3, 40, 75, 75, 7, 2, 3, 1);
+        data.Add(4, 170, 5, 7, 3, 1, 1, 1);
         return data;
     }
 

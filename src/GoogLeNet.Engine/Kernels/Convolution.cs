@@ -109,6 +109,85 @@ public static unsafe class Convolution
         return (Math.Min(lo, outW), Math.Max(hi, Math.Min(lo, outW)));
     }
 
+    /// <summary>
+    /// The im2col matrix of a channel-major batch, (ci*kh*kw) x (images*oh*ow), read a row segment
+    /// at a time instead of being stored: the GEMM packs its panels of B straight from the image.
+    /// </summary>
+    internal readonly struct ImplicitColumns(
+        float* image, int batch, int first, int channels, int height, int width,
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW)
+    {
+        public int Rows => channels * kernelH * kernelW;
+
+        // dst[0, count) = col[k, j0 .. j0 + count). Called once per row of every packed block,
+        // so it walks the output rows by increments and copies with inline vector loops: the
+        // rows are short (56 columns and less) and calls or divisions per row would dominate.
+        public void FillRow(int k, int j0, int count, float* dst)
+        {
+            int taps = kernelH * kernelW;
+            int ci = k / taps;
+            int ky = k % taps / kernelW;
+            int kx = k % kernelW;
+            int outPixels = outH * outW;
+            int ix0 = kx - padding;
+            var (lo, hi) = InsideColumns(ix0, stride, width, outW);
+            int n = j0 / outPixels;
+            int oy = j0 % outPixels / outW;
+            int ox0 = j0 % outW;
+            float* end = dst + count;
+            // d[ox] is output column ox of the current output row.
+            float* d = dst - ox0;
+            while (d + ox0 < end)
+            {
+                int ox1 = (int)Math.Min(outW, end - d);
+                int iy = oy * stride - padding + ky;
+                if ((uint)iy >= (uint)height)
+                {
+                    Zero(d, ox0, ox1);
+                }
+                else
+                {
+                    float* src = image + ((long)(ci * batch + first + n) * height + iy) * width + ix0;
+                    int a = Math.Clamp(lo, ox0, ox1);
+                    int b = Math.Clamp(hi, a, ox1);
+                    Zero(d, ox0, a);
+                    if (stride == 1)
+                    {
+                        int ox = a;
+                        for (; ox + 8 <= b; ox += 8)
+                        {
+                            Vector256.Store(Vector256.Load(src + ox), d + ox);
+                        }
+                        for (; ox < b; ox++)
+                        {
+                            d[ox] = src[ox];
+                        }
+                    }
+                    else
+                    {
+                        GatherStrided(src, stride, d, a, b);
+                    }
+                    Zero(d, b, ox1);
+                }
+                d += outW;
+                ox0 = 0;
+                if (++oy == outH)
+                {
+                    oy = 0;
+                    n++;
+                }
+            }
+        }
+
+        private static void Zero(float* d, int from, int to)
+        {
+            for (int i = from; i < to; i++)
+            {
+                d[i] = 0f;
+            }
+        }
+    }
+
     // One channel plane (h, w) into the kh*kw rows of col that belong to it; the rows are
     // colRowStride apart, so a channel-major batch can lay its images side by side in each row.
     private static void Im2ColPlane(
@@ -305,8 +384,8 @@ public static unsafe class Convolution
 
     // Channel-major: input is (ci, n, h, w), output (co, n, oh, ow), so the whole batch is one
     // GEMM Y (co, n*oh*ow) = W (co, ci*kh*kw) col (ci*kh*kw, n*oh*ow); the 1x1 convolution reads
-    // the input as col. Other kernels im2col as many images as col holds (at least one image's
-    // ci*kh*kw*oh*ow floats) and multiply them at once.
+    // the input as col. Other kernels read col through ImplicitColumns without storing it, unless
+    // the product is narrow enough for the GEMM to read a stored col in place.
     public static void ForwardChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, int kernelH, int kernelW,
@@ -321,13 +400,28 @@ public static unsafe class Convolution
                 accumulate: false, rowBias: bias, relu: relu);
             return;
         }
-        int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
-        for (int n0 = 0; n0 < batch; n0 += chunk)
+        if (input.Length < (long)inChannels * batch * height * width)
         {
-            int count = Math.Min(chunk, batch - n0);
-            Im2ColChannelMajor(input, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
-            Gemm.Multiply(false, false, outChannels, count * outPixels, k, weight, k, col, count * outPixels,
-                output.Slice(n0 * outPixels), columns, accumulate: false, rowBias: bias, relu: relu);
+            throw new ArgumentException($"A channel-major input of {inChannels} x {batch} x {height} x {width} needs {(long)inChannels * batch * height * width} values, got {input.Length}.");
+        }
+        if (Gemm.ReadsBInPlace(outChannels, columns))
+        {
+            // Few columns (a small batch): a stored col is read in place, unpacked, which beats
+            // generating packed panels.
+            int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
+            for (int n0 = 0; n0 < batch; n0 += chunk)
+            {
+                int count = Math.Min(chunk, batch - n0);
+                Im2ColChannelMajor(input, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
+                Gemm.Multiply(false, false, outChannels, count * outPixels, k, weight, k, col, count * outPixels,
+                    output.Slice(n0 * outPixels), columns, accumulate: false, rowBias: bias, relu: relu);
+            }
+            return;
+        }
+        fixed (float* image = input)
+        {
+            var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW);
+            Gemm.MultiplyImplicit(outChannels, columns, k, weight, k, source, output, columns, accumulate: false, rowBias: bias, relu: relu);
         }
     }
 

@@ -114,6 +114,42 @@ public static unsafe class Gemm
         }
     }
 
+    // Whether an untransposed B with this leading dimension is read in place (unpacked) when A has m rows.
+    internal static bool ReadsBInPlace(int m, int ldb) =>
+        m <= DirectBMaxRows && (ldb <= DirectBMaxLeadingDimension || m <= DirectBAnyRowsMaxRows);
+
+    // c (m, n) = a (m, k) * col (k, n) + rowBias, where col is a convolution's im2col matrix that
+    // PackB reads from the image (Convolution.ImplicitColumns) instead of from memory.
+    internal static void MultiplyImplicit(
+        int m, int n, int k, ReadOnlySpan<float> a, int lda, in Convolution.ImplicitColumns b,
+        Span<float> c, int ldc, bool accumulate, ReadOnlySpan<float> rowBias = default, bool relu = false)
+    {
+        if (m == 0 || n == 0)
+        {
+            return;
+        }
+        if (b.Rows != k)
+        {
+            throw new ArgumentException($"The implicit columns have {b.Rows} rows, the product needs k = {k}.", nameof(b));
+        }
+        CheckOperand(nameof(a), a.Length, lda, m, k);
+        CheckOperand(nameof(c), c.Length, ldc, m, n);
+        if (!rowBias.IsEmpty && rowBias.Length < m)
+        {
+            throw new ArgumentException($"rowBias must have m = {m} entries, found {rowBias.Length}.", nameof(rowBias));
+        }
+        fixed (float* pa = a, pc = c, pBias = rowBias)
+        {
+            var problem = new Problem(false, false, m, n, k, pa, lda, null, n, pc, ldc, accumulate,
+                rowBias.IsEmpty ? null : pBias, relu, b);
+            int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
+            if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
+            {
+                problem.RunPart(0, 1);
+            }
+        }
+    }
+
     private static void CheckOperand(string name, int length, int ld, int rows, int cols)
     {
         if (ld < Math.Max(cols, 1))
@@ -143,10 +179,14 @@ public static unsafe class Gemm
         private readonly bool _transB;
         private readonly bool _accumulate;
         private readonly bool _relu;
+        private readonly bool _implicitB;
+        private readonly Convolution.ImplicitColumns _columns;
 
         public Problem(bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb,
-            float* c, int ldc, bool accumulate, float* bias, bool relu)
+            float* c, int ldc, bool accumulate, float* bias, bool relu, Convolution.ImplicitColumns? columns = null)
         {
+            _implicitB = columns.HasValue;
+            _columns = columns.GetValueOrDefault();
             _transA = transA;
             _transB = transB;
             _m = m;
@@ -208,7 +248,7 @@ public static unsafe class Gemm
 
             // With few rows of A, copying B would cost as much as multiplying by it, so whole
             // panels of an untransposed B are read in place; only the ragged last panel is packed.
-            bool directB = !_transB && _m <= DirectBMaxRows && (_ldb <= DirectBMaxLeadingDimension || _m <= DirectBAnyRowsMaxRows);
+            bool directB = !_implicitB && !_transB && ReadsBInPlace(_m, _ldb);
 
             // The A block keeps its L2 budget (s_mc x s_kc floats) when k slices are thinner, and
             // its rows are split evenly (192 = 2 x 96 rather than 144 + 48).
@@ -366,6 +406,11 @@ public static unsafe class Gemm
         // (columns past n are zero).
         private void PackB(int pc, int kc, int jc, int nc, float* dst, bool directB)
         {
+            if (_implicitB)
+            {
+                PackImplicitB(pc, kc, jc, nc, dst);
+                return;
+            }
             if (!_transB && !directB && Vector256.IsHardwareAccelerated)
             {
                 // Row by row so that B is read sequentially; each row scatters whole vectors
@@ -445,6 +490,35 @@ public static unsafe class Gemm
                     {
                         d[p * width] = j < nr ? s[p] : 0f;
                     }
+                }
+            }
+        }
+
+        // Each row of the k slice is generated into a row buffer in L1, then dealt out to the
+        // panels in whole vectors, as PackB does with a stored B.
+        private void PackImplicitB(int pc, int kc, int jc, int nc, float* dst)
+        {
+            float* row = PackBuffers.ForCurrentThread().Row;
+            int fullPanels = nc / s_nr;
+            int tail = nc - fullPanels * s_nr;
+            int tailWidth = (tail + Lanes - 1) / Lanes * Lanes;
+            for (int p = 0; p < kc; p++)
+            {
+                _columns.FillRow(pc + p, jc, nc, row);
+                for (int panel = 0; panel < fullPanels; panel++)
+                {
+                    float* source = row + panel * s_nr;
+                    float* target = dst + (long)panel * s_nr * kc + (long)p * s_nr;
+                    for (int v = 0; v < s_nr; v += 8)
+                    {
+                        Vector256.Store(Vector256.Load(source + v), target + v);
+                    }
+                }
+                if (tail > 0)
+                {
+                    float* target = dst + (long)fullPanels * s_nr * kc + (long)p * tailWidth;
+                    new ReadOnlySpan<float>(row + fullPanels * s_nr, tail).CopyTo(new Span<float>(target, tail));
+                    new Span<float>(target + tail, tailWidth - tail).Clear();
                 }
             }
         }
@@ -865,6 +939,7 @@ public static unsafe class Gemm
         private static readonly int s_aFloats = s_mc * s_kc + MR;
         private static readonly int s_bFloats = s_kc * s_nc;
         private static readonly int s_tileFloats = MR * s_nr;
+        private static readonly int s_rowFloats = s_nc;
         private const int Align = 16;
 
         private readonly float[] _storage;
@@ -873,18 +948,22 @@ public static unsafe class Gemm
         public float* B { get; }
         public float* EdgeTile { get; }
         public float* EdgeBias { get; }
+
+        // One row of an implicit B's column block (Convolution.ImplicitColumns).
+        public float* Row { get; }
         public int AFloats => s_aFloats;
         public int BFloats => s_bFloats;
 
         private PackBuffers()
         {
-            _storage = GC.AllocateUninitializedArray<float>(s_aFloats + s_bFloats + s_tileFloats + 2 * Align, pinned: true);
+            _storage = GC.AllocateUninitializedArray<float>(s_aFloats + s_bFloats + s_tileFloats + s_rowFloats + 3 * Align, pinned: true);
             float* start = (float*)Unsafe.AsPointer(ref _storage[0]);
             float* aligned = (float*)(((nint)start + 63) & ~(nint)63);
             A = aligned;
             B = A + s_aFloats;
             EdgeTile = B + s_bFloats;
             EdgeBias = EdgeTile + s_tileFloats;
+            Row = EdgeBias + Align;
         }
 
         public static PackBuffers ForCurrentThread() => t_current ??= new PackBuffers();
