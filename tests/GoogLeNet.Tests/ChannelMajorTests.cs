@@ -96,6 +96,20 @@ public class ChannelMajorTests
             stride, padding, oh, ow, relu: false, col, actual);
         Compare.Close(expected, ToBatchMajor(actual, batch, co, oh * ow), ConvolutionTolerance, "forward");
 
+        // The folded-BatchNorm epilogue, relu(conv(x) x scale + bias), on the same GEMM path; twice
+        // the bound because the scale rounds the already rounded sum once more.
+        float[] channelScale = GoldenFill.Fill("cm.s", co, 2.0);
+        var unbiased = new float[expected.Length];
+        ReferenceConvolution.Forward(x, batch, ci, h, w, weight, new float[co], co, k, k, stride, padding, oh, ow, unbiased);
+        for (int i = 0; i < unbiased.Length; i++)
+        {
+            int channel = i / (oh * ow) % co;
+            unbiased[i] = Math.Max(0f, unbiased[i] * channelScale[channel] + bias[channel]);
+        }
+        Convolution.ForwardChannelMajor(ToChannelMajor(x, batch, ci, h * w), batch, ci, h, w, weight, bias, co, k, k,
+            stride, padding, oh, ow, relu: true, col, actual, channelScale);
+        Compare.Close(unbiased, ToBatchMajor(actual, batch, co, oh * ow), 2 * ConvolutionTolerance, "scaled forward");
+
         var refDW = new float[weight.Length];
         var refDB = new float[co];
         var refDX = new float[x.Length];

@@ -14,8 +14,12 @@ public class ModelGoldenTests
     // vector widths without hiding a wrong layer (which shows up as O(1) errors).
     private const double ModelTolerance = 1e-4;
 
-    // Gradients flow back through the same depth again, so they get twice the forward budget.
-    private const double GradientTolerance = 2e-4;
+    // Gradients flow back through the same depth again, and conv1's weight gradient at 224 sums
+    // 12544 products per element through ReLU masks that rounding can flip: PyTorch's own float32
+    // run is 2e-4 (scaled) from the float64 golden there (make_golden.py). Ours measured 1.9e-4
+    // with BatchNorm folded into the weights and 2.7e-4 with it applied in the GEMM's epilogue
+    // (same logits to 2e-7); 5e-4, 2.5x PyTorch's own spread, still fails a wrong layer by far.
+    private const double GradientTolerance = 5e-4;
 
     // In training, BatchNorm normalises late 3x3 maps with batch statistics of 27 values, and a
     // max-pool whose two largest inputs differ by less than float32 rounding routes its gradient

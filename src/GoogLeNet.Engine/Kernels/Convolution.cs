@@ -297,12 +297,14 @@ public static unsafe class Convolution
         }
     }
 
-    // input is (n, ci, h, w); weight is (co, ci, kh, kw); bias is (co) or empty; output is (n, co, oh, ow).
+    // input is (n, ci, h, w); weight is (co, ci, kh, kw); bias is (co) or empty; output is (n, co, oh, ow);
+    // scale, when not empty, is (co) and multiplies each output channel before the bias.
     // col is scratch of ci*kh*kw*oh*ow floats (unused for pointwise convolutions).
     public static void Forward(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, int kernelH, int kernelW,
-        int stride, int padding, int outH, int outW, bool relu, Span<float> col, Span<float> output)
+        int stride, int padding, int outH, int outW, bool relu, Span<float> col, Span<float> output,
+        ReadOnlySpan<float> scale = default)
     {
         int inSize = inChannels * height * width;
         int outPixels = outH * outW;
@@ -319,7 +321,7 @@ public static unsafe class Convolution
             }
             Gemm.Multiply(false, false, outChannels, outPixels, k, weight, k, b, outPixels,
                 output.Slice(n * outChannels * outPixels, outChannels * outPixels), outPixels,
-                accumulate: false, rowBias: bias, relu: relu);
+                accumulate: false, rowBias: bias, relu: relu, rowScale: scale);
         }
     }
 
@@ -389,7 +391,8 @@ public static unsafe class Convolution
     public static void ForwardChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, int kernelH, int kernelW,
-        int stride, int padding, int outH, int outW, bool relu, Span<float> col, Span<float> output)
+        int stride, int padding, int outH, int outW, bool relu, Span<float> col, Span<float> output,
+        ReadOnlySpan<float> scale = default)
     {
         int outPixels = outH * outW;
         int columns = batch * outPixels;
@@ -397,7 +400,7 @@ public static unsafe class Convolution
         if (IsPointwise(kernelH, kernelW, stride, padding))
         {
             Gemm.Multiply(false, false, outChannels, columns, k, weight, k, input, columns, output, columns,
-                accumulate: false, rowBias: bias, relu: relu);
+                accumulate: false, rowBias: bias, relu: relu, rowScale: scale);
             return;
         }
         if (input.Length < (long)inChannels * batch * height * width)
@@ -414,14 +417,14 @@ public static unsafe class Convolution
                 int count = Math.Min(chunk, batch - n0);
                 Im2ColChannelMajor(input, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
                 Gemm.Multiply(false, false, outChannels, count * outPixels, k, weight, k, col, count * outPixels,
-                    output.Slice(n0 * outPixels), columns, accumulate: false, rowBias: bias, relu: relu);
+                    output.Slice(n0 * outPixels), columns, accumulate: false, rowBias: bias, relu: relu, rowScale: scale);
             }
             return;
         }
         fixed (float* image = input)
         {
             var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW);
-            Gemm.MultiplyImplicit(outChannels, columns, k, weight, k, source, output, columns, accumulate: false, rowBias: bias, relu: relu);
+            Gemm.MultiplyImplicit(outChannels, columns, k, weight, k, source, output, columns, accumulate: false, rowBias: bias, relu: relu, rowScale: scale);
         }
     }
 

@@ -6,7 +6,7 @@ using System.Runtime.Intrinsics.X86;
 namespace GoogLeNet.Engine.Kernels;
 
 /// <summary>
-/// Single-precision matrix product C = op(A) op(B) (+ C when accumulating) (+ row bias) (ReLU),
+/// Single-precision matrix product C = op(A) op(B) (+ C when accumulating) (x row scale) (+ row bias) (ReLU),
 /// all row-major. When <c>accumulate</c> is false, C is never read.
 /// </summary>
 /// <remarks>
@@ -71,12 +71,14 @@ public static unsafe class Gemm
 
     // a is (m, k) row-major with leading dimension lda, or (k, m) when transA;
     // b is (k, n) with ldb, or (n, k) when transB; c is (m, n) with ldc.
-    // rowBias, when not empty, has m entries added to each row before the optional ReLU.
+    // rowScale, when not empty, has m entries that multiply each row of the product (a BatchNorm
+    // folded into the epilogue rather than into A, so the weights are never copied); rowBias,
+    // when not empty, has m entries added after that, before the optional ReLU.
     public static void Multiply(
         bool transA, bool transB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb,
         Span<float> c, int ldc, bool accumulate,
-        ReadOnlySpan<float> rowBias = default, bool relu = false)
+        ReadOnlySpan<float> rowBias = default, bool relu = false, ReadOnlySpan<float> rowScale = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(m);
         ArgumentOutOfRangeException.ThrowIfNegative(n);
@@ -88,15 +90,12 @@ public static unsafe class Gemm
         CheckOperand(nameof(a), a.Length, lda, transA ? k : m, transA ? m : k);
         CheckOperand(nameof(b), b.Length, ldb, transB ? n : k, transB ? k : n);
         CheckOperand(nameof(c), c.Length, ldc, m, n);
-        if (!rowBias.IsEmpty && rowBias.Length < m)
-        {
-            throw new ArgumentException($"rowBias must have m = {m} entries, found {rowBias.Length}.", nameof(rowBias));
-        }
+        CheckEpilogue(m, accumulate, rowBias, rowScale);
 
-        fixed (float* pa = a, pb = b, pc = c, pBias = rowBias)
+        fixed (float* pa = a, pb = b, pc = c, pBias = rowBias, pScale = rowScale)
         {
             var problem = new Problem(transA, transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate,
-                rowBias.IsEmpty ? null : pBias, relu);
+                rowBias.IsEmpty ? null : pBias, relu, rowScale.IsEmpty ? null : pScale);
             if (k == 0)
             {
                 problem.EpilogueOnly();
@@ -122,7 +121,8 @@ public static unsafe class Gemm
     // PackB reads from the image (Convolution.ImplicitColumns) instead of from memory.
     internal static void MultiplyImplicit(
         int m, int n, int k, ReadOnlySpan<float> a, int lda, in Convolution.ImplicitColumns b,
-        Span<float> c, int ldc, bool accumulate, ReadOnlySpan<float> rowBias = default, bool relu = false)
+        Span<float> c, int ldc, bool accumulate, ReadOnlySpan<float> rowBias = default, bool relu = false,
+        ReadOnlySpan<float> rowScale = default)
     {
         if (m == 0 || n == 0)
         {
@@ -134,19 +134,33 @@ public static unsafe class Gemm
         }
         CheckOperand(nameof(a), a.Length, lda, m, k);
         CheckOperand(nameof(c), c.Length, ldc, m, n);
-        if (!rowBias.IsEmpty && rowBias.Length < m)
-        {
-            throw new ArgumentException($"rowBias must have m = {m} entries, found {rowBias.Length}.", nameof(rowBias));
-        }
-        fixed (float* pa = a, pc = c, pBias = rowBias)
+        CheckEpilogue(m, accumulate, rowBias, rowScale);
+        fixed (float* pa = a, pc = c, pBias = rowBias, pScale = rowScale)
         {
             var problem = new Problem(false, false, m, n, k, pa, lda, null, n, pc, ldc, accumulate,
-                rowBias.IsEmpty ? null : pBias, relu, b);
+                rowBias.IsEmpty ? null : pBias, relu, rowScale.IsEmpty ? null : pScale, b);
             int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
             if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
             {
                 problem.RunPart(0, 1);
             }
+        }
+    }
+
+    private static void CheckEpilogue(int m, bool accumulate, ReadOnlySpan<float> rowBias, ReadOnlySpan<float> rowScale)
+    {
+        if (!rowBias.IsEmpty && rowBias.Length < m)
+        {
+            throw new ArgumentException($"rowBias must have m = {m} entries, found {rowBias.Length}.", nameof(rowBias));
+        }
+        if (!rowScale.IsEmpty && rowScale.Length < m)
+        {
+            throw new ArgumentException($"rowScale must have m = {m} entries, found {rowScale.Length}.", nameof(rowScale));
+        }
+        if (!rowScale.IsEmpty && accumulate)
+        {
+            // The scale applies to the finished sum; C's previous contents would be scaled too.
+            throw new ArgumentException("rowScale cannot be combined with accumulate.", nameof(rowScale));
         }
     }
 
@@ -169,6 +183,7 @@ public static unsafe class Gemm
         private readonly float* _b;
         private readonly float* _c;
         private readonly float* _bias;
+        private readonly float* _scale;
         private readonly int _lda;
         private readonly int _ldb;
         private readonly int _ldc;
@@ -183,7 +198,7 @@ public static unsafe class Gemm
         private readonly Convolution.ImplicitColumns _columns;
 
         public Problem(bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb,
-            float* c, int ldc, bool accumulate, float* bias, bool relu, Convolution.ImplicitColumns? columns = null)
+            float* c, int ldc, bool accumulate, float* bias, bool relu, float* scale, Convolution.ImplicitColumns? columns = null)
         {
             _implicitB = columns.HasValue;
             _columns = columns.GetValueOrDefault();
@@ -200,6 +215,7 @@ public static unsafe class Gemm
             _ldc = ldc;
             _accumulate = accumulate;
             _bias = bias;
+            _scale = scale;
             _relu = relu;
         }
 
@@ -241,6 +257,7 @@ public static unsafe class Gemm
             float* packedB = buffers.B;
             float* edgeTile = buffers.EdgeTile;
             float* edgeBias = buffers.EdgeBias;
+            float* edgeScale = buffers.EdgeScale;
 
             // Equal k slices (576 = 3 x 192 rather than 256 + 256 + 64) keep every pass over C long.
             int slices = (_k + s_kc - 1) / s_kc;
@@ -282,7 +299,7 @@ public static unsafe class Gemm
                                 float* aPanel = packedA + (long)ir * kc;
                                 int row = ic + ir;
                                 int col = jc + jr;
-                                MicroTile(kc, aPanel, bPanel, bStride, vectors, row, mr, col, nr, first, last, edgeTile, edgeBias);
+                                MicroTile(kc, aPanel, bPanel, bStride, vectors, row, mr, col, nr, first, last, edgeTile, edgeBias, edgeScale);
                             }
                         }
                     }
@@ -294,15 +311,16 @@ public static unsafe class Gemm
         // (and therefore the arithmetic) is the same for every element.
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private void MicroTile(int kc, float* aPanel, float* bPanel, int bStride, int vectors, int row, int mr, int col, int nr,
-            bool first, bool last, float* edgeTile, float* edgeBias)
+            bool first, bool last, float* edgeTile, float* edgeBias, float* edgeScale)
         {
             bool loadC = !first || _accumulate;
             float* bias = last && _bias != null ? _bias + row : null;
+            float* scale = last && _scale != null ? _scale + row : null;
             bool relu = last && _relu;
             float* cTile = _c + (long)row * _ldc + col;
             if (mr == MR && nr == vectors * Lanes)
             {
-                Kernel(vectors, kc, aPanel, bPanel, bStride, cTile, _ldc, loadC, bias, relu);
+                Kernel(vectors, kc, aPanel, bPanel, bStride, cTile, _ldc, loadC, scale, bias, relu);
                 return;
             }
 
@@ -323,14 +341,22 @@ public static unsafe class Gemm
                 }
                 bias = edgeBias;
             }
+            if (scale != null)
+            {
+                for (int r = 0; r < MR; r++)
+                {
+                    edgeScale[r] = r < mr ? scale[r] : 0f;
+                }
+                scale = edgeScale;
+            }
             if (!s_wide && nr <= 8 && Vector256.IsHardwareAccelerated)
             {
                 // A ragged panel of at most 8 columns (n = 49, 196) needs half the multiply-adds.
-                Kernel256Half(kc, aPanel, bPanel, bStride, edgeTile, width, loadC, bias, relu);
+                Kernel256Half(kc, aPanel, bPanel, bStride, edgeTile, width, loadC, scale, bias, relu);
             }
             else
             {
-                Kernel(vectors, kc, aPanel, bPanel, bStride, edgeTile, width, loadC, bias, relu);
+                Kernel(vectors, kc, aPanel, bPanel, bStride, edgeTile, width, loadC, scale, bias, relu);
             }
             for (int r = 0; r < mr; r++)
             {
@@ -572,6 +598,10 @@ public static unsafe class Gemm
             {
                 float* target = outputIsColumn ? _c + (long)t * _ldc : _c + t;
                 float v = _accumulate ? y[t] + *target : y[t];
+                if (_scale != null)
+                {
+                    v *= _scale[outputIsColumn ? t : 0];
+                }
                 if (_bias != null)
                 {
                     v += _bias[outputIsColumn ? t : 0];
@@ -581,16 +611,17 @@ public static unsafe class Gemm
             return true;
         }
 
-        // k == 0: C = (C or 0) + bias, then ReLU.
+        // k == 0: C = (C or 0) x scale + bias, then ReLU.
         public void EpilogueOnly()
         {
             for (int i = 0; i < _m; i++)
             {
                 float* row = _c + (long)i * _ldc;
                 float add = _bias != null ? _bias[i] : 0f;
+                float multiply = _scale != null ? _scale[i] : 1f;
                 for (int j = 0; j < _n; j++)
                 {
-                    float v = (_accumulate ? row[j] : 0f) + add;
+                    float v = (_accumulate ? row[j] : 0f) * multiply + add;
                     row[j] = _relu && v < 0f ? 0f : v;
                 }
             }
@@ -602,16 +633,16 @@ public static unsafe class Gemm
     // the k loop, and its rows are prefetched before it, so a tile of C that has left the cache
     // does not stall the loop.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Kernel(int vectors, int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* bias, bool relu)
+    private static void Kernel(int vectors, int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* scale, float* bias, bool relu)
     {
         if (Vector512.IsHardwareAccelerated)
         {
             switch (vectors)
             {
-                case 4: Kernel512<Four>(kc, a, b, bStride, c, ldc, loadC, bias, relu); break;
-                case 3: Kernel512<Three>(kc, a, b, bStride, c, ldc, loadC, bias, relu); break;
-                case 2: Kernel512<Two>(kc, a, b, bStride, c, ldc, loadC, bias, relu); break;
-                default: Kernel512<One>(kc, a, b, bStride, c, ldc, loadC, bias, relu); break;
+                case 4: Kernel512<Four>(kc, a, b, bStride, c, ldc, loadC, scale, bias, relu); break;
+                case 3: Kernel512<Three>(kc, a, b, bStride, c, ldc, loadC, scale, bias, relu); break;
+                case 2: Kernel512<Two>(kc, a, b, bStride, c, ldc, loadC, scale, bias, relu); break;
+                default: Kernel512<One>(kc, a, b, bStride, c, ldc, loadC, scale, bias, relu); break;
             }
         }
         else
@@ -620,11 +651,11 @@ public static unsafe class Gemm
             {
                 if (Vector256.IsHardwareAccelerated)
                 {
-                    Kernel256(kc, a, b + v * Lanes, bStride, c + v * Lanes, ldc, loadC, bias, relu);
+                    Kernel256(kc, a, b + v * Lanes, bStride, c + v * Lanes, ldc, loadC, scale, bias, relu);
                 }
                 else
                 {
-                    KernelScalar(kc, a, b + v * Lanes, bStride, c + v * Lanes, ldc, loadC, bias, relu);
+                    KernelScalar(kc, a, b + v * Lanes, bStride, c + v * Lanes, ldc, loadC, scale, bias, relu);
                 }
             }
         }
@@ -688,7 +719,7 @@ public static unsafe class Gemm
     // TWidth.Vectors is a JIT-time constant, so each instantiation keeps only the accumulators
     // it uses: 6 x TWidth.Vectors zmm.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel512<TWidth>(int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* bias, bool relu)
+    private static void Kernel512<TWidth>(int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* scale, float* bias, bool relu)
         where TWidth : struct, IWidth
     {
         int nv = TWidth.Vectors;
@@ -742,16 +773,16 @@ public static unsafe class Gemm
             b += bStride;
         }
 
-        Store512Row<TWidth>(c, loadC, bias, 0, relu, c00, c01, c02, c03);
-        Store512Row<TWidth>(c + ldc, loadC, bias, 1, relu, c10, c11, c12, c13);
-        Store512Row<TWidth>(c + 2 * ldc, loadC, bias, 2, relu, c20, c21, c22, c23);
-        Store512Row<TWidth>(c + 3 * ldc, loadC, bias, 3, relu, c30, c31, c32, c33);
-        Store512Row<TWidth>(c + 4 * ldc, loadC, bias, 4, relu, c40, c41, c42, c43);
-        Store512Row<TWidth>(c + 5 * ldc, loadC, bias, 5, relu, c50, c51, c52, c53);
+        Store512Row<TWidth>(c, loadC, scale, bias, 0, relu, c00, c01, c02, c03);
+        Store512Row<TWidth>(c + ldc, loadC, scale, bias, 1, relu, c10, c11, c12, c13);
+        Store512Row<TWidth>(c + 2 * ldc, loadC, scale, bias, 2, relu, c20, c21, c22, c23);
+        Store512Row<TWidth>(c + 3 * ldc, loadC, scale, bias, 3, relu, c30, c31, c32, c33);
+        Store512Row<TWidth>(c + 4 * ldc, loadC, scale, bias, 4, relu, c40, c41, c42, c43);
+        Store512Row<TWidth>(c + 5 * ldc, loadC, scale, bias, 5, relu, c50, c51, c52, c53);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store512Row<TWidth>(float* c, bool loadC, float* bias, int row, bool relu,
+    private static void Store512Row<TWidth>(float* c, bool loadC, float* scale, float* bias, int row, bool relu,
         Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3)
         where TWidth : struct, IWidth
     {
@@ -762,6 +793,14 @@ public static unsafe class Gemm
             if (nv > 1) v1 += Vector512.Load(c + 16);
             if (nv > 2) v2 += Vector512.Load(c + 32);
             if (nv > 3) v3 += Vector512.Load(c + 48);
+        }
+        if (scale != null)
+        {
+            Vector512<float> multiply = Vector512.Create(scale[row]);
+            v0 *= multiply;
+            v1 *= multiply;
+            v2 *= multiply;
+            v3 *= multiply;
         }
         if (bias != null)
         {
@@ -786,7 +825,7 @@ public static unsafe class Gemm
 
     // AVX2 register budget (16 ymm): a 6 x 16 strip is 12 accumulators + 2 B vectors + 1 broadcast.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel256(int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* bias, bool relu)
+    private static void Kernel256(int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* scale, float* bias, bool relu)
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
@@ -840,17 +879,17 @@ public static unsafe class Gemm
             a += MR;
             b += bStride;
         }
-        Store256Row(c, loadC, bias, 0, relu, c00, c01);
-        Store256Row(c + ldc, loadC, bias, 1, relu, c10, c11);
-        Store256Row(c + 2 * ldc, loadC, bias, 2, relu, c20, c21);
-        Store256Row(c + 3 * ldc, loadC, bias, 3, relu, c30, c31);
-        Store256Row(c + 4 * ldc, loadC, bias, 4, relu, c40, c41);
-        Store256Row(c + 5 * ldc, loadC, bias, 5, relu, c50, c51);
+        Store256Row(c, loadC, scale, bias, 0, relu, c00, c01);
+        Store256Row(c + ldc, loadC, scale, bias, 1, relu, c10, c11);
+        Store256Row(c + 2 * ldc, loadC, scale, bias, 2, relu, c20, c21);
+        Store256Row(c + 3 * ldc, loadC, scale, bias, 3, relu, c30, c31);
+        Store256Row(c + 4 * ldc, loadC, scale, bias, 4, relu, c40, c41);
+        Store256Row(c + 5 * ldc, loadC, scale, bias, 5, relu, c50, c51);
     }
 
     // The left 8 columns of Kernel256's tile, summed the same way: 6 accumulators.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel256Half(int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* bias, bool relu)
+    private static void Kernel256Half(int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* scale, float* bias, bool relu)
     {
         Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
         for (int p = 0; p < kc; p++)
@@ -865,21 +904,27 @@ public static unsafe class Gemm
             a += MR;
             b += bStride;
         }
-        Store256Row(c, loadC, bias, 0, relu, c0, Vector256<float>.Zero);
-        Store256Row(c + ldc, loadC, bias, 1, relu, c1, Vector256<float>.Zero);
-        Store256Row(c + 2 * ldc, loadC, bias, 2, relu, c2, Vector256<float>.Zero);
-        Store256Row(c + 3 * ldc, loadC, bias, 3, relu, c3, Vector256<float>.Zero);
-        Store256Row(c + 4 * ldc, loadC, bias, 4, relu, c4, Vector256<float>.Zero);
-        Store256Row(c + 5 * ldc, loadC, bias, 5, relu, c5, Vector256<float>.Zero);
+        Store256Row(c, loadC, scale, bias, 0, relu, c0, Vector256<float>.Zero);
+        Store256Row(c + ldc, loadC, scale, bias, 1, relu, c1, Vector256<float>.Zero);
+        Store256Row(c + 2 * ldc, loadC, scale, bias, 2, relu, c2, Vector256<float>.Zero);
+        Store256Row(c + 3 * ldc, loadC, scale, bias, 3, relu, c3, Vector256<float>.Zero);
+        Store256Row(c + 4 * ldc, loadC, scale, bias, 4, relu, c4, Vector256<float>.Zero);
+        Store256Row(c + 5 * ldc, loadC, scale, bias, 5, relu, c5, Vector256<float>.Zero);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store256Row(float* c, bool loadC, float* bias, int row, bool relu, Vector256<float> v0, Vector256<float> v1)
+    private static void Store256Row(float* c, bool loadC, float* scale, float* bias, int row, bool relu, Vector256<float> v0, Vector256<float> v1)
     {
         if (loadC)
         {
             v0 += Vector256.Load(c);
             v1 += Vector256.Load(c + 8);
+        }
+        if (scale != null)
+        {
+            Vector256<float> multiply = Vector256.Create(scale[row]);
+            v0 *= multiply;
+            v1 *= multiply;
         }
         if (bias != null)
         {
@@ -897,7 +942,7 @@ public static unsafe class Gemm
     }
 
     // Portable 6 x 16 strip with the same per-element operation order as the vector kernels.
-    private static void KernelScalar(int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* bias, bool relu)
+    private static void KernelScalar(int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* scale, float* bias, bool relu)
     {
         float* acc = stackalloc float[MR * Lanes];
         for (int r = 0; r < MR; r++)
@@ -924,7 +969,8 @@ public static unsafe class Gemm
         {
             for (int j = 0; j < Lanes; j++)
             {
-                float v = (loadC ? acc[r * Lanes + j] + c[r * ldc + j] : acc[r * Lanes + j]) + (bias != null ? bias[r] : 0f);
+                float sum = loadC ? acc[r * Lanes + j] + c[r * ldc + j] : acc[r * Lanes + j];
+                float v = (scale != null ? sum * scale[r] : sum) + (bias != null ? bias[r] : 0f);
                 c[r * ldc + j] = relu && v < 0f ? 0f : v;
             }
         }
@@ -948,6 +994,7 @@ public static unsafe class Gemm
         public float* B { get; }
         public float* EdgeTile { get; }
         public float* EdgeBias { get; }
+        public float* EdgeScale { get; }
 
         // One row of an implicit B's column block (Convolution.ImplicitColumns).
         public float* Row { get; }
@@ -956,14 +1003,15 @@ public static unsafe class Gemm
 
         private PackBuffers()
         {
-            _storage = GC.AllocateUninitializedArray<float>(s_aFloats + s_bFloats + s_tileFloats + s_rowFloats + 3 * Align, pinned: true);
+            _storage = GC.AllocateUninitializedArray<float>(s_aFloats + s_bFloats + s_tileFloats + s_rowFloats + 4 * Align, pinned: true);
             float* start = (float*)Unsafe.AsPointer(ref _storage[0]);
             float* aligned = (float*)(((nint)start + 63) & ~(nint)63);
             A = aligned;
             B = A + s_aFloats;
             EdgeTile = B + s_bFloats;
             EdgeBias = EdgeTile + s_tileFloats;
-            Row = EdgeBias + Align;
+            EdgeScale = EdgeBias + Align;
+            Row = EdgeScale + Align;
         }
 
         public static PackBuffers ForCurrentThread() => t_current ??= new PackBuffers();

@@ -11,7 +11,7 @@ public sealed class Conv2d : Layer
     private Tensor? _output;
     private Tensor? _dInput;
     private float[] _col = [];
-    private float[] _foldedWeight = [];
+    private float[] _foldedScale = [];
     private float[] _foldedBias = [];
 
     // A channel-major batch im2cols up to this many floats at a time (16 MiB): enough columns
@@ -84,10 +84,12 @@ public sealed class Conv2d : Layer
 
     /// <summary>
     /// Inference with the BatchNorm that follows (its running statistics) and the ReLU after it
-    /// folded into this convolution: relu(conv(x; w * s) + b * s + beta - mean * s), s = gamma /
-    /// sqrt(var + eps), in one pass over the output. Writes <paramref name="destination"/> when
-    /// given (a slice of a concatenation), else the layer's own buffer. Caches nothing for
-    /// Backward; the caller runs the unfused layers again if it needs gradients.
+    /// folded into this convolution's epilogue: relu(conv(x; w) * s + b * s + beta - mean * s),
+    /// s = gamma / sqrt(var + eps), in one pass over the output. The weights are read as they are
+    /// (nothing is copied or cached), so a change to them is seen by the next call. Writes
+    /// <paramref name="destination"/> when given (a slice of a concatenation), else the layer's
+    /// own buffer. Caches nothing for Backward; the caller runs the unfused layers again if it
+    /// needs gradients.
     /// </summary>
     public Tensor ForwardFolded(Tensor input, BatchNorm2d? norm, Tensor? destination = null)
     {
@@ -97,13 +99,11 @@ public sealed class Conv2d : Layer
         {
             throw new ShapeException($"{Name}: destination {Tensor.Format(output.Shape)} does not match the output {Tensor.Format(shape)}.");
         }
-        int k = InChannels * KernelSize * KernelSize;
-        if (_foldedWeight.Length != _weight.Value.Length)
+        if (_foldedBias.Length != OutChannels)
         {
-            _foldedWeight = new float[_weight.Value.Length];
             _foldedBias = new float[OutChannels];
+            _foldedScale = new float[OutChannels];
         }
-        ReadOnlySpan<float> weight = _weight.Value.Span;
         ReadOnlySpan<float> bias = _bias is null ? default : _bias.Value.Span;
         for (int co = 0; co < OutChannels; co++)
         {
@@ -114,15 +114,16 @@ public sealed class Conv2d : Layer
                 scale = norm.Weight.Value.Span[co] / MathF.Sqrt(norm.RunningVar.Value.Span[co] + norm.Epsilon);
                 shift = norm.BiasParameter.Value.Span[co] - norm.RunningMean.Value.Span[co] * scale;
             }
-            System.Numerics.Tensors.TensorPrimitives.Multiply(weight.Slice(co * k, k), scale, _foldedWeight.AsSpan(co * k, k));
+            _foldedScale[co] = scale;
             _foldedBias[co] = (bias.IsEmpty ? 0f : bias[co] * scale) + shift;
         }
-        Run(input, _foldedWeight, _foldedBias, relu: true, output);
+        Run(input, _weight.Value.Span, _foldedBias, relu: true, output, norm is null ? default : _foldedScale);
         _input = null;
         return output;
     }
 
-    private void Run(Tensor input, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool relu, Tensor output)
+    private void Run(Tensor input, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool relu, Tensor output,
+        ReadOnlySpan<float> scale = default)
     {
         int batch = input.Shape[0];
         int oh = output.Shape[2];
@@ -131,12 +132,12 @@ public sealed class Conv2d : Layer
         {
             Convolution.ForwardChannelMajor(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
                 weight, bias, OutChannels, KernelSize, KernelSize, Stride, Padding, oh, ow, relu,
-                SharedCol(batch, oh, ow), output.Span);
+                SharedCol(batch, oh, ow), output.Span, scale);
             return;
         }
         EnsureCol(oh, ow);
         Convolution.Forward(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
-            weight, bias, OutChannels, KernelSize, KernelSize, Stride, Padding, oh, ow, relu, _col, output.Span);
+            weight, bias, OutChannels, KernelSize, KernelSize, Stride, Padding, oh, ow, relu, _col, output.Span, scale);
     }
 
     public override Tensor? Backward(Tensor dOutput)

@@ -36,11 +36,13 @@ public class GemmTests
             {
                 foreach (int k in s_tailDepths)
                 {
-                    // Walks every accumulate/bias/relu combination across the sweep.
-                    int flags = flagCycle++ % 8;
+                    // Walks every accumulate/bias/relu/scale combination across the sweep (a row
+                    // scale only without accumulate, which the GEMM rejects).
+                    int flags = flagCycle++ % 16;
                     CheckAgainstReference(random, transA, transB, m, n, k,
                         padA: random.Next(3), padB: random.Next(3), padC: random.Next(3),
-                        accumulate: (flags & 1) != 0, bias: (flags & 2) != 0, relu: (flags & 4) != 0);
+                        accumulate: (flags & 1) != 0, bias: (flags & 2) != 0, relu: (flags & 4) != 0,
+                        scale: (flags & 9) == 8);
                 }
             }
         }
@@ -64,6 +66,35 @@ public class GemmTests
                 CheckAgainstReference(random, transA, transB, m, n, k, padA: 3, padB: 5, padC: 7, accumulate, bias, relu);
             }
         }
+    }
+
+    public static TheoryData<bool, bool> ScaleEpilogueCombos => new()
+    {
+        { false, false }, { false, true }, { true, false }, { true, true },
+    };
+
+    // The folded-BatchNorm epilogue: C = (A B) x scale + bias, ReLU; the scale spans signs and
+    // includes zero so a negative scale flips which products the ReLU keeps.
+    [Theory]
+    [MemberData(nameof(ScaleEpilogueCombos))]
+    public void RowScaleEpilogueMatchesReference(bool bias, bool relu)
+    {
+        var random = new Random(bias ? relu ? 24 : 23 : relu ? 22 : 21);
+        foreach ((bool transA, bool transB) in new[] { (false, false), (false, true), (true, false), (true, true) })
+        {
+            foreach ((int m, int n, int k) in new[] { (6, 16, 8), (13, 70, 35), (64, 49, 147), (100, 196, 300), (192, 196, 480), (7, 1, 33), (1, 9, 20), (5, 3, 0) })
+            {
+                CheckAgainstReference(random, transA, transB, m, n, k, padA: 3, padB: 5, padC: 7, accumulate: false, bias, relu, scale: true);
+            }
+        }
+    }
+
+    [Fact]
+    public void RowScaleRejectsAccumulateAndShortScales()
+    {
+        float[] a = new float[6], b = new float[6], c = new float[4];
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(false, false, 2, 2, 3, a, 3, b, 2, c, 2, accumulate: true, rowScale: [1f, 2f]));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(false, false, 2, 2, 3, a, 3, b, 2, c, 2, accumulate: false, rowScale: [1f]));
     }
 
     public static TheoryData<int> LargeDepths => new() { 256, 384, 385, 768, 1000, 2400, 4097 };
@@ -104,6 +135,8 @@ public class GemmTests
         var random = new Random(m * 31 + n);
         CheckAgainstReference(random, transA, transB, m, n, k, padA: 0, padB: 0, padC: 0,
             accumulate: false, bias: true, relu: true);
+        CheckAgainstReference(random, transA, transB, m, n, k, padA: 0, padB: 0, padC: 0,
+            accumulate: false, bias: true, relu: true, scale: true);
         CheckAgainstReference(random, transA, transB, m, n, k, padA: 4, padB: 4, padC: 4,
             accumulate: true, bias: false, relu: false);
     }
@@ -209,7 +242,7 @@ public class GemmTests
     // NaN-filled when not accumulating, to prove C is not read) and checks every element of the C
     // buffer: the m x n view against the oracle, the padding unchanged.
     private static void CheckAgainstReference(Random random, bool transA, bool transB, int m, int n, int k,
-        int padA, int padB, int padC, bool accumulate, bool bias, bool relu)
+        int padA, int padB, int padC, bool accumulate, bool bias, bool relu, bool scale = false)
     {
         int lda = (transA ? m : k) + padA;
         int ldb = (transB ? k : n) + padB;
@@ -217,9 +250,14 @@ public class GemmTests
         float[] a = RandomArray(random, (transA ? k : m) * lda);
         float[] b = RandomArray(random, (transB ? n : k) * ldb);
         float[] rowBias = bias ? RandomArray(random, m) : [];
+        float[] rowScale = scale ? RandomArray(random, m) : [];
+        if (scale)
+        {
+            rowScale[0] = 0f;
+        }
         float[] initial = RandomArray(random, m * ldc);
         float[] expected = (float[])initial.Clone();
-        ReferenceGemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, expected, ldc, accumulate, rowBias, relu);
+        ReferenceGemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, expected, ldc, accumulate, rowBias, relu, rowScale);
 
         float[] actual = (float[])initial.Clone();
         if (!accumulate)
@@ -229,10 +267,11 @@ public class GemmTests
                 actual.AsSpan(i * ldc, n).Fill(float.NaN);
             }
         }
-        Gemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, actual, ldc, accumulate, rowBias, relu);
+        Gemm.Multiply(transA, transB, m, n, k, a, lda, b, ldb, actual, ldc, accumulate, rowBias, relu, rowScale);
 
-        double scale = MaxAbs(a) * MaxAbs(b) + (accumulate ? MaxAbs(initial) : 0) + MaxAbs(rowBias);
-        double tolerance = Tolerance * Math.Sqrt(Math.Max(k, 1)) * Math.Max(scale, 1e-30);
+        // The row scale multiplies the rounded float32 sum, so its error scales with max|scale|.
+        double magnitude = (MaxAbs(a) * MaxAbs(b) + (accumulate ? MaxAbs(initial) : 0)) * (scale ? Math.Max(MaxAbs(rowScale), 1) : 1) + MaxAbs(rowBias);
+        double tolerance = Tolerance * Math.Sqrt(Math.Max(k, 1)) * Math.Max(magnitude, 1e-30);
         for (int i = 0; i < m; i++)
         {
             for (int j = 0; j < ldc; j++)
@@ -241,13 +280,13 @@ public class GemmTests
                 if (j >= n)
                 {
                     Assert.True(actual[index].Equals(initial[index]),
-                        $"{Describe(transA, transB, m, n, k, accumulate, bias, relu)}: padding C[{i}, {j}] changed to {actual[index]}.");
+                        $"{Describe(transA, transB, m, n, k, accumulate, bias, relu)} scale={scale}: padding C[{i}, {j}] changed to {actual[index]}.");
                     continue;
                 }
                 double error = Math.Abs((double)actual[index] - expected[index]);
                 if (!(error <= tolerance))
                 {
-                    Assert.Fail($"{Describe(transA, transB, m, n, k, accumulate, bias, relu)}: C[{i}, {j}] = {actual[index]}, expected {expected[index]} (error {error:g3} > {tolerance:g3}).");
+                    Assert.Fail($"{Describe(transA, transB, m, n, k, accumulate, bias, relu)} scale={scale}: C[{i}, {j}] = {actual[index]}, expected {expected[index]} (error {error:g3} > {tolerance:g3}).");
                 }
             }
         }

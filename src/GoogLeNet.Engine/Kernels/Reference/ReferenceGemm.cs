@@ -4,12 +4,13 @@ namespace GoogLeNet.Engine.Kernels.Reference;
 public static class ReferenceGemm
 {
     // a is (m, k) row-major with leading dimension lda, or (k, m) when transA;
-    // b is (k, n) with ldb, or (n, k) when transB; c is (m, n) with ldc.
+    // b is (k, n) with ldb, or (n, k) when transB; c is (m, n) with ldc; rowScale multiplies
+    // row i of the sum (C included when accumulating) before rowBias is added.
     public static void Multiply(
         bool transA, bool transB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb,
         Span<float> c, int ldc, bool accumulate,
-        ReadOnlySpan<float> rowBias = default, bool relu = false)
+        ReadOnlySpan<float> rowBias = default, bool relu = false, ReadOnlySpan<float> rowScale = default)
     {
         for (int i = 0; i < m; i++)
         {
@@ -25,6 +26,10 @@ public static class ReferenceGemm
                 if (accumulate)
                 {
                     sum += c[i * ldc + j];
+                }
+                if (!rowScale.IsEmpty)
+                {
+                    sum *= rowScale[i];
                 }
                 if (!rowBias.IsEmpty)
                 {
