@@ -29,6 +29,10 @@ internal static class EvalCommand
             Description = "With --weights, crops per image whose probabilities are averaged: 1 (center), 10 (corners, center and mirrors) or 144 (the paper's).",
             DefaultValueFactory = _ => 1,
         };
+        Option<bool> mirror = new("--mirror")
+        {
+            Description = "With --checkpoint, also run each image mirrored left to right and average the two softmax distributions (test-time flip).",
+        };
         Option<string> dataset = new("--dataset") { Description = "fashion-mnist, mnist, cifar10 or folder:PATH.", DefaultValueFactory = _ => "fashion-mnist" };
         Option<string?> data = new("--data") { Description = "Dataset folder (default /usr/share/datasets/<name>)." };
         Option<int> batch = new("--batch") { Description = "Batch size (with --weights: network inputs, images or crops, per forward pass).", DefaultValueFactory = _ => 128 };
@@ -37,7 +41,7 @@ internal static class EvalCommand
         Option<bool> json = CliSupport.JsonOption();
         var command = new Command("eval", "Test-set loss, top-1 and top-5 accuracy, and per-class accuracy of a checkpoint or of weights (multi-crop with --crops).")
         {
-            checkpoint, weights, preset, noTransformInput, crops, dataset, data, batch, limit, threads, json,
+            checkpoint, weights, preset, noTransformInput, crops, mirror, dataset, data, batch, limit, threads, json,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
@@ -60,6 +64,10 @@ internal static class EvalCommand
             {
                 throw new ArgumentException("Give exactly one of --checkpoint (a googlenet train checkpoint) and --weights (.pth, .safetensors or .onnx).");
             }
+            if (weightsPath is not null && result.GetValue(mirror))
+            {
+                throw new ArgumentException("--mirror goes with --checkpoint; with --weights, --crops 10 and 144 include mirrored crops.");
+            }
             if (checkpointPath is not null && cropCount != 1)
             {
                 // A train checkpoint saw its dataset's images resized to its input, not a preset's crops.
@@ -77,7 +85,7 @@ internal static class EvalCommand
                         $"The checkpoint takes {model.Options.InputChannels}-channel images and {model.Options.Classes} classes; the dataset has {channels} channels and {test.ClassCount} classes.");
                 }
                 using var loader = new BatchLoader(test, Datasets.InputTransform(test, model.Options.InputHeight), result.GetValue(batch), shuffle: false, seed: 0);
-                r = new Evaluator().Evaluate(model, loader);
+                r = new Evaluator { AverageWithMirror = result.GetValue(mirror) }.Evaluate(model, loader);
             }
             else
             {
@@ -85,7 +93,7 @@ internal static class EvalCommand
             }
             if (result.GetValue(json))
             {
-                Console.WriteLine(JsonSerializer.Serialize(new { top1 = r.Top1, top5 = r.Top5, loss = r.Loss, count = r.Count, crops = result.GetValue(crops) }, CliSupport.Json));
+                Console.WriteLine(JsonSerializer.Serialize(new { top1 = r.Top1, top5 = r.Top5, loss = r.Loss, count = r.Count, crops = result.GetValue(crops), mirror = result.GetValue(mirror) }, CliSupport.Json));
                 return 0;
             }
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{r.Count} images: top-1 {r.Top1:F4}, top-5 {r.Top5:F4}, loss {r.Loss:F4}"));

@@ -31,6 +31,14 @@ public sealed record EvaluationResult(double Loss, double Top1, double Top5, int
 public sealed class Evaluator
 {
     private readonly InputBuffers _inputs = new();
+    private float[] _scores = [];
+
+    /// <summary>
+    /// Also runs each image mirrored left to right and scores it by the mean of the two softmax
+    /// distributions (the test-time counterpart of flip augmentation): top-1, top-5 and the
+    /// confusion matrix rank the mean probabilities, and the loss is -log of the label's.
+    /// </summary>
+    public bool AverageWithMirror { get; init; }
 
     public EvaluationResult Evaluate(GoogLeNetModel model, BatchLoader loader)
     {
@@ -49,12 +57,16 @@ public sealed class Evaluator
             while (loader.Next() is Batch batch)
             {
                 Tensor input = _inputs.Load(batch);
-                Tensor logits = model.Forward(input).Logits;
+                ReadOnlySpan<float> scores = model.Forward(input).Logits.Span;
+                if (AverageWithMirror)
+                {
+                    scores = MirrorAveragedLogProbabilities(model, input, scores, batch.Count, classes);
+                }
                 ReadOnlySpan<int> labels = batch.Labels.AsSpan(0, batch.Count);
-                lossSum += Engine.Kernels.Loss.SoftmaxCrossEntropy(logits.Span, labels, batch.Count, classes, 0f, 1f, Span<float>.Empty) * batch.Count;
+                lossSum += Engine.Kernels.Loss.SoftmaxCrossEntropy(scores, labels, batch.Count, classes, 0f, 1f, Span<float>.Empty) * batch.Count;
                 for (int n = 0; n < batch.Count; n++)
                 {
-                    ReadOnlySpan<float> row = logits.Span.Slice(n * classes, classes);
+                    ReadOnlySpan<float> row = scores.Slice(n * classes, classes);
                     confusion[labels[n], Metrics.ArgMax(row)]++;
                     if (Metrics.Rank(row, labels[n]) < 5)
                     {
@@ -73,6 +85,58 @@ public sealed class Evaluator
             throw new InvalidOperationException("The evaluation set is empty.");
         }
         return EvaluationResult.FromCounts(lossSum, top5, count, confusion);
+    }
+
+    // log((softmax(logits) + softmax(logits of the mirrored input)) / 2) per row: as logits, these
+    // give the mean probabilities back under softmax, so the loss and the ranks need no other path.
+    // Mirrors the input in place (it is the evaluator's own copy of the batch).
+    private ReadOnlySpan<float> MirrorAveragedLogProbabilities(GoogLeNetModel model, Tensor input, ReadOnlySpan<float> logits, int count, int classes)
+    {
+        int length = count * classes;
+        if (_scores.Length < length)
+        {
+            _scores = new float[length];
+        }
+        Span<float> probabilities = _scores.AsSpan(0, length);
+        Softmax(logits, probabilities, classes, add: false);
+
+        int width = input.Shape[3];
+        Span<float> pixels = input.Span;
+        for (int row = 0; row < pixels.Length; row += width)
+        {
+            pixels.Slice(row, width).Reverse();
+        }
+        Softmax(model.Forward(input).Logits.Span, probabilities, classes, add: true);
+
+        for (int i = 0; i < length; i++)
+        {
+            // Half the sum; the floor keeps a vanishing probability's log finite.
+            probabilities[i] = MathF.Log(MathF.Max(0.5f * probabilities[i], 1e-30f));
+        }
+        return probabilities;
+    }
+
+    private static void Softmax(ReadOnlySpan<float> logits, Span<float> target, int classes, bool add)
+    {
+        for (int start = 0; start < target.Length; start += classes)
+        {
+            ReadOnlySpan<float> row = logits.Slice(start, classes);
+            float max = float.NegativeInfinity;
+            foreach (float v in row)
+            {
+                max = MathF.Max(max, v);
+            }
+            double sum = 0;
+            foreach (float v in row)
+            {
+                sum += Math.Exp(v - max);
+            }
+            for (int c = 0; c < classes; c++)
+            {
+                float p = (float)(Math.Exp(row[c] - max) / sum);
+                target[start + c] = add ? target[start + c] + p : p;
+            }
+        }
     }
 }
 

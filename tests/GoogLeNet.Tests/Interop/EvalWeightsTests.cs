@@ -76,6 +76,10 @@ public class EvalWeightsTests(PthFixture fixture) : IClassFixture<PthFixture>
         (code, _, error) = CliTests.Run("eval", "--checkpoint", fixture.PthPath, "--crops", "10", "--dataset", "folder:" + fixture.Folder);
         Assert.Equal(2, code);
         Assert.Contains("need --weights", error);
+
+        (code, _, error) = CliTests.Run("eval", "--weights", fixture.PthPath, "--mirror", "--dataset", "folder:" + fixture.Folder);
+        Assert.Equal(2, code);
+        Assert.Contains("--mirror goes with --checkpoint", error);
     }
 
     /// <summary>root/test/class0..class9, each with the fixture image, and the one-colour image in the class predict gives it.</summary>

@@ -47,6 +47,15 @@ public sealed class TrainCliTests : IDisposable
         Assert.Equal(metrics.GetProperty("test_accuracy").GetDouble(), result.GetProperty("top1").GetDouble());
         Assert.InRange(result.GetProperty("top5").GetDouble(), result.GetProperty("top1").GetDouble(), 1.0);
         Assert.True(result.GetProperty("loss").GetDouble() > 0);
+        Assert.False(result.GetProperty("mirror").GetBoolean());
+
+        (code, output, error) = CliTests.Run("eval", "--checkpoint", Path.Combine(directory, "best.safetensors"),
+            "--dataset", "fashion-mnist", "--limit", "32", "--mirror", "--json");
+        Assert.True(code == 0, error);
+        JsonElement mirrored = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(32, mirrored.GetProperty("count").GetInt32());
+        Assert.True(mirrored.GetProperty("mirror").GetBoolean());
+        Assert.NotEqual(result.GetProperty("loss").GetDouble(), mirrored.GetProperty("loss").GetDouble());
     }
 
     [Theory]
