@@ -68,15 +68,10 @@ public class GemmTests
         }
     }
 
-    public static TheoryData<bool, bool> ScaleEpilogueCombos => new()
-    {
-        { false, false }, { false, true }, { true, false }, { true, true },
-    };
-
     // The folded-BatchNorm epilogue: C = (A B) x scale + bias, ReLU; the scale spans signs and
     // includes zero so a negative scale flips which products the ReLU keeps.
     [Theory]
-    [MemberData(nameof(ScaleEpilogueCombos))]
+    [MemberData(nameof(TransposeCombos))] // the same four boolean pairs, read as (bias, relu)
     public void RowScaleEpilogueMatchesReference(bool bias, bool relu)
     {
         var random = new Random(bias ? relu ? 24 : 23 : relu ? 22 : 21);
