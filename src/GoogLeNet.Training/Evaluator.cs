@@ -32,6 +32,7 @@ public sealed class Evaluator
 {
     private readonly InputBuffers _inputs = new();
     private float[] _scores = [];
+    private float[] _row = [];
 
     /// <summary>
     /// Also runs each image mirrored left to right and scores it by the mean of the two softmax
@@ -116,25 +117,24 @@ public sealed class Evaluator
         return probabilities;
     }
 
-    private static void Softmax(ReadOnlySpan<float> logits, Span<float> target, int classes, bool add)
+    // TensorPrimitives.SoftMax per row, as the CLI's crop averaging does; add sums into target.
+    private void Softmax(ReadOnlySpan<float> logits, Span<float> target, int classes, bool add)
     {
+        if (_row.Length != classes)
+        {
+            _row = new float[classes];
+        }
         for (int start = 0; start < target.Length; start += classes)
         {
-            ReadOnlySpan<float> row = logits.Slice(start, classes);
-            float max = float.NegativeInfinity;
-            foreach (float v in row)
+            System.Numerics.Tensors.TensorPrimitives.SoftMax(logits.Slice(start, classes), _row);
+            Span<float> destination = target.Slice(start, classes);
+            if (add)
             {
-                max = MathF.Max(max, v);
+                System.Numerics.Tensors.TensorPrimitives.Add(destination, _row, destination);
             }
-            double sum = 0;
-            foreach (float v in row)
+            else
             {
-                sum += Math.Exp(v - max);
-            }
-            for (int c = 0; c < classes; c++)
-            {
-                float p = (float)(Math.Exp(row[c] - max) / sum);
-                target[start + c] = add ? target[start + c] + p : p;
+                _row.CopyTo(destination);
             }
         }
     }
