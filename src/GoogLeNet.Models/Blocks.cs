@@ -58,6 +58,12 @@ public sealed class ConvBlock : Layer
         return Conv.ForwardFolded(input, Norm, destination);
     }
 
+    /// <summary>
+    /// Marks a forward pass that ran outside this block (the Inception block's stacked 1x1 GEMM):
+    /// Backward then runs the layers again on this input, as after a folded forward.
+    /// </summary>
+    internal void RememberFoldedInput(Tensor input) => _foldedInput = input;
+
     public override Tensor? Backward(Tensor dOutput)
     {
         if (_foldedInput is not null)
@@ -86,6 +92,13 @@ public sealed class Inception : Layer
     private readonly ConvBlock[] _branchTails;
     private readonly Tensor?[] _outputSlices = new Tensor?[4];
     private readonly Tensor?[] _gradientSlices = new Tensor?[4];
+    private float[] _stacked = [];
+    private float[] _stackedWeight = [];
+    private float[] _stackedScale = [];
+    private float[] _stackedBias = [];
+    private Tensor? _stackedOutput;
+    private Tensor? _reduced3x3;
+    private Tensor? _reduced5x5;
 
     public Inception(InceptionSpec spec, int kernel5x5, bool batchNorm, bool ceilPool)
         : base(spec.Name)
@@ -139,20 +152,12 @@ public sealed class Inception : Layer
 
     public override Tensor Forward(Tensor input)
     {
-        Tensor output = Ensure(ref _output, OutputShapeFor(input));
-        (int runs, int pixels) = PerChannelRuns(output);
         if (ChannelMajor && !IsTraining)
         {
-            // Each branch's channels are one contiguous run of the output: its last convolution
-            // writes there directly.
-            for (int b = 0; b < _branches.Length; b++)
-            {
-                Tensor slice = OutputSlice(b, output, pixels);
-                Layer? head = _branchHeads[b];
-                _branchTails[b].ForwardInto(head is null ? input : head.Forward(input), slice);
-            }
-            return output;
+            return ForwardStacked(input);
         }
+        Tensor output = Ensure(ref _output, OutputShapeFor(input));
+        (int runs, int pixels) = PerChannelRuns(output);
         int offset = 0;
         for (int b = 0; b < _branches.Length; b++)
         {
@@ -167,6 +172,70 @@ public sealed class Inception : Layer
             offset += channels;
         }
         return output;
+    }
+
+    /// <summary>
+    /// Inference, channel-major: the three 1x1 convolutions that read the block input (the two
+    /// reductions and branch 1) run as one GEMM over their stacked weights, BatchNorm and ReLU
+    /// folded in, so the input is packed once and the small reductions share a large M. The
+    /// stacked rows land in one buffer laid out [reduce3x3 | reduce5x5 | block output]: the
+    /// reductions are scratch that the 3x3 and "5x5" convolutions read, and branch 1's rows are
+    /// the first channels of the block output. Every other branch writes its slice directly.
+    /// </summary>
+    private Tensor ForwardStacked(Tensor input)
+    {
+        int[] shape = OutputShapeFor(input);
+        int batch = input.Shape[0], height = input.Shape[2], width = input.Shape[3];
+        int pixels = batch * height * width;
+        int inChannels = Spec.InChannels;
+        ConvBlock reduce3x3 = (ConvBlock)_branchHeads[1]!;
+        ConvBlock reduce5x5 = (ConvBlock)_branchHeads[2]!;
+        ReadOnlySpan<ConvBlock> stack = [reduce3x3, reduce5x5, _branchTails[0]];
+        int scratchRows = Spec.Ch3x3Reduce + Spec.Ch5x5Reduce;
+        int rows = scratchRows + Spec.Ch1x1;
+        long size = (long)(scratchRows + shape[1]) * pixels;
+        if (_stacked.Length < size)
+        {
+            _stacked = new float[size];
+        }
+        if (_stackedWeight.Length != rows * inChannels)
+        {
+            _stackedWeight = new float[rows * inChannels];
+            _stackedScale = new float[rows];
+            _stackedBias = new float[rows];
+        }
+        // The weights are copied on every call (a few hundred KiB against a GEMM of millions of
+        // MACs per image) so that nothing goes stale when they change.
+        bool scaled = false;
+        int row = 0;
+        foreach (ConvBlock block in stack)
+        {
+            int count = block.Conv.OutChannels;
+            block.Conv.Weight.Value.Span.CopyTo(_stackedWeight.AsSpan(row * inChannels));
+            scaled |= block.Conv.Fold(block.Norm, _stackedScale.AsSpan(row, count), _stackedBias.AsSpan(row, count));
+            block.RememberFoldedInput(input);
+            row += count;
+        }
+        Convolution.ForwardChannelMajor(input.Span, batch, inChannels, height, width, _stackedWeight, _stackedBias,
+            rows, 1, 1, 1, 0, height, width, relu: true, default, _stacked.AsSpan(0, rows * pixels),
+            scaled ? _stackedScale : default);
+
+        Tensor output = StackedView(ref _stackedOutput, scratchRows * pixels, shape);
+        Tensor reduced3x3 = StackedView(ref _reduced3x3, 0, [batch, Spec.Ch3x3Reduce, height, width]);
+        Tensor reduced5x5 = StackedView(ref _reduced5x5, Spec.Ch3x3Reduce * pixels, [batch, Spec.Ch5x5Reduce, height, width]);
+        _branchTails[1].ForwardInto(reduced3x3, OutputSlice(1, output, pixels));
+        _branchTails[2].ForwardInto(reduced5x5, OutputSlice(2, output, pixels));
+        _branchTails[3].ForwardInto(_branchHeads[3]!.Forward(input), OutputSlice(3, output, pixels));
+        return output;
+    }
+
+    private Tensor StackedView(ref Tensor? view, int offset, int[] shape)
+    {
+        if (view is null || view.Data != _stacked || view.Offset != offset || !view.HasShape(shape))
+        {
+            view = new Tensor(_stacked, offset, shape);
+        }
+        return view;
     }
 
     private Tensor OutputSlice(int branch, Tensor output, int pixels) => Slice(_outputSlices, branch, output, pixels);

@@ -104,22 +104,37 @@ public sealed class Conv2d : Layer
             _foldedBias = new float[OutChannels];
             _foldedScale = new float[OutChannels];
         }
-        ReadOnlySpan<float> bias = _bias is null ? default : _bias.Value.Span;
+        bool scaled = Fold(norm, _foldedScale, _foldedBias);
+        Run(input, _weight.Value.Span, _foldedBias, relu: true, output, scaled ? _foldedScale : default);
+        _input = null;
+        return output;
+    }
+
+    /// <summary>
+    /// Writes the per-output-channel epilogue of <see cref="ForwardFolded"/>: scale s = gamma /
+    /// sqrt(var + eps) and bias b * s + beta - mean * s. Returns false when there is no BatchNorm,
+    /// where the scale is 1 and the epilogue needs only the bias.
+    /// </summary>
+    public bool Fold(BatchNorm2d? norm, Span<float> scale, Span<float> bias)
+    {
+        if (scale.Length < OutChannels || bias.Length < OutChannels)
+        {
+            throw new ArgumentException($"{Name}: the folded scale and bias need {OutChannels} values each, got {scale.Length} and {bias.Length}.");
+        }
+        ReadOnlySpan<float> ownBias = _bias is null ? default : _bias.Value.Span;
         for (int co = 0; co < OutChannels; co++)
         {
-            float scale = 1f;
+            float s = 1f;
             float shift = 0f;
             if (norm is not null)
             {
-                scale = norm.Weight.Value.Span[co] / MathF.Sqrt(norm.RunningVar.Value.Span[co] + norm.Epsilon);
-                shift = norm.BiasParameter.Value.Span[co] - norm.RunningMean.Value.Span[co] * scale;
+                s = norm.Weight.Value.Span[co] / MathF.Sqrt(norm.RunningVar.Value.Span[co] + norm.Epsilon);
+                shift = norm.BiasParameter.Value.Span[co] - norm.RunningMean.Value.Span[co] * s;
             }
-            _foldedScale[co] = scale;
-            _foldedBias[co] = (bias.IsEmpty ? 0f : bias[co] * scale) + shift;
+            scale[co] = s;
+            bias[co] = (ownBias.IsEmpty ? 0f : ownBias[co] * s) + shift;
         }
-        Run(input, _weight.Value.Span, _foldedBias, relu: true, output, norm is null ? default : _foldedScale);
-        _input = null;
-        return output;
+        return norm is not null;
     }
 
     private void Run(Tensor input, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool relu, Tensor output,
