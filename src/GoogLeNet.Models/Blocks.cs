@@ -11,6 +11,7 @@ namespace GoogLeNet.Models;
 public sealed class ConvBlock : Layer
 {
     private readonly Sequential _body;
+    private readonly ReLU _relu = new("relu");
     private Tensor? _foldedInput;
 
     public ConvBlock(string name, int inChannels, int outChannels, int kernelSize, int stride, int padding, bool batchNorm)
@@ -19,8 +20,8 @@ public sealed class ConvBlock : Layer
         Conv = new Conv2d("conv", inChannels, outChannels, kernelSize, stride, padding, bias: !batchNorm);
         Norm = batchNorm ? new BatchNorm2d("bn", outChannels, epsilon: 1e-3f) : null;
         _body = Norm is null
-            ? new Sequential(name, Conv, new ReLU("relu"))
-            : new Sequential(name, Conv, Norm, new ReLU("relu"));
+            ? new Sequential(name, Conv, _relu)
+            : new Sequential(name, Conv, Norm, _relu);
     }
 
     public Conv2d Conv { get; }
@@ -64,6 +65,23 @@ public sealed class ConvBlock : Layer
     /// </summary>
     internal void RememberFoldedInput(Tensor input) => _foldedInput = input;
 
+    /// <summary>
+    /// Training, for a caller that ran this block's convolution itself (the Inception block's
+    /// stacked 1x1 GEMM): BatchNorm, if any, and ReLU on the convolution's output.
+    /// </summary>
+    internal Tensor ForwardAfterConvolution(Tensor convolved)
+    {
+        _foldedInput = null;
+        return _relu.Forward(Norm is null ? convolved : Norm.Forward(convolved));
+    }
+
+    /// <summary>The gradient with respect to the convolution's output, the inverse of <see cref="ForwardAfterConvolution"/>.</summary>
+    internal Tensor BackwardToConvolution(Tensor dOutput)
+    {
+        Tensor d = _relu.Backward(dOutput);
+        return Norm is null ? d : Norm.Backward(d);
+    }
+
     public override Tensor? Backward(Tensor dOutput)
     {
         if (_foldedInput is not null)
@@ -90,13 +108,20 @@ public sealed class Inception : Layer
     private readonly Tensor?[] _dBranch = new Tensor?[4];
     private readonly Layer?[] _branchHeads;
     private readonly ConvBlock[] _branchTails;
+    // The 1x1 convolutions that read the block input, in the order of the stacked rows.
+    private readonly ConvBlock[] _stackedBlocks;
     private readonly Tensor?[] _outputSlices = new Tensor?[4];
     private readonly Tensor?[] _gradientSlices = new Tensor?[4];
     private float[] _stacked = [];
+    private float[] _stackedGradient = [];
+    private float[] _stackedWeightGradient = [];
+    private Tensor? _stackedInput;
     private float[] _stackedWeight = [];
     private float[] _stackedScale = [];
     private float[] _stackedBias = [];
     private Tensor? _stackedOutput;
+    private Tensor? _convolvedBranch1;
+    private readonly Tensor?[] _stackedSlices = new Tensor?[4];
     private Tensor? _reduced3x3;
     private Tensor? _reduced5x5;
 
@@ -124,6 +149,7 @@ public sealed class Inception : Layer
         _branchHeads = [null, reduce3x3, reduce5x5, pool];
         _branchTails = [branch1, conv3x3, conv5x5, poolProjection];
         _branchChannels = [spec.Ch1x1, spec.Ch3x3, spec.Ch5x5, spec.PoolProj];
+        _stackedBlocks = [reduce3x3, reduce5x5, branch1];
     }
 
     public InceptionSpec Spec { get; }
@@ -152,10 +178,11 @@ public sealed class Inception : Layer
 
     public override Tensor Forward(Tensor input)
     {
-        if (ChannelMajor && !IsTraining)
+        if (ChannelMajor)
         {
-            return ForwardStacked(input);
+            return IsTraining ? ForwardStackedTraining(input) : ForwardStacked(input);
         }
+        _stackedInput = null;
         Tensor output = Ensure(ref _output, OutputShapeFor(input));
         (int runs, int pixels) = PerChannelRuns(output);
         int offset = 0;
@@ -184,34 +211,23 @@ public sealed class Inception : Layer
     /// </summary>
     private Tensor ForwardStacked(Tensor input)
     {
+        _stackedInput = null;
         int[] shape = OutputShapeFor(input);
         int batch = input.Shape[0], height = input.Shape[2], width = input.Shape[3];
         int pixels = batch * height * width;
         int inChannels = Spec.InChannels;
-        ConvBlock reduce3x3 = (ConvBlock)_branchHeads[1]!;
-        ConvBlock reduce5x5 = (ConvBlock)_branchHeads[2]!;
-        ReadOnlySpan<ConvBlock> stack = [reduce3x3, reduce5x5, _branchTails[0]];
         int scratchRows = Spec.Ch3x3Reduce + Spec.Ch5x5Reduce;
-        int rows = scratchRows + Spec.Ch1x1;
+        int rows = StackWeights();
         long size = (long)(scratchRows + shape[1]) * pixels;
         if (_stacked.Length < size)
         {
             _stacked = new float[size];
         }
-        if (_stackedWeight.Length != rows * inChannels)
-        {
-            _stackedWeight = new float[rows * inChannels];
-            _stackedScale = new float[rows];
-            _stackedBias = new float[rows];
-        }
-        // The weights are copied on every call (a few hundred KiB against a GEMM of millions of
-        // MACs per image) so that nothing goes stale when they change.
         bool scaled = false;
         int row = 0;
-        foreach (ConvBlock block in stack)
+        foreach (ConvBlock block in _stackedBlocks)
         {
             int count = block.Conv.OutChannels;
-            block.Conv.Weight.Value.Span.CopyTo(_stackedWeight.AsSpan(row * inChannels));
             scaled |= block.Conv.Fold(block.Norm, _stackedScale.AsSpan(row, count), _stackedBias.AsSpan(row, count));
             block.RememberFoldedInput(input);
             row += count;
@@ -223,17 +239,127 @@ public sealed class Inception : Layer
         Tensor output = StackedView(ref _stackedOutput, scratchRows * pixels, shape);
         Tensor reduced3x3 = StackedView(ref _reduced3x3, 0, [batch, Spec.Ch3x3Reduce, height, width]);
         Tensor reduced5x5 = StackedView(ref _reduced5x5, Spec.Ch3x3Reduce * pixels, [batch, Spec.Ch5x5Reduce, height, width]);
-        _branchTails[1].ForwardInto(reduced3x3, OutputSlice(1, output, pixels));
-        _branchTails[2].ForwardInto(reduced5x5, OutputSlice(2, output, pixels));
+        // Views of the stacked buffer have their own cache: training's output is another buffer.
+        _branchTails[1].ForwardInto(reduced3x3, Slice(_stackedSlices, 1, output, pixels));
+        _branchTails[2].ForwardInto(reduced5x5, Slice(_stackedSlices, 2, output, pixels));
+        _branchTails[3].ForwardInto(_branchHeads[3]!.Forward(input), Slice(_stackedSlices, 3, output, pixels));
+        return output;
+    }
+
+    // Copies the stacked blocks' weights (rows x in) into one matrix; returns the row count.
+    // They are copied on every call (a few hundred KiB against a GEMM of millions of MACs per
+    // image) so that nothing goes stale when the weights change.
+    private int StackWeights()
+    {
+        int inChannels = Spec.InChannels;
+        int rows = Spec.Ch3x3Reduce + Spec.Ch5x5Reduce + Spec.Ch1x1;
+        if (_stackedWeight.Length != rows * inChannels)
+        {
+            _stackedWeight = new float[rows * inChannels];
+            _stackedScale = new float[rows];
+            _stackedBias = new float[rows];
+        }
+        int row = 0;
+        foreach (ConvBlock block in _stackedBlocks)
+        {
+            block.Conv.Weight.Value.Span.CopyTo(_stackedWeight.AsSpan(row * inChannels));
+            block.Conv.Bias?.Value.Span.CopyTo(_stackedBias.AsSpan(row));
+            row += block.Conv.OutChannels;
+        }
+        return rows;
+    }
+
+    /// <summary>
+    /// Training, channel-major: the stacked 1x1 GEMM (bias, if the convolutions have one, in its
+    /// epilogue) writes the three convolutions' outputs as rows of one buffer; each block's
+    /// BatchNorm and ReLU then run on its rows. Backward runs the weight and input gradients of
+    /// the three as one GEMM each.
+    /// </summary>
+    private Tensor ForwardStackedTraining(Tensor input)
+    {
+        int[] shape = OutputShapeFor(input);
+        Tensor output = Ensure(ref _output, shape);
+        int batch = input.Shape[0], height = input.Shape[2], width = input.Shape[3];
+        int pixels = batch * height * width;
+        int rows = StackWeights();
+        if (_stacked.Length < (long)rows * pixels)
+        {
+            _stacked = new float[(long)rows * pixels];
+        }
+        bool biased = _branchTails[0].Conv.Bias is not null;
+        Convolution.ForwardChannelMajor(input.Span, batch, Spec.InChannels, height, width, _stackedWeight,
+            biased ? _stackedBias : default, rows, 1, 1, 1, 0, height, width, relu: false, default,
+            _stacked.AsSpan(0, rows * pixels));
+        _stackedInput = input;
+
+        Tensor reduced3x3 = StackedView(ref _reduced3x3, 0, [batch, Spec.Ch3x3Reduce, height, width]);
+        Tensor reduced5x5 = StackedView(ref _reduced5x5, Spec.Ch3x3Reduce * pixels, [batch, Spec.Ch5x5Reduce, height, width]);
+        Tensor branch1 = StackedView(ref _convolvedBranch1, (Spec.Ch3x3Reduce + Spec.Ch5x5Reduce) * pixels, [batch, Spec.Ch1x1, height, width]);
+        ConvBlock[] blocks = _stackedBlocks;
+        _branchTails[1].ForwardInto(blocks[0].ForwardAfterConvolution(reduced3x3), OutputSlice(1, output, pixels));
+        _branchTails[2].ForwardInto(blocks[1].ForwardAfterConvolution(reduced5x5), OutputSlice(2, output, pixels));
+        blocks[2].ForwardAfterConvolution(branch1).Span.CopyTo(OutputSlice(0, output, pixels).Span);
         _branchTails[3].ForwardInto(_branchHeads[3]!.Forward(input), OutputSlice(3, output, pixels));
         return output;
     }
 
-    private Tensor StackedView(ref Tensor? view, int offset, int[] shape)
+    private Tensor BackwardStackedTraining(Tensor input, Tensor dOutput)
+    {
+        int batch = input.Shape[0];
+        int pixels = batch * input.Shape[2] * input.Shape[3];
+        int inChannels = Spec.InChannels;
+        int rows = Spec.Ch3x3Reduce + Spec.Ch5x5Reduce + Spec.Ch1x1;
+        if (_stackedGradient.Length < (long)rows * pixels)
+        {
+            _stackedGradient = new float[(long)rows * pixels];
+        }
+        if (_stackedWeightGradient.Length != rows * inChannels)
+        {
+            _stackedWeightGradient = new float[rows * inChannels];
+        }
+        ConvBlock[] blocks = _stackedBlocks;
+        Tensor dReduced3x3 = _branchTails[1].Backward(GradientSlice(1, dOutput, pixels))!;
+        Tensor dReduced5x5 = _branchTails[2].Backward(GradientSlice(2, dOutput, pixels))!;
+        Span<float> dStacked = _stackedGradient.AsSpan(0, rows * pixels);
+        blocks[0].BackwardToConvolution(dReduced3x3).Span.CopyTo(dStacked);
+        blocks[1].BackwardToConvolution(dReduced5x5).Span.CopyTo(dStacked.Slice(Spec.Ch3x3Reduce * pixels));
+        blocks[2].BackwardToConvolution(GradientSlice(0, dOutput, pixels)).Span.CopyTo(dStacked.Slice((Spec.Ch3x3Reduce + Spec.Ch5x5Reduce) * pixels));
+
+        // dW (rows, in) = dS (rows, n*p) X^T; dX (in, n*p) = W^T dS, over all three at once.
+        Gemm.Multiply(false, true, rows, inChannels, pixels, dStacked, pixels, input.Span, pixels,
+            _stackedWeightGradient, inChannels, accumulate: false);
+        Tensor dInput = Ensure(ref _dInput, input.Shape);
+        Gemm.Multiply(true, false, inChannels, pixels, rows, _stackedWeight, inChannels, dStacked, pixels,
+            dInput.Span, pixels, accumulate: false);
+        int row = 0;
+        foreach (ConvBlock block in blocks)
+        {
+            int count = block.Conv.OutChannels;
+            Span<float> dWeight = block.Conv.Weight.Grad!.Span;
+            System.Numerics.Tensors.TensorPrimitives.Add(dWeight, _stackedWeightGradient.AsSpan(row * inChannels, count * inChannels), dWeight);
+            if (block.Conv.Bias is { } bias)
+            {
+                Span<float> dBias = bias.Grad!.Span;
+                for (int c = 0; c < count; c++)
+                {
+                    dBias[c] += System.Numerics.Tensors.TensorPrimitives.Sum(dStacked.Slice((row + c) * pixels, pixels));
+                }
+            }
+            row += count;
+        }
+
+        Tensor dPool = _branchHeads[3]!.Backward(_branchTails[3].Backward(GradientSlice(3, dOutput, pixels))!)!;
+        Parallelism.For(dInput.Length, 1, (sum: dInput, dPool), static (s, start, count) =>
+            System.Numerics.Tensors.TensorPrimitives.Add(s.sum.Span.Slice(start, count), s.dPool.Span.Slice(start, count),
+                s.sum.Span.Slice(start, count)));
+        return dInput;
+    }
+
+    private Tensor StackedView(ref Tensor? view, int offset, ReadOnlySpan<int> shape)
     {
         if (view is null || view.Data != _stacked || view.Offset != offset || !view.HasShape(shape))
         {
-            view = new Tensor(_stacked, offset, shape);
+            view = new Tensor(_stacked, offset, shape.ToArray());
         }
         return view;
     }
@@ -263,6 +389,10 @@ public sealed class Inception : Layer
     /// <summary>The input feeds four branches, so its gradient is the sum of theirs.</summary>
     public override Tensor Backward(Tensor dOutput)
     {
+        if (_stackedInput is not null)
+        {
+            return BackwardStackedTraining(_stackedInput, dOutput);
+        }
         int batch = dOutput.Shape[0];
         (int runs, int pixels) = PerChannelRuns(dOutput);
         int offset = 0;

@@ -127,7 +127,7 @@ public class ChannelMajorTests
 
     public static TheoryData<string> LayerNames() =>
         ["conv3x3", "conv1x1", "conv7x7s2", "batchnorm_train", "batchnorm_eval", "lrn", "maxpool", "avgpool", "adaptive",
-         "relu", "flatten", "inception_bn_train", "inception_bn_eval", "inception_paper", "aux_torchvision_train", "transform_input"];
+         "relu", "flatten", "inception_bn_train", "inception_bn_eval", "inception_paper", "inception_paper_train", "aux_torchvision_train", "transform_input"];
 
     private static Layer MakeLayer(string name) => name switch
     {
@@ -142,7 +142,7 @@ public class ChannelMajorTests
         "relu" => new ReLU("relu"),
         "flatten" => new Flatten("flatten"),
         "inception_bn_train" or "inception_bn_eval" => new Inception(new InceptionSpec("block", 4, 2, 2, 3, 1, 2, 2), 3, batchNorm: true, ceilPool: true),
-        "inception_paper" => new Inception(new InceptionSpec("block", 4, 2, 2, 3, 1, 2, 2), 5, batchNorm: false, ceilPool: true),
+        "inception_paper" or "inception_paper_train" => new Inception(new InceptionSpec("block", 4, 2, 2, 3, 1, 2, 2), 5, batchNorm: false, ceilPool: true),
         "aux_torchvision_train" => new InceptionAux("aux", 4, 5, torchvisionStyle: true, inputSize: 7, dropout: 0f, seed: 1),
         "transform_input" => new TransformInput("transform_input"),
         _ => throw new ArgumentException(name),
