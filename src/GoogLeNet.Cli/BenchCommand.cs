@@ -25,13 +25,18 @@ internal static class BenchCommand
         Option<int> warmup = new("--warmup") { Description = "Untimed iterations first.", DefaultValueFactory = _ => 2 };
         Option<int> iterations = new("--iters") { Description = "Timed iterations.", DefaultValueFactory = _ => 5 };
         Option<bool> profile = new("--profile") { Description = "Also print each top-level module's forward and backward milliseconds per timed iteration (to stderr)." };
+        Option<string?> gemm = new("--gemm") { Description = "Time one matrix product MxNxK (row-major, no transposes) instead of the network; prints GFLOP/s." };
         Option<bool> json = CliSupport.JsonOption();
         var command = new Command("bench", "Images per second of a training step or of inference, median over iterations.")
         {
-            preset, mode, batch, input, aux, threads, warmup, iterations, profile, json,
+            preset, mode, batch, input, aux, threads, warmup, iterations, profile, gemm, json,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
+            if (result.GetValue(gemm) is { } gemmShape)
+            {
+                return MeasureGemm(gemmShape, result.GetValue(threads), result.GetValue(warmup), result.GetValue(iterations), result.GetValue(json));
+            }
             string modeName = result.GetValue(mode)!;
             if (modeName is not ("train" or "infer"))
             {
@@ -80,6 +85,50 @@ internal static class BenchCommand
         return command;
     }
 
+    private static int MeasureGemm(string shape, int threads, int warmup, int iterations, bool json)
+    {
+        int[] size = shape.Split('x').Select(t => int.TryParse(t, out int v) && v > 0 ? v : 0).ToArray();
+        if (size.Length != 3 || size.Contains(0) || threads < 1 || iterations < 1 || warmup < 0)
+        {
+            throw new ArgumentException($"--gemm expects MxNxK with positive sizes (e.g. 4096x4096x4096), got '{shape}'; --threads and --iters at least 1.");
+        }
+        (int m, int n, int k) = (size[0], size[1], size[2]);
+        Gemm.MaxThreads = threads;
+        var rng = new Rng(1);
+        float[] a = new float[(long)m * k], b = new float[(long)k * n], c = new float[(long)m * n];
+        for (int i = 0; i < a.Length; i++)
+        {
+            a[i] = rng.NextFloat() - 0.5f;
+        }
+        for (int i = 0; i < b.Length; i++)
+        {
+            b[i] = rng.NextFloat() - 0.5f;
+        }
+        var times = new double[iterations];
+        for (int i = -warmup; i < iterations; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            Gemm.Multiply(false, false, m, n, k, a, k, b, n, c, n, accumulate: false);
+            if (i >= 0)
+            {
+                times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            }
+        }
+        double median = Median(times);
+        double gflops = 2.0 * m * n * k / (median * 1e6);
+        Console.WriteLine(json
+            ? JsonSerializer.Serialize(new { gemm = size, threads, gflops, medianMilliseconds = median }, CliSupport.Json)
+            : $"gemm {m}x{n}x{k} threads {threads}: {gflops:F1} GFLOP/s, median {median:F2} ms");
+        return 0;
+    }
+
+    private static double Median(double[] times)
+    {
+        Array.Sort(times);
+        int count = times.Length;
+        return count % 2 == 1 ? times[count / 2] : (times[count / 2 - 1] + times[count / 2]) / 2;
+    }
+
     private static double Measure(GoogLeNetModel model, bool train, int batch, int warmup, int iterations, ModuleProfile? profile)
     {
         var input = new Tensor([batch, .. model.InputShape]);
@@ -115,8 +164,7 @@ internal static class BenchCommand
                 times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
             }
         }
-        Array.Sort(times);
-        return iterations % 2 == 1 ? times[iterations / 2] : (times[iterations / 2 - 1] + times[iterations / 2]) / 2;
+        return Median(times);
     }
 
     // Milliseconds per iteration and the forward GFLOP/s of modules that multiply (2 FLOPs a MAC).

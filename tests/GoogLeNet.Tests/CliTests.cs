@@ -91,6 +91,42 @@ public class CliTests
     }
 
     [Theory]
+    [InlineData("infer")]
+    [InlineData("train")]
+    public void BenchJsonHasTheContractFields(string mode)
+    {
+        var (code, output, error) = Run("bench", "--preset", "d2l", "--mode", mode, "--batch", "2", "--input", "1x64x64",
+            "--threads", "1", "--warmup", "0", "--iters", "1", "--json");
+        Assert.True(code == 0, error);
+        JsonElement root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal("d2l", root.GetProperty("preset").GetString());
+        Assert.Equal(mode, root.GetProperty("mode").GetString());
+        Assert.Equal(2, root.GetProperty("batch").GetInt32());
+        Assert.Equal([1, 64, 64], root.GetProperty("input").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal(1, root.GetProperty("threads").GetInt32());
+        double milliseconds = root.GetProperty("medianMilliseconds").GetDouble();
+        Assert.True(milliseconds > 0);
+        // img/s is the batch over the median time, to the printed precision.
+        Assert.Equal(2 / (milliseconds / 1000), root.GetProperty("imagesPerSecond").GetDouble(), 1e-9);
+        Assert.True(root.GetProperty("peakWorkingSetBytes").GetInt64() > 0);
+    }
+
+    [Fact]
+    public void BenchGemmPrintsGflopsOfTheMedian()
+    {
+        var (code, output, error) = Run("bench", "--gemm", "96x80x70", "--threads", "2", "--warmup", "1", "--iters", "3", "--json");
+        Assert.True(code == 0, error);
+        JsonElement root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal([96, 80, 70], root.GetProperty("gemm").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal(2, root.GetProperty("threads").GetInt32());
+        double milliseconds = root.GetProperty("medianMilliseconds").GetDouble();
+        Assert.Equal(2.0 * 96 * 80 * 70 / (milliseconds * 1e6), root.GetProperty("gflops").GetDouble(), 1e-9);
+    }
+
+    [Theory]
+    [InlineData("--mode expects train or infer", "bench", "--mode", "fit")]
+    [InlineData("--gemm expects MxNxK", "bench", "--gemm", "64x64")]
+    [InlineData("--gemm expects MxNxK", "bench", "--gemm", "64x-1x64")]
     [InlineData("Unknown preset 'resnet'", "summary", "--preset", "resnet")]
     [InlineData("--input expects CxHxW", "summary", "--input", "3x224")]
     [InlineData("at least", "summary", "--preset", "paper", "--aux", "--input", "3x40x40")]
