@@ -411,10 +411,6 @@ public static unsafe class Convolution
         {
             // Few columns (a small batch): a stored col is read in place, unpacked, which beats
             // generating packed panels.
-            if (col.Length < (long)k * outPixels)
-            {
-                throw new ArgumentException($"col holds {col.Length} floats; one image's columns need {(long)k * outPixels}.", nameof(col));
-            }
             int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
             for (int n0 = 0; n0 < batch; n0 += chunk)
             {
@@ -433,43 +429,18 @@ public static unsafe class Convolution
     }
 
     /// <summary>
-    /// Whether the input gradient of this convolution can run as a forward convolution of dY
-    /// (see <see cref="BackwardChannelMajor"/>): stride 1, a square kernel wider than 1x1, and
-    /// padding below the kernel size.
-    /// </summary>
-    public static bool BackwardDataIsConvolution(int kernelH, int kernelW, int stride, int padding) =>
-        stride == 1 && kernelH == kernelW && kernelH > 1 && padding <= kernelH - 1;
-
-    /// <summary>
-    /// The col length the input gradient needs when it runs as a convolution of dY (one image's
-    /// columns when that product reads a stored col), or 0.
-    /// </summary>
-    public static long BackwardDataColumnLength(int batch, int inChannels, int outChannels, int kernelSize, int height, int width)
-    {
-        int columns = batch * height * width;
-        return Gemm.ReadsBInPlace(inChannels, columns) ? (long)outChannels * kernelSize * kernelSize * height * width : 0;
-    }
-
-    /// <summary>
     /// Backward of <see cref="ForwardChannelMajor"/>: accumulates dWeight and dBias; overwrites
-    /// dInput unless it is empty. Given <paramref name="rotatedWeight"/> (ci*co*kh*kw floats of
-    /// scratch) and a convolution that <see cref="BackwardDataIsConvolution"/> allows, dInput is
-    /// computed as the stride-1 convolution of dY with the kernels transposed (ci for co) and
-    /// turned 180 degrees, padding k-1-p, on the forward's implicit GEMM: no col is written for
-    /// it and no col2im scatters it back. Otherwise dCol = W^T dY goes through col2im.
+    /// dInput unless it is empty.
     /// </summary>
     public static void BackwardChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, int outChannels, int kernelH, int kernelW, int stride, int padding,
         int outH, int outW, ReadOnlySpan<float> dOutput, Span<float> col,
-        Span<float> dWeight, Span<float> dBias, Span<float> dInput, Span<float> rotatedWeight = default)
+        Span<float> dWeight, Span<float> dBias, Span<float> dInput)
     {
         int outPixels = outH * outW;
         int columns = batch * outPixels;
         int k = inChannels * kernelH * kernelW;
-        bool dataAsConvolution = !dInput.IsEmpty && !rotatedWeight.IsEmpty
-            && BackwardDataIsConvolution(kernelH, kernelW, stride, padding)
-            && col.Length >= BackwardDataColumnLength(batch, inChannels, outChannels, kernelH, height, width);
         if (!dBias.IsEmpty)
         {
             for (int co = 0; co < outChannels; co++)
@@ -487,10 +458,6 @@ public static unsafe class Convolution
             }
             return;
         }
-        if (col.Length < (long)k * outPixels)
-        {
-            throw new ArgumentException($"col holds {col.Length} floats; one image's columns need {(long)k * outPixels}.", nameof(col));
-        }
         int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
         for (int n0 = 0; n0 < batch; n0 += chunk)
         {
@@ -499,40 +466,12 @@ public static unsafe class Convolution
             ReadOnlySpan<float> dY = dOutput.Slice(n0 * outPixels);
             Im2ColChannelMajor(input, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
             Gemm.Multiply(false, true, outChannels, k, chunkColumns, dY, columns, col, chunkColumns, dWeight, k, accumulate: true);
-            if (dInput.IsEmpty || dataAsConvolution)
+            if (dInput.IsEmpty)
             {
                 continue;
             }
             Gemm.Multiply(true, false, k, chunkColumns, outChannels, weight, k, dY, columns, col, chunkColumns, accumulate: false);
             Col2ImChannelMajor(col, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, dInput);
-        }
-        if (dataAsConvolution)
-        {
-            RotateTransposed(weight, outChannels, inChannels, kernelH, rotatedWeight);
-            ForwardChannelMajor(dOutput, batch, outChannels, outH, outW, rotatedWeight, default, inChannels,
-                kernelH, kernelW, 1, kernelH - 1 - padding, height, width, relu: false, col, dInput);
-        }
-    }
-
-    // rotated (ci, co, k, k) [i, o, a, b] = weight (co, ci, k, k) [o, i, k-1-a, k-1-b].
-    private static void RotateTransposed(ReadOnlySpan<float> weight, int outChannels, int inChannels, int kernel, Span<float> rotated)
-    {
-        int area = kernel * kernel;
-        if (rotated.Length < weight.Length || weight.Length < outChannels * inChannels * area)
-        {
-            throw new ArgumentException($"The rotated kernels need {outChannels * inChannels * area} floats, got {rotated.Length}.", nameof(rotated));
-        }
-        for (int o = 0; o < outChannels; o++)
-        {
-            for (int i = 0; i < inChannels; i++)
-            {
-                ReadOnlySpan<float> source = weight.Slice((o * inChannels + i) * area, area);
-                Span<float> target = rotated.Slice((i * outChannels + o) * area, area);
-                for (int t = 0; t < area; t++)
-                {
-                    target[t] = source[area - 1 - t];
-                }
-            }
         }
     }
 

@@ -13,7 +13,6 @@ public sealed class Conv2d : Layer
     private float[] _col = [];
     private float[] _foldedScale = [];
     private float[] _foldedBias = [];
-    private float[] _rotatedWeight = [];
 
     // A channel-major batch im2cols up to this many floats at a time (16 MiB): enough columns
     // for an efficient GEMM, and one buffer per thread serves every layer.
@@ -167,18 +166,10 @@ public sealed class Conv2d : Layer
         }
         if (ChannelMajor)
         {
-            bool rotate = PropagateDown && Convolution.BackwardDataIsConvolution(KernelSize, KernelSize, Stride, Padding);
-            if (rotate && _rotatedWeight.Length != _weight.Value.Length)
-            {
-                _rotatedWeight = new float[_weight.Value.Length];
-            }
-            long dataColumns = rotate
-                ? Convolution.BackwardDataColumnLength(batch, InChannels, OutChannels, KernelSize, input.Shape[2], input.Shape[3])
-                : 0;
             Convolution.BackwardChannelMajor(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
                 _weight.Value.Span, OutChannels, KernelSize, KernelSize, Stride, Padding,
-                dOutput.Shape[2], dOutput.Shape[3], dOutput.Span, SharedCol(batch, dOutput.Shape[2], dOutput.Shape[3], dataColumns),
-                _weight.Grad!.Span, _bias is null ? default : _bias.Grad!.Span, dInput, rotate ? _rotatedWeight : default);
+                dOutput.Shape[2], dOutput.Shape[3], dOutput.Span, SharedCol(batch, dOutput.Shape[2], dOutput.Shape[3]),
+                _weight.Grad!.Span, _bias is null ? default : _bias.Grad!.Span, dInput);
             return PropagateDown ? _dInput : null;
         }
         Convolution.Backward(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
@@ -189,15 +180,14 @@ public sealed class Conv2d : Layer
     }
 
     // The calling thread's im2col scratch, grown to what this layer's column pass needs.
-    // At least minimum floats (the input gradient's columns when it runs as a convolution).
-    private Span<float> SharedCol(int batch, int outH, int outW, long minimum = 0)
+    private Span<float> SharedCol(int batch, int outH, int outW)
     {
         if (Convolution.IsPointwise(KernelSize, KernelSize, Stride, Padding))
         {
             return default;
         }
         int images = Convolution.ImagesPerColumnPass(batch, InChannels, KernelSize, KernelSize, outH, outW, ChannelMajorColumnBudget);
-        int size = checked((int)Math.Max(minimum, (long)images * InChannels * KernelSize * KernelSize * outH * outW));
+        int size = checked(images * InChannels * KernelSize * KernelSize * outH * outW);
         if (t_sharedCol is null || t_sharedCol.Length < size)
         {
             t_sharedCol = new float[Math.Max(size, ChannelMajorColumnBudget)];
