@@ -127,7 +127,7 @@ public class ChannelMajorTests
 
     public static TheoryData<string> LayerNames() =>
         ["conv3x3", "conv1x1", "conv7x7s2", "batchnorm_train", "batchnorm_eval", "lrn", "maxpool", "avgpool", "adaptive",
-         "relu", "flatten", "inception_bn_train", "inception_bn_eval", "inception_paper", "inception_paper_train", "aux_torchvision_train", "transform_input"];
+         "relu", "flatten", "inception_bn_train", "inception_bn_eval", "inception_wide_eval", "inception_paper", "inception_paper_train", "aux_torchvision_train", "transform_input"];
 
     private static Layer MakeLayer(string name) => name switch
     {
@@ -142,6 +142,9 @@ public class ChannelMajorTests
         "relu" => new ReLU("relu"),
         "flatten" => new Flatten("flatten"),
         "inception_bn_train" or "inception_bn_eval" => new Inception(new InceptionSpec("block", 4, 2, 2, 3, 1, 2, 2), 3, batchNorm: true, ceilPool: true),
+        // 168 stacked rows at 126 pixels: each 1x1 alone reads its input in place, the stack would
+        // not, so inference runs the branches one by one.
+        "inception_wide_eval" => new Inception(new InceptionSpec("block", 4, 64, 64, 8, 40, 8, 4), 3, batchNorm: true, ceilPool: true),
         "inception_paper" or "inception_paper_train" => new Inception(new InceptionSpec("block", 4, 2, 2, 3, 1, 2, 2), 5, batchNorm: false, ceilPool: true),
         "aux_torchvision_train" => new InceptionAux("aux", 4, 5, torchvisionStyle: true, inputSize: 7, dropout: 0f, seed: 1),
         "transform_input" => new TransformInput("transform_input"),
@@ -166,6 +169,11 @@ public class ChannelMajorTests
             layer.SetTraining(training);
         }
         Assert.True(channelMajor.ChannelMajor);
+        if (channelMajor is Inception block)
+        {
+            // Both inference paths are covered: the stacked 1x1 GEMM and the branches one by one.
+            Assert.Equal(name != "inception_wide_eval", block.StackingPays(batch * shape[2] * shape[3]));
+        }
         Assert.All(channelMajor.Children, child => Assert.True(child.ChannelMajor));
 
         float[] x = GoldenFill.Fill("cm.layer.x", (int)Tensor.ShapeSize(shape), 4.0);

@@ -113,8 +113,8 @@ public static unsafe class Gemm
         }
     }
 
-    // Whether an untransposed B with this leading dimension is read in place (unpacked) when A has m rows.
-    internal static bool ReadsBInPlace(int m, int ldb) =>
+    /// <summary>Whether an untransposed B with this leading dimension is read in place (unpacked) when A has m rows.</summary>
+    public static bool ReadsBInPlace(int m, int ldb) =>
         m <= DirectBMaxRows && (ldb <= DirectBMaxLeadingDimension || m <= DirectBAnyRowsMaxRows);
 
     // c (m, n) = a (m, k) * col (k, n) + rowBias, where col is a convolution's im2col matrix that
