@@ -36,6 +36,8 @@ public sealed class RunFolder
 
     public string PlotPath => System.IO.Path.Combine(Path, "plot.svg");
 
+    public string PngPlotPath => System.IO.Path.Combine(Path, "plot.png");
+
     public void WriteConfig(TrainConfig config) => WriteAtomically(ConfigPath, JsonSerializer.Serialize(config, s_indented) + "\n");
 
     public static TrainConfig ReadConfig(string directory)
@@ -69,16 +71,19 @@ public sealed class RunFolder
         WriteAtomically(System.IO.Path.Combine(Path, "metrics.csv"), csv.ToString());
         WriteAtomically(System.IO.Path.Combine(Path, "metrics.jsonl"), jsonl.ToString());
         WriteAtomically(PlotPath, SvgPlot.Render(history));
+        WriteAtomically(PngPlotPath, PngPlot.Render(history));
     }
 
     private static string F(double value) => value.ToString("R", CultureInfo.InvariantCulture);
 
-    internal static void WriteAtomically(string path, string text)
+    internal static void WriteAtomically(string path, string text) => WriteAtomically(path, Encoding.UTF8.GetBytes(text));
+
+    internal static void WriteAtomically(string path, byte[] bytes)
     {
         string temp = path + ".tmp";
         using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
         {
-            stream.Write(Encoding.UTF8.GetBytes(text));
+            stream.Write(bytes);
             stream.Flush(flushToDisk: true);
         }
         File.Move(temp, path, overwrite: true);

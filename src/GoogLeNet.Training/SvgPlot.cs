@@ -9,95 +9,61 @@ namespace GoogLeNet.Training;
 /// </summary>
 public static class SvgPlot
 {
-    private const int Width = 640;
-    private const int Height = 400;
-    private const int Left = 56;
-    private const int Right = 20;
-    private const int Top = 20;
-    private const int Bottom = 44;
-
-    private static readonly (string Label, string Color, string Dash, Func<EpochMetrics, double> Value)[] s_series =
-    [
-        ("train loss", "#1f77b4", "", m => m.TrainLoss),
-        ("train acc", "#d62728", "6,3", m => m.TrainAccuracy),
-        ("test acc", "#2ca02c", "2,3", m => m.TestAccuracy),
-    ];
-
     public static string Render(IReadOnlyList<EpochMetrics> history)
     {
-        ArgumentNullException.ThrowIfNull(history);
-        int epochs = Math.Max(1, history.Count == 0 ? 1 : history[^1].Epoch);
-        double yMax = 1.0;
-        foreach (EpochMetrics m in history)
-        {
-            foreach (var series in s_series)
-            {
-                double v = series.Value(m);
-                if (double.IsFinite(v))
-                {
-                    yMax = Math.Max(yMax, v);
-                }
-            }
-        }
-        yMax = Math.Ceiling(yMax * 4) / 4;
-        double plotW = Width - Left - Right;
-        double plotH = Height - Top - Bottom;
-        double X(double epoch) => Left + plotW * epoch / epochs;
-        double Y(double value) => Top + plotH * (1 - value / yMax);
-
+        var layout = new PlotLayout(history);
+        const int width = PlotLayout.Width, height = PlotLayout.Height;
+        const int left = PlotLayout.Left, right = PlotLayout.Right, top = PlotLayout.Top, bottom = PlotLayout.Bottom;
         var svg = new StringBuilder();
         svg.Append(CultureInfo.InvariantCulture,
-            $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{Width}\" height=\"{Height}\" viewBox=\"0 0 {Width} {Height}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+            $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n");
         svg.Append("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
-        int yTicks = (int)Math.Round(yMax / 0.25);
-        for (int i = 0; i <= yTicks; i++)
+        foreach (double v in layout.YTicks)
         {
-            double v = i * 0.25;
             svg.Append(CultureInfo.InvariantCulture,
-                $"<line x1=\"{Left}\" y1=\"{N(Y(v))}\" x2=\"{Width - Right}\" y2=\"{N(Y(v))}\" stroke=\"#ddd\"/>\n");
+                $"<line x1=\"{left}\" y1=\"{N(layout.Y(v))}\" x2=\"{width - right}\" y2=\"{N(layout.Y(v))}\" stroke=\"#ddd\"/>\n");
             svg.Append(CultureInfo.InvariantCulture,
-                $"<text x=\"{Left - 6}\" y=\"{N(Y(v) + 4)}\" text-anchor=\"end\">{v:0.##}</text>\n");
+                $"<text x=\"{left - 6}\" y=\"{N(layout.Y(v) + 4)}\" text-anchor=\"end\">{PlotLayout.Format(v)}</text>\n");
         }
-        int xStep = Math.Max(1, epochs / 10);
-        for (int e = 0; e <= epochs; e += xStep)
+        foreach (int e in layout.XTicks)
         {
             svg.Append(CultureInfo.InvariantCulture,
-                $"<line x1=\"{N(X(e))}\" y1=\"{Top}\" x2=\"{N(X(e))}\" y2=\"{Height - Bottom}\" stroke=\"#eee\"/>\n");
+                $"<line x1=\"{N(layout.X(e))}\" y1=\"{top}\" x2=\"{N(layout.X(e))}\" y2=\"{height - bottom}\" stroke=\"#eee\"/>\n");
             svg.Append(CultureInfo.InvariantCulture,
-                $"<text x=\"{N(X(e))}\" y=\"{Height - Bottom + 16}\" text-anchor=\"middle\">{e}</text>\n");
+                $"<text x=\"{N(layout.X(e))}\" y=\"{height - bottom + 16}\" text-anchor=\"middle\">{e}</text>\n");
         }
         svg.Append(CultureInfo.InvariantCulture,
-            $"<rect x=\"{Left}\" y=\"{Top}\" width=\"{N(plotW)}\" height=\"{N(plotH)}\" fill=\"none\" stroke=\"black\"/>\n");
+            $"<rect x=\"{left}\" y=\"{top}\" width=\"{N(PlotLayout.PlotWidth)}\" height=\"{N(PlotLayout.PlotHeight)}\" fill=\"none\" stroke=\"black\"/>\n");
         svg.Append(CultureInfo.InvariantCulture,
-            $"<text x=\"{N(Left + plotW / 2)}\" y=\"{Height - 8}\" text-anchor=\"middle\">epoch</text>\n");
-        foreach (var (label, color, dash, value) in s_series)
+            $"<text x=\"{N(left + PlotLayout.PlotWidth / 2)}\" y=\"{height - 8}\" text-anchor=\"middle\">epoch</text>\n");
+        foreach (PlotSeries series in PlotLayout.Series)
         {
-            var points = history.Where(m => double.IsFinite(value(m))).Select(m => $"{N(X(m.Epoch))},{N(Y(value(m)))}").ToArray();
+            var points = layout.Points(series).Select(p => $"{N(p.X)},{N(p.Y)}").ToArray();
             if (points.Length == 0)
             {
                 continue;
             }
-            string dashAttribute = dash.Length > 0 ? $" stroke-dasharray=\"{dash}\"" : "";
-            svg.Append($"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dashAttribute} points=\"{string.Join(' ', points)}\"/>\n");
+            svg.Append($"<polyline fill=\"none\" stroke=\"{series.Color}\" stroke-width=\"2\"{Dash(series)} points=\"{string.Join(' ', points)}\"/>\n");
             foreach (string point in points)
             {
                 string[] xy = point.Split(',');
-                svg.Append($"<circle cx=\"{xy[0]}\" cy=\"{xy[1]}\" r=\"3\" fill=\"{color}\"/>\n");
+                svg.Append($"<circle cx=\"{xy[0]}\" cy=\"{xy[1]}\" r=\"3\" fill=\"{series.Color}\"/>\n");
             }
         }
-        for (int i = 0; i < s_series.Length; i++)
+        for (int i = 0; i < PlotLayout.Series.Length; i++)
         {
-            var (label, color, dash, _) = s_series[i];
-            double y = Top + 14 + i * 18;
-            double x = Width - Right - 120;
-            string dashAttribute = dash.Length > 0 ? $" stroke-dasharray=\"{dash}\"" : "";
+            PlotSeries series = PlotLayout.Series[i];
+            var (x, y) = PlotLayout.LegendPosition(i);
             svg.Append(CultureInfo.InvariantCulture,
-                $"<line x1=\"{N(x)}\" y1=\"{N(y - 4)}\" x2=\"{N(x + 24)}\" y2=\"{N(y - 4)}\" stroke=\"{color}\" stroke-width=\"2\"{dashAttribute}/>\n");
-            svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{N(x + 30)}\" y=\"{N(y)}\">{label}</text>\n");
+                $"<line x1=\"{N(x)}\" y1=\"{N(y - 4)}\" x2=\"{N(x + 24)}\" y2=\"{N(y - 4)}\" stroke=\"{series.Color}\" stroke-width=\"2\"{Dash(series)}/>\n");
+            svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{N(x + 30)}\" y=\"{N(y)}\">{series.Label}</text>\n");
         }
         svg.Append("</svg>\n");
         return svg.ToString();
     }
+
+    private static string Dash(PlotSeries series) =>
+        series.DashPattern.Length > 0 ? $" stroke-dasharray=\"{string.Join(',', series.DashPattern)}\"" : "";
 
     private static string N(double value) => value.ToString("0.##", CultureInfo.InvariantCulture);
 }

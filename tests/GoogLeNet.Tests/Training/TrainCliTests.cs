@@ -32,7 +32,7 @@ public sealed class TrainCliTests : IDisposable
         Assert.True(code == 0, error);
         string last = output.TrimEnd().Split('\n')[^1];
         Assert.Matches(@"test acc \d\.\d{3}; [\d.]+ img/s", last);
-        foreach (string file in new[] { "config.json", "metrics.csv", "metrics.jsonl", "plot.svg", "last.safetensors", "best.safetensors" })
+        foreach (string file in new[] { "config.json", "metrics.csv", "metrics.jsonl", "plot.svg", "plot.png", "last.safetensors", "best.safetensors" })
         {
             Assert.True(File.Exists(Path.Combine(directory, file)), file);
         }
