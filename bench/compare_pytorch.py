@@ -2,7 +2,9 @@
 """Same workloads in PyTorch (Debian's python3-torch, both layouts) and in googlenet, alternating
 in one run, so the ratios compare like with like on a shared machine.
 
-    /usr/bin/python3 bench/compare_pytorch.py [--threads 2] [--iters 5] [--quick]
+    /usr/bin/python3 bench/compare_pytorch.py [--threads 2] [--iters 5] [--quick] [--no-sgemm]
+
+The last row is SGEMM 4096^3 in GFLOP/s: `googlenet bench --gemm` against torch.mm (PyTorch's BLAS).
 
 googlenet is run from src/GoogLeNet.Cli/bin/Release/net10.0/googlenet.dll (build it with
 `dotnet build src/GoogLeNet.Cli -c Release` first).
@@ -96,12 +98,31 @@ def ours(preset, mode, batch, shape, aux, threads, warmup, iters):
     return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
 
 
+def torch_sgemm_gflops(n, warmup, iters):
+    a = torch.rand(n, n) - 0.5
+    b = torch.rand(n, n) - 0.5
+    times = []
+    for i in range(warmup + iters):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return 2.0 * n ** 3 / statistics.median(times) / 1e9
+
+
+def ours_sgemm_gflops(n, threads, warmup, iters):
+    args = ["dotnet", CLI, "bench", "--gemm", f"{n}x{n}x{n}", "--threads", str(threads), "--warmup", str(warmup),
+            "--iters", str(iters), "--json"]
+    return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)["gflops"]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="batch 1 inference only")
+    parser.add_argument("--no-sgemm", action="store_true", help="skip the SGEMM 4096^3 row")
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     rows = [w for w in WORKLOADS if not a.quick or w[3] == 1]
@@ -114,6 +135,10 @@ def main():
         ratio = mine["imagesPerSecond"] / max(nhwc, nchw)
         print(f"{name:28} {mine['imagesPerSecond']:9.1f} {nhwc:11.1f} {nchw:11.1f} {ratio:10.2f}"
               f"   (ours {mine['medianMilliseconds']:.0f} ms, peak {mine['peakWorkingSetBytes'] / 2**20:.0f} MiB)")
+    if not a.quick and not a.no_sgemm:
+        mine = ours_sgemm_gflops(4096, a.threads, 1, 3)
+        theirs = torch_sgemm_gflops(4096, 1, 3)
+        print(f"{'sgemm 4096^3 (GFLOP/s)':28} {mine:9.1f} {theirs:11.1f} {'':>11} {mine / theirs:10.2f}   (torch.mm)")
 
 
 if __name__ == "__main__":
