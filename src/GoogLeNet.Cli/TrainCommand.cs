@@ -105,6 +105,16 @@ internal static class TrainCommand
         if (resume)
         {
             trainer.Resume();
+            if (config.Epochs < trainer.State.Epoch)
+            {
+                throw new ArgumentException($"--epochs {config.Epochs} is fewer than the {trainer.State.Epoch} epochs '{directory}' has finished.");
+            }
+            if (RunFolder.ReadConfig(directory).Epochs != config.Epochs)
+            {
+                // The folder's configuration describes the run as it now continues, so a later
+                // --resume without --epochs keeps the extended length.
+                trainer.Folder.WriteConfig(config);
+            }
             Console.WriteLine($"resuming {directory} at epoch {trainer.State.Epoch + 1}, batch {trainer.State.Batch}, step {trainer.State.Step}");
         }
         Console.WriteLine(

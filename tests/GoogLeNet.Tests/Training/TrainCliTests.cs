@@ -96,6 +96,27 @@ public sealed class TrainCliTests : IDisposable
     }
 
     [Fact]
+    public void ResumeWithMoreEpochsExtendsTheRunAndRecordsIt()
+    {
+        string directory = Path.Combine(_root, "extended");
+        var (code, _, error) = CliTests.Run(TinyRun(directory, epochs: 1));
+        Assert.True(code == 0, error);
+
+        (code, _, error) = CliTests.Run("train", "--resume", directory, "--epochs", "2");
+        Assert.True(code == 0, error);
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(directory, "metrics.csv")).Length);
+        Assert.Equal(2, JsonDocument.Parse(File.ReadAllText(Path.Combine(directory, "config.json"))).RootElement.GetProperty("Epochs").GetInt32());
+
+        // Fewer epochs than the run has done is refused, and the folder is left as it was.
+        byte[] config = File.ReadAllBytes(Path.Combine(directory, "config.json"));
+        (code, _, error) = CliTests.Run("train", "--resume", directory, "--epochs", "1");
+        Assert.Equal(2, code);
+        Assert.Contains("--epochs 1 is fewer than the 2 epochs", error);
+        Assert.Equal(config, File.ReadAllBytes(Path.Combine(directory, "config.json")));
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(directory, "metrics.csv")).Length);
+    }
+
+    [Fact]
     public void DivergenceExitsWithCode3AndKeepsTheCheckpoint()
     {
         string directory = Path.Combine(_root, "diverged");
