@@ -78,6 +78,12 @@ internal static class EvalCommand
             if (checkpointPath is not null)
             {
                 GoogLeNetModel model = Checkpoint.LoadModel(checkpointPath);
+                if (result.GetResult(preset) is { Implicit: false } && PresetNames.Parse(result.GetValue(preset)!) != model.Options.Preset)
+                {
+                    // A checkpoint records the preset it was trained as; a different --preset is a mistake, not an override.
+                    throw new ArgumentException(
+                        $"'{checkpointPath}' is a {model.Options.Preset.ToName()} checkpoint, but --preset {result.GetValue(preset)} was given; leave --preset out with --checkpoint.");
+                }
                 int channels = Datasets.Channels(test);
                 if (channels != model.Options.InputChannels || test.ClassCount != model.Options.Classes)
                 {

@@ -53,15 +53,15 @@ public sealed record WeightLoadReport(
         var lines = new List<string>();
         if (Missing.Count > 0)
         {
-            lines.Add($"missing from the file ({Missing.Count}): {string.Join(", ", Missing)}");
+            lines.Add($"missing from the file ({Missing.Count}): {FirstFew(Missing, ", ")}");
         }
         if (Unexpected.Count > 0)
         {
-            lines.Add($"unexpected in the file ({Unexpected.Count}): {string.Join(", ", Unexpected)}");
+            lines.Add($"unexpected in the file ({Unexpected.Count}): {FirstFew(Unexpected, ", ")}");
         }
         if (ShapeMismatches.Count > 0)
         {
-            lines.Add($"shape mismatches ({ShapeMismatches.Count}): {string.Join("; ", ShapeMismatches)}");
+            lines.Add($"shape mismatches ({ShapeMismatches.Count}): {FirstFew(ShapeMismatches, "; ")}");
         }
         if (IgnoredAux.Count > 0)
         {
@@ -73,6 +73,14 @@ public sealed record WeightLoadReport(
         }
         return lines;
     }
+
+    // A file for another preset differs in hundreds of keys; the first few say what is wrong, the count says how much.
+    private const int NamesShown = 10;
+
+    private static string FirstFew(IReadOnlyList<string> names, string separator) =>
+        names.Count <= NamesShown
+            ? string.Join(separator, names)
+            : $"{string.Join(separator, names.Take(NamesShown))}{separator}... and {names.Count - NamesShown} more";
 }
 
 /// <summary>
@@ -179,13 +187,54 @@ public static class WeightIO
             throw new InvalidDataException(
                 $"The weights do not fit this GoogLeNet ({model.Options.Preset.ToName()}, {model.Options.Classes} classes{(model.HasAux ? ", aux heads" : "")}):"
                 + Environment.NewLine + string.Join(Environment.NewLine, report.Details())
-                + Environment.NewLine + "Nothing was loaded.");
+                + Environment.NewLine + OtherPresetThatFits(model.Options.Preset, byName) switch
+                {
+                    Preset other => $"They fit the {other.ToName()} preset. Nothing was loaded.",
+                    null => "Nothing was loaded.",
+                });
         }
         foreach ((Parameter parameter, NamedTensor tensor) in matches)
         {
             tensor.Values.CopyTo(parameter.Value.Span);
         }
         return report;
+    }
+
+    /// <summary>
+    /// The preset other than <paramref name="tried"/> whose model takes exactly these keys and shapes (aux heads
+    /// and batch counters optional), or null: turns "228 keys missing" into which --preset the file was made for.
+    /// </summary>
+    private static Preset? OtherPresetThatFits(Preset tried, IReadOnlyDictionary<string, NamedTensor> byName)
+    {
+        if (!byName.TryGetValue("fc.weight", out NamedTensor? fc) || fc.Shape.Length != 2 || fc.Shape[0] is < 1 or > 100_000)
+        {
+            return null;
+        }
+        foreach (Preset preset in Enum.GetValues<Preset>())
+        {
+            if (preset == tried)
+            {
+                continue;
+            }
+            var model = new GoogLeNetModel(GoogLeNetOptions.For(preset) with { Classes = (int)fc.Shape[0], AuxLogits = false });
+            var paths = new HashSet<string>(StringComparer.Ordinal);
+            bool fits = true;
+            foreach ((string path, Parameter parameter) in model.Parameters.All)
+            {
+                paths.Add(path);
+                bool optional = path.EndsWith(".num_batches_tracked", StringComparison.Ordinal);
+                if (byName.TryGetValue(path, out NamedTensor? tensor) ? !SameShape(tensor.Shape, parameter.Value.Shape) : !optional)
+                {
+                    fits = false;
+                    break;
+                }
+            }
+            if (fits && byName.Keys.All(name => IsAuxKey(name) || paths.Contains(name)))
+            {
+                return preset;
+            }
+        }
+        return null;
     }
 
     /// <summary>The model's parameters and buffers in state_dict order; values are copies.</summary>

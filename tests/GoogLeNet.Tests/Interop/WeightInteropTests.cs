@@ -138,6 +138,37 @@ public class WeightInteropTests(PthFixture fixture) : IClassFixture<PthFixture>
         Assert.Contains("fc.weight: file [10, 1023], model [10, 1024]", e.Message);
     }
 
+    [Theory]
+    [InlineData(Preset.D2l, Preset.Torchvision)]
+    [InlineData(Preset.Paper, Preset.Torchvision)]
+    [InlineData(Preset.Torchvision, Preset.Paper)]
+    public void WeightsOfAnotherPresetNameThatPresetAndListOnlyTheFirstKeys(Preset madeFor, Preset loadedInto)
+    {
+        var source = new GoogLeNetModel(GoogLeNetOptions.For(madeFor) with { Classes = 10 });
+        var target = new GoogLeNetModel(GoogLeNetOptions.For(loadedInto) with { Classes = 10 });
+        float before = target.Parameters.All[0].Parameter.Value.Span[0];
+
+        var e = Assert.Throws<InvalidDataException>(() => WeightIO.Load(target, WeightIO.StateDict(source)));
+
+        Assert.Contains($"They fit the {madeFor.ToName()} preset. Nothing was loaded.", e.Message);
+        // Every list stops after 10 names; the count in parentheses still says how many differ.
+        Assert.Contains("... and ", e.Message);
+        Assert.All(e.Message.Split(Environment.NewLine), line => Assert.True(line.Length < 1200, line));
+        Assert.Equal(before, target.Parameters.All[0].Parameter.Value.Span[0]);
+    }
+
+    [Fact]
+    public void WeightsThatFitNoPresetGetNoPresetHint()
+    {
+        var model = new GoogLeNetModel(GoogLeNetOptions.For(Preset.Torchvision) with { Classes = 10 });
+        var state = WeightIO.StateDict(model).Where(t => t.Name != "conv1.conv.weight").ToList();
+
+        var e = Assert.Throws<InvalidDataException>(() => WeightIO.Load(model, state));
+
+        Assert.DoesNotContain("They fit", e.Message);
+        Assert.EndsWith("Nothing was loaded.", e.Message);
+    }
+
     [Fact]
     public void StrictLoadLeavesTheModelUntouchedAndLenientLoadCopiesWhatFits()
     {

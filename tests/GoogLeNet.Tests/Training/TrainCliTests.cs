@@ -56,6 +56,11 @@ public sealed class TrainCliTests : IDisposable
         Assert.Equal(32, mirrored.GetProperty("count").GetInt32());
         Assert.True(mirrored.GetProperty("mirror").GetBoolean());
         Assert.NotEqual(result.GetProperty("loss").GetDouble(), mirrored.GetProperty("loss").GetDouble());
+
+        (code, _, error) = CliTests.Run("eval", "--checkpoint", Path.Combine(directory, "best.safetensors"),
+            "--preset", "d2l", "--dataset", "fashion-mnist", "--limit", "32");
+        Assert.Equal(2, code);
+        Assert.Contains("is a torchvision checkpoint, but --preset d2l was given", error);
     }
 
     [Theory]
