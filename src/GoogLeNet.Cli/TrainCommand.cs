@@ -85,6 +85,10 @@ internal static class TrainCommand
                     $"{config.Preset}-{config.Dataset.Replace(':', '-').Replace('/', '-')}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
             }
             config.Validate();
+            if (resumeDirectory is null)
+            {
+                RunFolder.EnsureNoRunIn(directory);
+            }
             if (result.GetValue(threads) is int t)
             {
                 Gemm.MaxThreads = t;

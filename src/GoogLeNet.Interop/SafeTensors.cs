@@ -93,6 +93,11 @@ public static class SafeTensors
 
         string fullPath = Path.GetFullPath(path);
         string directory = Path.GetDirectoryName(fullPath) ?? ".";
+        if (!Directory.Exists(directory))
+        {
+            // Otherwise the error would name the temporary file, which the user never asked for.
+            throw new DirectoryNotFoundException($"Cannot write '{path}': the folder '{directory}' does not exist.");
+        }
         string temp = Path.Combine(directory, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
         try
         {

@@ -55,6 +55,12 @@ public static class OnnxExporter
     {
         ModelProto proto = Build(model);
         string full = Path.GetFullPath(path);
+        string? directory = Path.GetDirectoryName(full);
+        if (directory is not null && !Directory.Exists(directory))
+        {
+            // Otherwise the error would name the temporary file, which the user never asked for.
+            throw new DirectoryNotFoundException($"Cannot write '{path}': the folder '{directory}' does not exist.");
+        }
         string temp = full + $".tmp{Environment.ProcessId}";
         try
         {

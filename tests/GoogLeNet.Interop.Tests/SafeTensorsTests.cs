@@ -86,6 +86,15 @@ public sealed class SafeTensorsTests
     }
 
     [Fact]
+    public void WriteIntoAMissingFolderNamesTheFolderNotATemporaryFile()
+    {
+        using var folder = new TempFolder();
+        string path = Path.Combine(folder.Path, "absent", "state.safetensors");
+        var e = Assert.Throws<DirectoryNotFoundException>(() => SafeTensors.Write(path, [new NamedTensor("a", [1], [1f])], null));
+        Assert.Equal($"Cannot write '{path}': the folder '{Path.Combine(folder.Path, "absent")}' does not exist.", e.Message);
+    }
+
+    [Fact]
     public void WriteRejectsDuplicateOrReservedNamesAndStaleShapes()
     {
         using var folder = new TempFolder();

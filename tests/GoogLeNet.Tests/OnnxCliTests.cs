@@ -50,6 +50,16 @@ public class OnnxCliTests
     }
 
     [Fact]
+    public void ExportIntoAMissingFolderNamesTheFolder()
+    {
+        string missing = Path.Combine(Path.GetTempPath(), $"googlenet-absent-{Guid.NewGuid():N}");
+        var (code, _, error) = CliTests.Run("export", "--preset", "d2l", "-o", Path.Combine(missing, "model.onnx"));
+        Assert.Equal(2, code);
+        Assert.Contains($"the folder '{missing}' does not exist", error);
+        Assert.DoesNotContain(".tmp", error);
+    }
+
+    [Fact]
     public void OnnxSuiteJsonHasTheContractFields()
     {
         const string nodeTests = "/usr/share/libonnx-testdata/data/node";

@@ -122,6 +122,23 @@ public sealed class TrainCliTests : IDisposable
     }
 
     [Fact]
+    public void NewRunIntoAFolderHoldingARunIsRefusedAndTouchesNothing()
+    {
+        string directory = Path.Combine(_root, "taken");
+        Directory.CreateDirectory(directory);
+        File.WriteAllText(Path.Combine(directory, "config.json"), "{\"Epochs\": 7}");
+        File.WriteAllBytes(Path.Combine(directory, "last.safetensors"), [1, 2, 3]);
+
+        var (code, _, error) = CliTests.Run(TinyRun(directory));
+
+        Assert.Equal(2, code);
+        Assert.Contains("already holds a run (config.json, last.safetensors); continue it with --resume", error);
+        Assert.Equal("{\"Epochs\": 7}", File.ReadAllText(Path.Combine(directory, "config.json")));
+        Assert.Equal([1, 2, 3], File.ReadAllBytes(Path.Combine(directory, "last.safetensors")));
+        Assert.Equal(2, Directory.GetFiles(directory).Length);
+    }
+
+    [Fact]
     public void DivergenceExitsWithCode3AndKeepsTheCheckpoint()
     {
         string directory = Path.Combine(_root, "diverged");
