@@ -5,9 +5,11 @@ using static GoogLeNet.Interop.RestrictedUnpickler;
 namespace GoogLeNet.Interop;
 
 /// <summary>
-/// Reads the tensors of a PyTorch <c>.pth</c> file written by <c>torch.save</c> (the zip format of PyTorch 1.6
-/// and later). The pickle inside is interpreted by a restricted unpickler that builds data only and rejects
-/// every global a state_dict does not need, so a <c>.pth</c> can never execute anything.
+/// Reads the tensors of a PyTorch <c>.pth</c> file written by <c>torch.save</c>: the zip format of PyTorch 1.6
+/// and later, and the legacy format before it (a row of pickles followed by the raw storages), in which
+/// torchvision's older pretrained weights were published. Pickles are interpreted by a restricted unpickler
+/// that builds data only and rejects every global a state_dict does not need, so a <c>.pth</c> can never
+/// execute anything.
 /// </summary>
 public static class PyTorchCheckpoint
 {
@@ -19,17 +21,37 @@ public static class PyTorchCheckpoint
     // A state_dict pickle takes about 100 bytes per tensor; 64 MB is far beyond any model's and bounds the work.
     private const long MaxPickleBytes = 64L << 20;
 
+    // The legacy format's first pickle: protocol 2, LONG1 of 10 bytes holding 0x1950A86A20F9469CFC6C, STOP.
+    private static ReadOnlySpan<byte> LegacyMagic =>
+        [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E];
+
+    private const long LegacyProtocolVersion = 1001;
+
     /// <summary>
     /// Returns the tensors of a state_dict in file order. The file may hold the state_dict itself or a dict
-    /// wrapping it under "state_dict", "model_state_dict" or "model".
+    /// wrapping it under "state_dict", "model_state_dict" or "model"; the "module." prefix that
+    /// DataParallel puts on every key is removed.
     /// </summary>
     public static IReadOnlyList<NamedTensor> Read(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        CheckSignature(path, stream);
+        if (IsLegacy(path, stream))
+        {
+            return StripDataParallelPrefix(ReadLegacy(path, stream));
+        }
         using ZipArchive zip = Zip(path, () => new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true));
-        return ReadArchive(path, zip);
+        return StripDataParallelPrefix(ReadArchive(path, zip));
+    }
+
+    private static IReadOnlyList<NamedTensor> StripDataParallelPrefix(IReadOnlyList<NamedTensor> tensors)
+    {
+        const string Prefix = "module.";
+        if (tensors.Count == 0 || !tensors.All(t => t.Name.StartsWith(Prefix, StringComparison.Ordinal)))
+        {
+            return tensors;
+        }
+        return tensors.Select(t => new NamedTensor(t.Name[Prefix.Length..], t.Shape, t.Values, t.DType)).ToList();
     }
 
     /// <summary>Runs a ZipArchive operation, reporting its corruption errors (of several types) as InvalidDataException naming the file.</summary>
@@ -45,22 +67,118 @@ public static class PyTorchCheckpoint
         }
     }
 
-    private static void CheckSignature(string path, FileStream stream)
+    /// <summary>True for the legacy format, false for a zip archive; anything else is an error.</summary>
+    private static bool IsLegacy(string path, FileStream stream)
     {
-        Span<byte> head = stackalloc byte[4];
+        Span<byte> head = stackalloc byte[LegacyMagic.Length];
         int read = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
         stream.Position = 0;
-        if (read == 4 && head[0] == (byte)'P' && head[1] == (byte)'K' && head[2] == 3 && head[3] == 4)
+        if (read >= 4 && head[0] == (byte)'P' && head[1] == (byte)'K' && head[2] == 3 && head[3] == 4)
         {
-            return;
+            return false;
+        }
+        if (read == LegacyMagic.Length && head.SequenceEqual(LegacyMagic))
+        {
+            return true;
         }
         if (read >= 1 && head[0] == 0x80)
         {
             throw new InvalidDataException(
-                $"'{path}': legacy .pth format not supported; re-save with torch.save(..., _use_new_zipfile_serialization=True)");
+                $"'{path}': expected torch.save's zip archive or its legacy format (a pickle of the magic number 0x1950A86A20F9469CFC6C first), found a pickle of something else; a state_dict written with pickle.dump cannot be read");
         }
-        string found = read == 0 ? "an empty file" : Convert.ToHexString(head[..read]);
-        throw new InvalidDataException($"'{path}': expected a torch.save zip archive starting with 'PK\\x03\\x04', found {found}");
+        string found = read == 0 ? "an empty file" : Convert.ToHexString(head[..Math.Min(read, 4)]);
+        throw new InvalidDataException($"'{path}': expected a torch.save zip archive starting with 'PK\\x03\\x04' or a legacy torch.save file starting with 0x80 0x02, found {found}");
+    }
+
+    /// <summary>
+    /// The legacy format: pickles of the magic number, the protocol version (1001) and the system's sizes and
+    /// byte order, then the object, then the list of storage keys; then, for each key in that order, the
+    /// storage's element count as a little-endian int64 followed by its raw bytes.
+    /// </summary>
+    private static IReadOnlyList<NamedTensor> ReadLegacy(string path, FileStream stream)
+    {
+        if (stream.Length > Array.MaxLength)
+        {
+            throw new InvalidDataException($"'{path}' holds {stream.Length} bytes; legacy .pth files of at most {Array.MaxLength} bytes can be read");
+        }
+        byte[] file = new byte[stream.Length];
+        stream.ReadExactly(file);
+        string source = $"'{path}' (legacy format)";
+
+        int position = LegacyMagic.Length;
+        object? version = RestrictedUnpickler.Load(file, position, source, out position, out _);
+        if (version is not long v || v != LegacyProtocolVersion)
+        {
+            throw new InvalidDataException($"{source}: expected protocol version {LegacyProtocolVersion}, found {DescribeValue(version)}");
+        }
+        object? systemInfo = RestrictedUnpickler.Load(file, position, source, out position, out _);
+        if (systemInfo is not PickleDict info || !info.TryGet("little_endian", out object? little) || little is not bool)
+        {
+            throw new InvalidDataException($"{source}: expected a dict of system information with 'little_endian', found {DescribeValue(systemInfo)}");
+        }
+        if (little is false)
+        {
+            throw new InvalidDataException($"{source}: expected little-endian storages, found a file written on a big-endian machine");
+        }
+        object? root = RestrictedUnpickler.Load(file, position, source, out position, out IReadOnlyDictionary<string, StorageRef> declared);
+        object? keyList = RestrictedUnpickler.Load(file, position, source, out position, out _);
+        if (keyList is not List<object?> keys)
+        {
+            throw new InvalidDataException($"{source}: expected the list of storage keys after the object, found {DescribeValue(keyList)}");
+        }
+
+        // Every storage is written, in the order of the key list, whether or not the state_dict uses it.
+        var slices = new Dictionary<string, (int Offset, int Length)>(StringComparer.Ordinal);
+        foreach (object? item in keys)
+        {
+            if (item is not string key || !declared.TryGetValue(key, out StorageRef? storage))
+            {
+                throw new InvalidDataException($"{source}: storage key {DescribeValue(item)} at byte {position} was not declared by the object's pickle");
+            }
+            if (file.Length - position < sizeof(long))
+            {
+                throw new InvalidDataException($"{source}: storage '{key}' starts at byte {position}, but the file ends at byte {file.Length}: it is truncated");
+            }
+            long count = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(file.AsSpan(position));
+            if (count != storage.ElementCount)
+            {
+                throw new InvalidDataException($"{source}: storage '{key}' at byte {position} holds {count} elements, but the pickle declared {storage.ElementCount}");
+            }
+            position += sizeof(long);
+            int elementSize = TensorDTypes.SizeOf(storage.DType);
+            // Compared by division: a hostile count times the element size could overflow.
+            if (count > (file.Length - position) / elementSize)
+            {
+                long bytes = count > long.MaxValue / elementSize ? long.MaxValue : count * elementSize;
+                throw new InvalidDataException(
+                    $"{source}: storage '{key}' needs {bytes} bytes from byte {position}, but the file ends at byte {file.Length}: it is truncated");
+            }
+            int length = (int)count * elementSize;
+            if (!slices.TryAdd(key, (position, length)))
+            {
+                throw new InvalidDataException($"{source}: storage key '{key}' is listed twice");
+            }
+            position += length;
+        }
+        if (position != file.Length)
+        {
+            throw new InvalidDataException($"{source}: expected the file to end after its last storage at byte {position}, found {file.Length - position} more bytes");
+        }
+
+        return ReadTensors(path, root, storage =>
+        {
+            if (!slices.TryGetValue(storage.Key, out (int Offset, int Length) slice))
+            {
+                throw new InvalidDataException($"{source}: storage '{storage.Key}' is not in the file's list of storages");
+            }
+            if (declared[storage.Key] != storage)
+            {
+                // The slice was sized by the first declaration; the tensors' bounds checks trust this one.
+                throw new InvalidDataException(
+                    $"{source}: storage '{storage.Key}' is declared as {storage.ElementCount} {storage.DType} elements, but as {declared[storage.Key].ElementCount} {declared[storage.Key].DType} elements before");
+            }
+            return file.AsSpan(slice.Offset, slice.Length).ToArray();
+        });
     }
 
     private static IReadOnlyList<NamedTensor> ReadArchive(string path, ZipArchive zip)
@@ -78,6 +196,12 @@ public static class PyTorchCheckpoint
 
         ZipArchiveEntry pickleEntry = Zip(path, () => zip.GetEntry(prefix + "data.pkl"))!;
         object? root = Load(ReadEntry(path, pickleEntry, MaxPickleBytes), $"'{path}' ({pickleEntry.FullName})");
+        return ReadTensors(path, root, storage => ReadStorage(path, zip, prefix, storage));
+    }
+
+    /// <summary>The state_dict's tensors, each storage read once through <paramref name="readStorage"/>.</summary>
+    private static IReadOnlyList<NamedTensor> ReadTensors(string path, object? root, Func<StorageRef, byte[]> readStorage)
+    {
         PickleDict stateDict = SelectStateDict(path, root);
 
         var storages = new Dictionary<string, (StorageRef Declared, byte[] Bytes)>(StringComparer.Ordinal);
@@ -105,7 +229,7 @@ public static class PyTorchCheckpoint
             }
             else
             {
-                storage = (tensor.Storage, ReadStorage(path, zip, prefix, tensor.Storage));
+                storage = (tensor.Storage, readStorage(tensor.Storage));
                 storages.Add(tensor.Storage.Key, storage);
                 storageElements += tensor.Storage.ElementCount;
             }

@@ -89,14 +89,31 @@ internal sealed class RestrictedUnpickler
     private int _position;
     private int _opcodeStart;
 
-    private RestrictedUnpickler(byte[] data, string source)
+    private RestrictedUnpickler(byte[] data, int start, string source)
     {
         _data = data;
+        _position = start;
         _source = source;
     }
 
+    /// <summary>Every storage the pickle's persistent ids declared, by key.</summary>
+    private Dictionary<string, StorageRef> Storages { get; } = new(StringComparer.Ordinal);
+
     /// <summary>Interprets <paramref name="pickle"/>; <paramref name="source"/> names it in error messages.</summary>
-    public static object? Load(byte[] pickle, string source) => new RestrictedUnpickler(pickle, source).Run();
+    public static object? Load(byte[] pickle, string source) => new RestrictedUnpickler(pickle, 0, source).Run();
+
+    /// <summary>
+    /// Interprets the pickle that starts at <paramref name="start"/> of <paramref name="data"/>, one of several in a
+    /// row (the legacy torch.save format); <paramref name="end"/> is the position after its STOP opcode.
+    /// </summary>
+    public static object? Load(byte[] data, int start, string source, out int end, out IReadOnlyDictionary<string, StorageRef> storages)
+    {
+        var unpickler = new RestrictedUnpickler(data, start, source);
+        object? result = unpickler.Run();
+        end = unpickler._position;
+        storages = unpickler.Storages;
+        return result;
+    }
 
     private object? Run()
     {
@@ -204,8 +221,12 @@ internal sealed class RestrictedUnpickler
         {
             return global;
         }
+        // torch.save(model) pickles the module's classes; the weights are reachable only by running them.
+        string wholeModel = module.StartsWith("torchvision.", StringComparison.Ordinal) || module.StartsWith("torch.nn.", StringComparison.Ordinal)
+            ? "; the file holds a whole pickled model, not a state_dict: in Python, save torch.save(model.state_dict(), path) instead"
+            : "";
         throw Fail($"global '{global}' is not allowed; a state_dict may only name collections.OrderedDict, "
-            + "torch._utils._rebuild_tensor_v2, torch._utils._rebuild_parameter and torch.*Storage types");
+            + $"torch._utils._rebuild_tensor_v2, torch._utils._rebuild_parameter and torch.*Storage types{wholeModel}");
     }
 
     private static bool IsDottedIdentifier(string s) =>
@@ -213,10 +234,15 @@ internal sealed class RestrictedUnpickler
 
     private StorageRef PersistentLoad(object? pid)
     {
-        // torch.save's persistent id: ('storage', torch.XStorage, key, location, element count)
-        if (pid is not object?[] { Length: 5 } t || t[0] is not "storage")
+        // torch.save's persistent id: ('storage', torch.XStorage, key, location, element count), and in the
+        // legacy format a sixth item, the view of a larger storage, which torch since 0.4 always writes as None.
+        if (pid is not object?[] { Length: 5 or 6 } t || t[0] is not "storage")
         {
             throw Fail($"expected a persistent id ('storage', type, key, location, size), found {Describe(pid)}");
+        }
+        if (t.Length == 6 && t[5] is not null)
+        {
+            throw Fail($"expected no storage view in the persistent id (storage views predate PyTorch 0.4), found {Describe(t[5])}");
         }
         if (t[1] is not Global { Module: "torch" } type || !StorageTypes.TryGetValue(type.Name, out TensorDType dtype))
         {
@@ -230,7 +256,10 @@ internal sealed class RestrictedUnpickler
         {
             throw Fail($"expected a non-negative storage size in the persistent id, found {Describe(t[4])}");
         }
-        return new StorageRef(key, dtype, count);
+        var storage = new StorageRef(key, dtype, count);
+        // Records the first declaration; ReadTensors checks that every tensor's reference agrees with it.
+        Storages.TryAdd(key, storage);
+        return storage;
     }
 
     private object Reduce(object? callable, object? args)

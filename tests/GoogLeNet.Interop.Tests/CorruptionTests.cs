@@ -43,6 +43,13 @@ public sealed class CorruptionTests
     }
 
     [Fact]
+    public void CorruptLegacyPthFilesReadOrFailCleanly()
+    {
+        byte[] original = File.ReadAllBytes(Fixtures.PathOf("legacy_state_dict.pth"));
+        Run(original, "bad.pth", path => PyTorchCheckpoint.Read(path), mutateFromOffset: 0);
+    }
+
+    [Fact]
     public void CorruptPicklesInsideValidArchivesReadOrFailCleanly()
     {
         (byte[] pickle, Dictionary<string, byte[]> storages) = Fixtures.SplitPth(Fixtures.PathOf("state_dict.pth"));

@@ -171,10 +171,12 @@ internal sealed class PickleWriter
     }
 
     /// <summary>Pushes _rebuild_tensor_v2(storage(key, dtype, count), offset, size, stride, False, OrderedDict()).</summary>
-    public PickleWriter Tensor(string key, string storageType, int count, int offset, int[] size, int[] stride)
+    public PickleWriter Tensor(string key, string storageType, long count, int offset, int[] size, int[] stride)
     {
         Global("torch._utils", "_rebuild_tensor_v2").Mark();
-        Mark().Str("storage").Global("torch", storageType).Str(key).Str("cpu").Int(count).Tuple().Op((byte)'Q');
+        Mark().Str("storage").Global("torch", storageType).Str(key).Str("cpu");
+        _ = count is >= int.MinValue and <= int.MaxValue ? Int((int)count) : Op(0x8a).Raw(8).Raw(BitConverter.GetBytes(count)); // LONG1
+        Tuple().Op((byte)'Q');
         Int(offset).IntTuple(size).IntTuple(stride).Op(0x89);
         Global("collections", "OrderedDict").Op((byte)')').Op((byte)'R');
         return Tuple().Op((byte)'R');

@@ -9,6 +9,9 @@ public sealed class PyTorchCheckpointTests
     [Theory]
     [InlineData("state_dict.pth")]
     [InlineData("wrapped.pth")]
+    [InlineData("legacy.pth")]
+    [InlineData("legacy_state_dict.pth")]
+    [InlineData("dataparallel.pth")]
     public void ReadsTorchSaveFilesExactly(string fixture)
     {
         IReadOnlyList<NamedTensor> tensors = PyTorchCheckpoint.Read(Fixtures.PathOf(fixture));
@@ -41,10 +44,50 @@ public sealed class PyTorchCheckpointTests
     }
 
     [Fact]
-    public void RejectsLegacyFormatWithAHint()
+    public void LegacyFileCutShortOrExtendedIsRejectedNamingTheStorage()
     {
-        InvalidDataException ex = Assert.Throws<InvalidDataException>(() => PyTorchCheckpoint.Read(Fixtures.PathOf("legacy.pth")));
-        Assert.Contains("legacy .pth format not supported; re-save with torch.save(..., _use_new_zipfile_serialization=True)", ex.Message);
+        byte[] legacy = File.ReadAllBytes(Fixtures.PathOf("legacy.pth"));
+        // The fixture ends with one storage: 8 bytes of element count (6), then 6 floats.
+        Assert.Contains("needs 24 bytes from byte 346, but the file ends at byte 369: it is truncated",
+            ReadBytesExpectingError(legacy[..^1]).Message);
+        Assert.Contains("found 1 more bytes", ReadBytesExpectingError([.. legacy, 0]).Message);
+
+        byte[] wrongCount = (byte[])legacy.Clone();
+        wrongCount[338] = 7;
+        Assert.Contains("holds 7 elements, but the pickle declared 6", ReadBytesExpectingError(wrongCount).Message);
+    }
+
+    [Fact]
+    public void LegacyStorageCountWhoseByteSizeOverflowsIsTruncationNotAnEmptyStorage()
+    {
+        // 2^62 floats are 2^64 bytes, which wraps to 0 in 64-bit arithmetic.
+        const long Count = 1L << 62;
+        byte[] file =
+        [
+            0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E,
+            0x80, 0x02, (byte)'M', 0xE9, 0x03, (byte)'.',
+            .. new PickleWriter().Proto().Op((byte)'}').Str("little_endian").Op(0x88).Op((byte)'s').Op((byte)'.').ToArray(),
+            .. new PickleWriter().Proto().Op((byte)'}').Str("w").Tensor("0", "FloatStorage", Count, 0, [1], [1]).Op((byte)'s').Op((byte)'.').ToArray(),
+            .. new PickleWriter().Proto().Op((byte)']').Str("0").Op((byte)'a').Op((byte)'.').ToArray(),
+            .. BitConverter.GetBytes(Count),
+        ];
+        Assert.Contains("it is truncated", ReadBytesExpectingError(file).Message);
+    }
+
+    [Fact]
+    public void PlainPickleIsNeitherFormat()
+    {
+        byte[] pickle = new PickleWriter().Proto().Op((byte)'}').Op((byte)'.').ToArray();
+        Assert.Contains("found a pickle of something else", ReadBytesExpectingError(pickle).Message);
+    }
+
+    [Fact]
+    public void WholePickledModelIsRejectedWithTheStateDictHint()
+    {
+        File.Delete(PwnedFile);
+        InvalidDataException ex = Assert.Throws<InvalidDataException>(() => PyTorchCheckpoint.Read(Fixtures.PathOf("whole_model.pth")));
+        Assert.Contains("global 'torch.nn.modules.linear.Linear' is not allowed", ex.Message);
+        Assert.Contains("the file holds a whole pickled model, not a state_dict", ex.Message);
     }
 
     [Fact]

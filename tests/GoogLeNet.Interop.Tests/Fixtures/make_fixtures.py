@@ -9,7 +9,10 @@ Writes, next to this script:
                           view and an offset view saved with their strides, BatchNorm with int64
                           num_batches_tracked, float16/float64/bfloat16 tensors)
   wrapped.pth             {"state_dict": ..., "epoch": 3}
-  legacy.pth              the same state_dict in the pre-1.6 (non-zip) format
+  legacy.pth              a one-tensor state_dict in the pre-1.6 (non-zip) format
+  legacy_state_dict.pth   state_dict.pth's tensors in the pre-1.6 format
+  dataparallel.pth        state_dict.pth's tensors with DataParallel's "module." key prefix
+  whole_model.pth         torch.save of a whole nn.Linear module, not its state_dict
   malicious_os_system.pth a torch.save-shaped zip whose pickle calls os.system
   malicious_reduce.pth    the same, produced by pickling an object whose __reduce__ names os.system
   reference.safetensors   written by hand from the spec (python safetensors is not packaged here)
@@ -121,6 +124,19 @@ def main():
 
     small = collections.OrderedDict(w=torch.arange(6, dtype=torch.float32).reshape(2, 3))
     torch.save(small, path("legacy.pth"), _use_new_zipfile_serialization=False)
+    expected["legacy.pth"] = {"order": ["w"], "tensors": {"w": describe(small["w"])}}
+
+    # The format torchvision's older pretrained weights were saved in (PyTorch < 1.6).
+    torch.save(sd, path("legacy_state_dict.pth"), _use_new_zipfile_serialization=False)
+    expected["legacy_state_dict.pth"] = expected["state_dict.pth"]
+
+    # What a model wrapped in DataParallel saves: every key under "module.".
+    torch.save(collections.OrderedDict(("module." + k, v) for k, v in sd.items()), path("dataparallel.pth"))
+    expected["dataparallel.pth"] = expected["state_dict.pth"]
+
+    # torch.save(model) instead of torch.save(model.state_dict()).
+    torch.manual_seed(3)
+    torch.save(torch.nn.Linear(2, 3), path("whole_model.pth"))
 
     # Written by hand so the global reads exactly 'os system', as an attacker on any OS would write it.
     cmd = ("echo pwned > " + PWNED).encode("utf-8")
