@@ -51,7 +51,8 @@ internal static class PredictCommand
             Description = "Crops per image, whose probabilities are averaged: 1 (center), 10 (corners, center and mirrors) or 144 (the paper's).",
             DefaultValueFactory = _ => 1,
         };
-        var command = new Command("predict", "Classify images: top-k classes with probabilities, per image.")
+        var command = new Command("predict",
+            "Classify images: top-k classes with probabilities, per image. An image that cannot be read is reported on stderr and skipped; the exit code is then 1.")
         {
             inputs, preset, weights, labels, top, json, logits, noTransformInput, batchSize, crops,
         };
@@ -60,11 +61,17 @@ internal static class PredictCommand
                 result.GetValue(inputs)!, result.GetValue(preset)!, result.GetValue(weights)!, result.GetValue(labels),
                 result.GetValue(top), result.GetValue(json), result.GetValue(logits), result.GetValue(noTransformInput),
                 result.GetValue(batchSize), result.GetValue(crops)),
-            Console.Out)));
+            Console.Out,
+            Console.Error)));
         return command;
     }
 
-    public static int Run(Settings settings, TextWriter stdout)
+    /// <summary>
+    /// Classifies the images and writes the results to <paramref name="stdout"/>. Returns 0, or 1 when some
+    /// images could not be read: each is named on <paramref name="stderr"/>, the others are classified, since one
+    /// bad file in a folder of thousands should not cost the rest.
+    /// </summary>
+    public static int Run(Settings settings, TextWriter stdout, TextWriter? stderr = null)
     {
         if (settings.Top < 1)
         {
@@ -82,11 +89,28 @@ internal static class PredictCommand
         int k = Math.Min(settings.Top, classes);
 
         var predictions = new List<Prediction>(files.Count);
+        var unreadable = new HashSet<int>();
         new CropAverager(forward, classes, preprocessor, settings.BatchSize).Run(
             files.Count,
-            (image, crops) => preprocessor.Load(files[image], crops),
+            (image, crops) =>
+            {
+                try
+                {
+                    preprocessor.Load(files[image], crops);
+                }
+                catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+                {
+                    (stderr ?? Console.Error).WriteLine($"error: {e.Message} (skipped)");
+                    unreadable.Add(image);
+                    crops.Clear();
+                }
+            },
             (image, probability, logits) =>
             {
+                if (unreadable.Contains(image))
+                {
+                    return;
+                }
                 TopEntry[] best = Enumerable.Range(0, classes)
                     .OrderByDescending(c => probability[c]).ThenByDescending(c => logits[c]).ThenBy(c => c)
                     .Take(k)
@@ -98,15 +122,22 @@ internal static class PredictCommand
         if (settings.Json)
         {
             stdout.WriteLine(JsonSerializer.Serialize(predictions, s_json));
-            return 0;
         }
-        foreach (Prediction prediction in predictions)
+        else
         {
-            stdout.WriteLine(prediction.File);
-            foreach (TopEntry entry in prediction.Top)
+            foreach (Prediction prediction in predictions)
             {
-                stdout.WriteLine($"  {entry.Probability,7:F4}  {entry.Index,4}  {entry.Label}");
+                stdout.WriteLine(prediction.File);
+                foreach (TopEntry entry in prediction.Top)
+                {
+                    stdout.WriteLine($"  {entry.Probability,7:F4}  {entry.Index,4}  {entry.Label}");
+                }
             }
+        }
+        if (unreadable.Count > 0)
+        {
+            (stderr ?? Console.Error).WriteLine($"error: {unreadable.Count} of {files.Count} images could not be read; the other {files.Count - unreadable.Count} were classified.");
+            return 1;
         }
         return 0;
     }

@@ -292,6 +292,29 @@ public class WeightInteropTests(PthFixture fixture) : IClassFixture<PthFixture>
     }
 
     [Fact]
+    public void PredictSkipsAnUnreadableImageNamesItAndClassifiesTheRest()
+    {
+        string folder = Path.Combine(fixture.Folder, "mixed");
+        Directory.CreateDirectory(folder);
+        File.Copy(PthFixture.ImagePath, Path.Combine(folder, "a.png"), overwrite: true);
+        File.WriteAllBytes(Path.Combine(folder, "b.png"), File.ReadAllBytes(PthFixture.ImagePath)[..100]);
+        File.Copy(PthFixture.ImagePath, Path.Combine(folder, "c.png"), overwrite: true);
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+
+        // Batch size 2: the bad image shares a batch with a good one.
+        int code = PredictCommand.Run(new PredictCommand.Settings([folder], "torchvision", fixture.PthPath, null, 2, true, true, true, 2), stdout, stderr);
+
+        Assert.Equal(1, code);
+        JsonElement results = JsonDocument.Parse(stdout.ToString()).RootElement;
+        Assert.Equal([Path.Combine(folder, "a.png"), Path.Combine(folder, "c.png")],
+            results.EnumerateArray().Select(r => r.GetProperty("file").GetString()!).ToArray());
+        Compare.Close(GoldenFill.Floats(results[0].GetProperty("logits")), GoldenFill.Floats(results[1].GetProperty("logits")), 1e-5, "c.png");
+        Assert.Contains($"'{Path.Combine(folder, "b.png")}'", stderr.ToString());
+        Assert.Contains("1 of 3 images could not be read", stderr.ToString());
+    }
+
+    [Fact]
     public void TenCropMatchesTorchvisionsTenCrop()
     {
         var stdout = new StringWriter();
