@@ -7,7 +7,8 @@ namespace GoogLeNet.Cli;
 /// Turns an image file into the network input its weights were trained on:
 /// torchvision's (resize the shorter side to 256 bilinearly, center crop 224, x / 255, ImageNet
 /// mean and std), Caffe's for the paper preset (BGR, 0-255, resize to 256x256, center crop 224,
-/// subtract the per-channel means 104, 117, 123), or d2l's (grey, resize to 96x96, x / 255).
+/// subtract the per-channel means 104, 117, 123), or d2l's (grey, resize to 96x96, x / 255); for a
+/// network googlenet train made, what its training saw (x / 255, the whole image resized to its input).
 /// With 10 or 144 crops it gives that many inputs per image, whose predictions are averaged.
 /// One instance per thread: it keeps its buffers between images.
 /// </summary>
@@ -35,6 +36,9 @@ internal sealed class ImagePreprocessor
     private readonly ImageBuffer<float> _square = new();
     private readonly ImageBuffer<float> _mirrored = new();
 
+    // Set for a network googlenet train made: its images went through the dataset transforms, not a preset's.
+    private readonly Resize? _trainedResize;
+
     public ImagePreprocessor(Preset preset, int crops = 1)
     {
         if (crops is not (1 or 10 or 144))
@@ -56,6 +60,28 @@ internal sealed class ImagePreprocessor
         _crop = new CenterCrop(Size);
     }
 
+    /// <summary>
+    /// The input of a network trained by googlenet train: grey or RGB as <paramref name="channels"/> says, x / 255,
+    /// the whole image resized bilinearly to <paramref name="size"/> squared, as the dataset transforms do.
+    /// </summary>
+    public static ImagePreprocessor ForTrainedInput(int channels, int size)
+    {
+        if (channels is not (1 or 3) || size < 1)
+        {
+            throw new ArgumentException($"Expected a 1- or 3-channel input of at least 1x1, found {channels} channels of {size}x{size}.");
+        }
+        return new ImagePreprocessor(size, channels);
+    }
+
+    private ImagePreprocessor(int size, int channels)
+    {
+        _preset = Preset.D2l;
+        Crops = 1;
+        (_resize, Size, Channels) = (size, size, channels);
+        _crop = new CenterCrop(Size);
+        _trainedResize = new Resize(size, size);
+    }
+
     public int Channels { get; }
 
     public int Size { get; }
@@ -74,7 +100,32 @@ internal sealed class ImagePreprocessor
         CheckDestination(destination);
         DecodedImage decoded = ImageDecoder.DecodeFile(path);
         ToPlanes(decoded, Channels == 1, _image);
+        if (_trainedResize is not null)
+        {
+            AsTrained(destination);
+            return;
+        }
         CropPlanes(destination);
+    }
+
+    /// <summary>
+    /// x / 255, then the training input's bilinear resize on floats (no rounding to 8 bits between passes, unlike
+    /// torchvision's on PIL images), skipped when the image already has the size: the dataset transforms' order.
+    /// </summary>
+    private void AsTrained(Span<float> destination)
+    {
+        Span<float> pixels = _image.Span;
+        for (int i = 0; i < pixels.Length; i++)
+        {
+            pixels[i] /= 255f;
+        }
+        ImageBuffer<float> input = _image;
+        if (_image.Height != Size || _image.Width != Size)
+        {
+            _trainedResize!.Apply(_image, _resized, _random);
+            input = _resized;
+        }
+        input.Span.CopyTo(destination);
     }
 
     /// <summary>
@@ -86,6 +137,11 @@ internal sealed class ImagePreprocessor
         ArgumentNullException.ThrowIfNull(image);
         CheckDestination(destination);
         FromBytes(image, Channels == 1, _image);
+        if (_trainedResize is not null)
+        {
+            AsTrained(destination);
+            return;
+        }
         CropPlanes(destination);
     }
 

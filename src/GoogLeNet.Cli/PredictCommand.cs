@@ -3,8 +3,10 @@ using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using GoogLeNet.Engine;
+using GoogLeNet.Interop;
 using GoogLeNet.Models;
 using GoogLeNet.Onnx;
+using GoogLeNet.Training;
 
 namespace GoogLeNet.Cli;
 
@@ -21,8 +23,10 @@ internal static class PredictCommand
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     };
 
+    /// <summary>What predict was asked to do; a null <paramref name="Preset"/> means none was given: a googlenet
+    /// train checkpoint's own preset, torchvision otherwise.</summary>
     public sealed record Settings(
-        IReadOnlyList<string> Inputs, string Preset, string Weights, string? Labels, int Top, bool Json, bool Logits,
+        IReadOnlyList<string> Inputs, string? Preset, string Weights, string? Labels, int Top, bool Json, bool Logits,
         bool NoTransformInput, int BatchSize, int Crops = 1);
 
     public sealed record TopEntry(int Index, string Label, float Probability);
@@ -58,7 +62,8 @@ internal static class PredictCommand
         };
         command.SetAction(result => CliSupport.Run(() => Run(
             new Settings(
-                result.GetValue(inputs)!, result.GetValue(preset)!, result.GetValue(weights)!, result.GetValue(labels),
+                result.GetValue(inputs)!, result.GetResult(preset) is { Implicit: false } ? result.GetValue(preset) : null,
+                result.GetValue(weights)!, result.GetValue(labels),
                 result.GetValue(top), result.GetValue(json), result.GetValue(logits), result.GetValue(noTransformInput),
                 result.GetValue(batchSize), result.GetValue(crops)),
             Console.Out,
@@ -81,11 +86,36 @@ internal static class PredictCommand
         {
             throw new ArgumentException($"--batch-size must be at least 1, got {settings.BatchSize}.");
         }
-        Preset preset = PresetNames.Parse(settings.Preset);
+        Preset? givenPreset = settings.Preset is null ? null : PresetNames.Parse(settings.Preset);
         List<string> files = ExpandInputs(settings.Inputs);
-        var preprocessor = new ImagePreprocessor(preset, settings.Crops);
-        (Func<Tensor, Tensor> forward, int classes) = LoadNetwork(settings.Weights, preset, settings.NoTransformInput);
-        IReadOnlyList<string>? labels = ReadLabels(settings.Labels, classes);
+        ImagePreprocessor preprocessor;
+        Func<Tensor, Tensor> forward;
+        int classes;
+        IReadOnlyList<string>? labels;
+        if (ReadTrainCheckpoint(settings.Weights) is { } trained)
+        {
+            GoogLeNetOptions options = trained.Model.Options;
+            if (givenPreset is Preset p && p != options.Preset)
+            {
+                throw new ArgumentException(
+                    $"'{settings.Weights}' is a {options.Preset.ToName()} checkpoint, but --preset {settings.Preset} was given; leave --preset out with a googlenet train checkpoint.");
+            }
+            if (settings.Crops != 1)
+            {
+                throw new ArgumentException("--crops 10 and 144 need weights trained on a preset's crops; a googlenet train checkpoint saw whole images.");
+            }
+            preprocessor = ImagePreprocessor.ForTrainedInput(options.InputChannels, options.InputHeight);
+            forward = x => trained.Model.Forward(x).Logits;
+            classes = options.Classes;
+            labels = ReadLabels(settings.Labels, classes) ?? trained.ClassNames;
+        }
+        else
+        {
+            Preset preset = givenPreset ?? Preset.Torchvision;
+            preprocessor = new ImagePreprocessor(preset, settings.Crops);
+            (forward, classes) = LoadNetwork(settings.Weights, preset, settings.NoTransformInput);
+            labels = ReadLabels(settings.Labels, classes);
+        }
         int k = Math.Min(settings.Top, classes);
 
         var predictions = new List<Prediction>(files.Count);
@@ -140,6 +170,30 @@ internal static class PredictCommand
             return 1;
         }
         return 0;
+    }
+
+    /// <summary>
+    /// The network and class names of a googlenet train checkpoint (a .safetensors file whose metadata describes its
+    /// network), or null for any other weights file, which needs a preset.
+    /// </summary>
+    private static (GoogLeNetModel Model, IReadOnlyList<string>? ClassNames)? ReadTrainCheckpoint(string weights)
+    {
+        if (!string.Equals(Path.GetExtension(weights), ".safetensors", StringComparison.OrdinalIgnoreCase) || !File.Exists(weights))
+        {
+            return null;
+        }
+        SafeTensorsFile file = SafeTensors.Read(weights);
+        if (!Checkpoint.IsCheckpoint(file.Metadata))
+        {
+            return null;
+        }
+        GoogLeNetModel model = Checkpoint.LoadModel(file, weights);
+        IReadOnlyList<string>? names = Checkpoint.ReadClassNames(file, weights);
+        if (names is not null && names.Count != model.Options.Classes)
+        {
+            throw new InvalidDataException($"'{weights}' names {names.Count} classes, but its network has {model.Options.Classes}.");
+        }
+        return (model, names);
     }
 
     /// <summary>The network behind a weights file: an ONNX graph run as it is, or the preset built around .pth or .safetensors weights.</summary>

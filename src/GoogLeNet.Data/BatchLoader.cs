@@ -85,6 +85,8 @@ public sealed class BatchLoader : IDisposable
         BatchesPerEpoch = dropLast ? dataset.Count / batchSize : (dataset.Count + batchSize - 1) / batchSize;
     }
 
+    public IImageDataset Dataset => _dataset;
+
     public int BatchSize { get; }
 
     public bool Shuffle { get; }

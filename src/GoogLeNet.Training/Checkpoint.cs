@@ -23,13 +23,19 @@ public static class Checkpoint
     private const string FormatValue = "googlenet-net-checkpoint-1";
     private const string OptionsKey = "model_options";
     private const string StateKey = "training_state";
+    private const string ClassNamesKey = "class_names";
 
     private static readonly JsonSerializerOptions s_json = new()
     {
         NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    public static void Save(string path, GoogLeNetModel model, Sgd? optimizer = null, TrainingState? state = null, float[]? weightAverage = null)
+    /// <summary>
+    /// Writes the model (and, for a training checkpoint, the optimizer state); <paramref name="classNames"/>, the
+    /// dataset's, go into the metadata so that predict can name its classes.
+    /// </summary>
+    public static void Save(string path, GoogLeNetModel model, Sgd? optimizer = null, TrainingState? state = null, float[]? weightAverage = null,
+        IReadOnlyList<string>? classNames = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var tensors = new List<NamedTensor>();
@@ -56,6 +62,10 @@ public static class Checkpoint
         {
             metadata[StateKey] = JsonSerializer.Serialize(state, s_json);
         }
+        if (classNames is not null)
+        {
+            metadata[ClassNamesKey] = JsonSerializer.Serialize(classNames, s_json);
+        }
         SafeTensors.Write(path, tensors, metadata);
     }
 
@@ -70,10 +80,32 @@ public static class Checkpoint
             ?? throw new InvalidDataException($"'{path}': the '{OptionsKey}' metadata is empty.");
     }
 
-    /// <summary>Builds the network a checkpoint describes and loads its weights.</summary>
-    public static GoogLeNetModel LoadModel(string path)
+    /// <summary>True when the metadata is that of a googlenet train checkpoint (it describes its network).</summary>
+    public static bool IsCheckpoint(IReadOnlyDictionary<string, string> metadata) => metadata.ContainsKey(OptionsKey);
+
+    /// <summary>The class names of the dataset a checkpoint was trained on, or null when it does not record them.</summary>
+    public static IReadOnlyList<string>? ReadClassNames(SafeTensorsFile file, string path)
     {
-        SafeTensorsFile file = SafeTensors.Read(path);
+        if (!file.Metadata.TryGetValue(ClassNamesKey, out string? json))
+        {
+            return null;
+        }
+        try
+        {
+            return JsonSerializer.Deserialize<string[]>(json, s_json)
+                ?? throw new InvalidDataException($"'{path}': the '{ClassNamesKey}' metadata is empty.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"'{path}': the '{ClassNamesKey}' metadata is not a list of names: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Builds the network a checkpoint describes and loads its weights.</summary>
+    public static GoogLeNetModel LoadModel(string path) => LoadModel(SafeTensors.Read(path), path);
+
+    public static GoogLeNetModel LoadModel(SafeTensorsFile file, string path)
+    {
         var model = new GoogLeNetModel(ReadOptions(file, path));
         LoadWeights(file, path, model);
         return model;

@@ -176,7 +176,7 @@ public sealed class Trainer
         if (best)
         {
             State.BestTestAccuracy = test!.Top1;
-            Checkpoint.Save(_folder.BestPath, _model);
+            Checkpoint.Save(_folder.BestPath, _model, classNames: _train.Dataset.ClassNames);
         }
         SwapAverage();
         double seen = Math.Max(State.Seen, 1);
@@ -209,7 +209,7 @@ public sealed class Trainer
         {
             State.DropoutStates[path] = dropout.Generator.State;
         }
-        Checkpoint.Save(_folder.LastPath, _model, Optimizer, State, _weightAverage);
+        Checkpoint.Save(_folder.LastPath, _model, Optimizer, State, _weightAverage, _train.Dataset.ClassNames);
         _savedStep = State.Step;
     }
 

@@ -1,5 +1,9 @@
 using System.Diagnostics;
 using System.Text.Json;
+using GoogLeNet.Data;
+using GoogLeNet.Engine;
+using GoogLeNet.Models;
+using GoogLeNet.Training;
 using Xunit;
 
 namespace GoogLeNet.Tests.Training;
@@ -59,6 +63,58 @@ public sealed class TrainCliTests : IDisposable
 
         (code, _, error) = CliTests.Run("eval", "--checkpoint", Path.Combine(directory, "best.safetensors"),
             "--preset", "d2l", "--dataset", "fashion-mnist", "--limit", "32");
+        Assert.Equal(2, code);
+        Assert.Contains("is a torchvision checkpoint, but --preset d2l was given", error);
+    }
+
+    [Fact]
+    public void PredictTakesATrainCheckpointAsItIsAndNamesItsClasses()
+    {
+        string directory = Path.Combine(_root, "predict");
+        var (code, _, error) = CliTests.Run(TinyRun(directory));
+        Assert.True(code == 0, error);
+        string checkpoint = Path.Combine(directory, "best.safetensors");
+
+        // Three test images as PNG files, grey stored as equal RGB channels.
+        IImageDataset test = Datasets.Limit(Datasets.Open("fashion-mnist", null, train: false), 3);
+        string images = Path.Combine(_root, "images");
+        Directory.CreateDirectory(images);
+        var image = new ImageBuffer<byte>();
+        for (int i = 0; i < 3; i++)
+        {
+            test.ReadImage(i, image);
+            byte[] rgb = new byte[image.Height * image.Width * 3];
+            for (int p = 0; p < image.Height * image.Width; p++)
+            {
+                rgb[3 * p] = rgb[3 * p + 1] = rgb[3 * p + 2] = image.Data[p];
+            }
+            File.WriteAllBytes(Path.Combine(images, $"{i}.png"), PngPlot.Encode(image.Width, image.Height, rgb));
+        }
+
+        // No --preset: the checkpoint's own (a 1-channel 32x32 torchvision network) and its input.
+        (code, string output, error) = CliTests.Run("predict", images, "--weights", checkpoint, "--json", "--logits", "--top", "3");
+        Assert.True(code == 0, error);
+
+        GoogLeNetModel model = Checkpoint.LoadModel(checkpoint);
+        using var loader = new BatchLoader(test, Datasets.InputTransform(test, 32), 3, shuffle: false, seed: 0);
+        loader.StartEpoch(0);
+        Batch batch = loader.Next()!;
+        float[] expected = model.Forward(new Tensor(batch.Images, 0, [3, 1, 32, 32])).Logits.Span.ToArray();
+        JsonElement results = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(3, results.GetArrayLength());
+        for (int i = 0; i < 3; i++)
+        {
+            JsonElement result = results[i];
+            // The PNG's bytes are the dataset's and go through the same float operations, in a batch of the
+            // same shape: the logits are the same numbers.
+            Compare.Close(expected.AsSpan(i * 10, 10).ToArray(), GoldenFill.Floats(result.GetProperty("logits")), 0, $"image {i}");
+            foreach (JsonElement entry in result.GetProperty("top").EnumerateArray())
+            {
+                Assert.Equal(test.ClassNames[entry.GetProperty("index").GetInt32()], entry.GetProperty("label").GetString());
+            }
+        }
+
+        (code, _, error) = CliTests.Run("predict", images, "--weights", checkpoint, "--preset", "d2l");
         Assert.Equal(2, code);
         Assert.Contains("is a torchvision checkpoint, but --preset d2l was given", error);
     }
