@@ -30,7 +30,7 @@ internal static class TrainCommand
         Option<float> labelSmoothing = new("--label-smoothing") { Description = "Label smoothing of the cross-entropy." };
         Option<double> weightAverage = new("--weight-average") { Description = "Evaluate and keep as best a moving average of the weights with this decay (the paper's Polyak averaging; e.g. 0.999)." };
         Option<double> clip = new("--clip") { Description = "Clip the global gradient norm to this value (0: off)." };
-        Option<string?> augment = new("--augment") { Description = "Training augmentation: none (default), crop-flip (random crop after padding by 1/8 of the side, horizontal flip) or paper (random-resized crop, flip, brightness and contrast jitter)." };
+        Option<string?> augment = new("--augment") { Description = "Training augmentation: none (default), crop-flip (random crop after padding by 1/8 of the side, horizontal flip), crop-flip-erase (crop-flip, then random erasing of one rectangle of 2-33% of the area with probability 0.5) or paper (random-resized crop, flip, brightness and contrast jitter)." };
         Option<int> checkpointEvery = new("--checkpoint-every") { Description = "Save last.safetensors every N steps (0: at epoch ends only).", DefaultValueFactory = _ => 200 };
         Option<string?> output = new("--out") { Description = "Run folder (default runs/<preset>-<dataset>-<time>)." };
         Option<string?> resume = new("--resume") { Description = "Continue the run in this folder exactly where it stopped (its config.json wins; --epochs may extend it)." };

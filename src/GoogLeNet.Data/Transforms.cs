@@ -211,6 +211,65 @@ public sealed class RandomHorizontalFlip(double p = 0.5) : IImageTransform
 }
 
 /// <summary>
+/// torchvision's RandomErasing (Zhong et al. 2017): with probability <c>p</c>, one rectangle of
+/// <c>scale</c> of the area (uniform) with aspect ratio log-uniform in <c>ratio</c> is set to
+/// <c>value</c> in every channel; ten attempts to fit it inside the image, then no erasing.
+/// </summary>
+public sealed class RandomErasing : IImageTransform
+{
+    private readonly double _p;
+    private readonly double _scaleMin;
+    private readonly double _scaleMax;
+    private readonly double _logRatioMin;
+    private readonly double _logRatioMax;
+    private readonly float _value;
+
+    public RandomErasing(double p = 0.5, double scaleMin = 0.02, double scaleMax = 0.33, double ratioMin = 0.3, double ratioMax = 3.3, float value = 0f)
+    {
+        if (p is < 0 or > 1 || !(scaleMin > 0 && scaleMin <= scaleMax && scaleMax <= 1) || !(ratioMin > 0 && ratioMin <= ratioMax))
+        {
+            throw new ArgumentException(
+                $"Expected 0 <= p <= 1, 0 < scaleMin <= scaleMax <= 1 and 0 < ratioMin <= ratioMax, found p {p}, scale ({scaleMin}, {scaleMax}) and ratio ({ratioMin}, {ratioMax}).");
+        }
+        (_p, _scaleMin, _scaleMax, _value) = (p, scaleMin, scaleMax, value);
+        (_logRatioMin, _logRatioMax) = (Math.Log(ratioMin), Math.Log(ratioMax));
+    }
+
+    public void Apply(ImageBuffer<float> source, ImageBuffer<float> destination, DataRandom random)
+    {
+        ImageOps.Copy(source, destination);
+        if (random.NextDouble() >= _p)
+        {
+            return;
+        }
+        int height = source.Height;
+        int width = source.Width;
+        for (int attempt = 0; attempt < 10; attempt++)
+        {
+            double area = (double)height * width * random.Uniform(_scaleMin, _scaleMax);
+            double aspect = Math.Exp(random.Uniform(_logRatioMin, _logRatioMax));
+            int h = (int)Math.Round(Math.Sqrt(area * aspect));
+            int w = (int)Math.Round(Math.Sqrt(area / aspect));
+            if (h >= height || w >= width || h < 1 || w < 1)
+            {
+                continue;
+            }
+            int top = random.Next(height - h + 1);
+            int left = random.Next(width - w + 1);
+            for (int c = 0; c < destination.Channels; c++)
+            {
+                Span<float> plane = destination.Plane(c);
+                for (int y = top; y < top + h; y++)
+                {
+                    plane.Slice(y * width + left, w).Fill(_value);
+                }
+            }
+            return;
+        }
+    }
+}
+
+/// <summary>
 /// The paper's scale augmentation as torchvision's RandomResizedCrop: a crop of 8%-100% of the area
 /// with aspect ratio log-uniform in [3/4, 4/3], ten attempts then a centered fallback, resized
 /// bilinearly to <c>size</c>.

@@ -69,8 +69,9 @@ public static class Datasets
     {
         "none" => InputTransform(dataset, size),
         "crop-flip" => CropFlip(dataset, size),
+        "crop-flip-erase" => new Compose(CropFlip(dataset, size), new RandomErasing()),
         "paper" => new Compose(new RandomResizedCrop(size), new RandomHorizontalFlip(), new ColorJitter(brightness: 0.4, contrast: 0.4)),
-        _ => throw new ArgumentException($"Unknown augmentation '{augment}': expected none, crop-flip or paper."),
+        _ => throw new ArgumentException($"Unknown augmentation '{augment}': expected none, crop-flip, crop-flip-erase or paper."),
     };
 
     private static Compose CropFlip(IImageDataset dataset, int size)

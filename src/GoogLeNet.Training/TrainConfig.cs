@@ -59,7 +59,8 @@ public sealed record TrainConfig
 
     /// <summary>
     /// Augmentation of the training images: <c>none</c>; <c>crop-flip</c> (a random crop after
-    /// zero padding by an eighth of the side, then a horizontal flip half the time); <c>paper</c>
+    /// zero padding by an eighth of the side, then a horizontal flip half the time); <c>crop-flip-erase</c>
+    /// (crop-flip, then torchvision's random erasing with its defaults, to 0); <c>paper</c>
     /// (the paper's random-resized crop of 8-100% of the area, aspect 3/4-4/3, flip, brightness
     /// and contrast jitter of 0.4). Test images are only resized.
     /// </summary>
@@ -110,7 +111,7 @@ public sealed record TrainConfig
         Check(ClipNorm >= 0, $"the clipping norm must not be negative, got {ClipNorm}");
         Check(WeightAverageDecay >= 0 && WeightAverageDecay < 1, $"the weight-average decay must be in [0, 1), got {WeightAverageDecay}");
         Check(CheckpointEvery >= 0, $"the checkpoint interval must not be negative, got {CheckpointEvery}");
-        Check(Augment is "none" or "crop-flip" or "paper", $"the augmentation must be none, crop-flip or paper, got '{Augment}'");
+        Check(Augment is "none" or "crop-flip" or "crop-flip-erase" or "paper", $"the augmentation must be none, crop-flip, crop-flip-erase or paper, got '{Augment}'");
         Schedules.Parse(Schedule, LearningRate, Epochs);
     }
 

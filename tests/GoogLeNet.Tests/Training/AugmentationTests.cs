@@ -32,6 +32,7 @@ public class AugmentationTests
 
     [Theory]
     [InlineData("crop-flip")]
+    [InlineData("crop-flip-erase")]
     [InlineData("paper")]
     public void AugmentationIsFixedBySeedAndEpochAndChangesTheImages(string augment)
     {
@@ -91,6 +92,63 @@ public class AugmentationTests
             }
         }
         return true;
+    }
+
+    [Fact]
+    public void RandomErasingZeroesOneRectangleOfTheStatedAreaAndAspectAboutHalfTheTime()
+    {
+        var source = new ImageBuffer<float>();
+        source.Reshape(3, 40, 30);
+        source.Span.Fill(1f);
+        var erased = new ImageBuffer<float>();
+        var random = new DataRandom(11);
+        var transform = new RandomErasing();
+        const int Draws = 2000;
+        int hits = 0;
+        for (int draw = 0; draw < Draws; draw++)
+        {
+            transform.Apply(source, erased, random);
+            // The zeros, found in channel 0, must form one rectangle, the same in every channel.
+            int top = int.MaxValue, left = int.MaxValue, bottom = -1, right = -1, zeros = 0;
+            ReadOnlySpan<float> plane = erased.Plane(0);
+            for (int i = 0; i < plane.Length; i++)
+            {
+                if (plane[i] == 0f)
+                {
+                    (int y, int x) = Math.DivRem(i, 30);
+                    (top, left, bottom, right) = (Math.Min(top, y), Math.Min(left, x), Math.Max(bottom, y), Math.Max(right, x));
+                    zeros++;
+                }
+            }
+            Assert.True(erased.Plane(1).SequenceEqual(plane) && erased.Plane(2).SequenceEqual(plane), $"draw {draw}: channels differ");
+            if (zeros == 0)
+            {
+                continue;
+            }
+            hits++;
+            int h = bottom - top + 1, w = right - left + 1;
+            Assert.Equal(h * w, zeros);
+            // Rounding h and w moves the area from the drawn fraction by at most (h + w) / 2 + 1/4 pixels.
+            double slack = (h + w) / 2.0 + 0.25;
+            Assert.InRange(zeros, 0.02 * 1200 - slack, 0.33 * 1200 + slack);
+            Assert.True(h < 40 && w < 30);
+        }
+        // p = 0.5 and a rectangle nearly always fits: 2000 draws give 1000 +- 22 (one sd), so 900-1100 is 4.5 sd.
+        Assert.InRange(hits, 900, 1100);
+    }
+
+    [Fact]
+    public void RandomErasingWithProbabilityZeroCopies()
+    {
+        var source = new ImageBuffer<float>();
+        source.Reshape(1, 8, 8);
+        for (int i = 0; i < 64; i++)
+        {
+            source.Span[i] = i + 1;
+        }
+        var destination = new ImageBuffer<float>();
+        new RandomErasing(p: 0).Apply(source, destination, new DataRandom(1));
+        Assert.True(destination.Span.SequenceEqual(source.Span));
     }
 
     [Fact]
