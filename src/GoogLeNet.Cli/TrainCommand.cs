@@ -85,9 +85,10 @@ internal static class TrainCommand
                     $"{config.Preset}-{config.Dataset.Replace(':', '-').Replace('/', '-')}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
             }
             config.Validate();
-            if (resumeDirectory is null)
+            if (resumeDirectory is null && RunFolder.ExistingRunFiles(directory) is { Length: > 0 } present)
             {
-                RunFolder.EnsureNoRunIn(directory);
+                throw new IOException(
+                    $"'{directory}' already holds a run ({string.Join(", ", present)}); continue it with --resume {directory}, or give another --out. Nothing was changed.");
             }
             if (result.GetValue(threads) is int t)
             {

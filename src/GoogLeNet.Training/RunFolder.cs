@@ -42,19 +42,11 @@ public sealed class RunFolder
     public static IReadOnlyList<string> FileNames { get; } =
         ["config.json", "metrics.csv", "metrics.jsonl", "plot.svg", "plot.png", "last.safetensors", "best.safetensors"];
 
-    /// <summary>
-    /// Refuses to start a new run in <paramref name="directory"/> when it already holds files a run writes,
-    /// so a finished or interrupted run is never overwritten by a new one.
-    /// </summary>
-    public static void EnsureNoRunIn(string directory)
+    /// <summary>The files of <see cref="FileNames"/> that <paramref name="directory"/> already holds: a new run there would overwrite them.</summary>
+    public static string[] ExistingRunFiles(string directory)
     {
         ArgumentNullException.ThrowIfNull(directory);
-        string[] present = FileNames.Where(name => File.Exists(System.IO.Path.Combine(directory, name))).ToArray();
-        if (present.Length > 0)
-        {
-            throw new IOException(
-                $"'{directory}' already holds a run ({string.Join(", ", present)}); continue it with --resume {directory}, or give another --out. Nothing was changed.");
-        }
+        return FileNames.Where(name => File.Exists(System.IO.Path.Combine(directory, name))).ToArray();
     }
 
     public void WriteConfig(TrainConfig config) => WriteAtomically(ConfigPath, JsonSerializer.Serialize(config, s_indented) + "\n");
