@@ -3,7 +3,6 @@ using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using GoogLeNet.Engine;
-using GoogLeNet.Interop;
 using GoogLeNet.Models;
 using GoogLeNet.Onnx;
 using GoogLeNet.Training;
@@ -92,7 +91,9 @@ internal static class PredictCommand
         Func<Tensor, Tensor> forward;
         int classes;
         IReadOnlyList<string>? labels;
-        if (ReadTrainCheckpoint(settings.Weights) is { } trained)
+        bool onnx = IsOnnx(settings.Weights);
+        WeightFile? weights = onnx ? null : WeightIO.Read(settings.Weights);
+        if (weights is not null && ReadTrainCheckpoint(weights) is { } trained)
         {
             GoogLeNetOptions options = trained.Model.Options;
             if (givenPreset is Preset p && p != options.Preset)
@@ -113,7 +114,9 @@ internal static class PredictCommand
         {
             Preset preset = givenPreset ?? Preset.Torchvision;
             preprocessor = new ImagePreprocessor(preset, settings.Crops);
-            (forward, classes) = LoadNetwork(settings.Weights, preset, settings.NoTransformInput);
+            (forward, classes) = weights is null
+                ? OnnxForward(settings.Weights)
+                : NetworkOf(weights, preset, settings.NoTransformInput);
             labels = ReadLabels(settings.Labels, classes);
         }
         int k = Math.Min(settings.Top, classes);
@@ -174,36 +177,32 @@ internal static class PredictCommand
 
     /// <summary>
     /// The network and class names of a googlenet train checkpoint (a .safetensors file whose metadata describes its
-    /// network), or null for any other weights file, which needs a preset.
+    /// network), or null for any other weights, which need a preset.
     /// </summary>
-    private static (GoogLeNetModel Model, IReadOnlyList<string>? ClassNames)? ReadTrainCheckpoint(string weights)
+    private static (GoogLeNetModel Model, IReadOnlyList<string>? ClassNames)? ReadTrainCheckpoint(WeightFile file)
     {
-        if (!string.Equals(Path.GetExtension(weights), ".safetensors", StringComparison.OrdinalIgnoreCase) || !File.Exists(weights))
-        {
-            return null;
-        }
-        SafeTensorsFile file = SafeTensors.Read(weights);
         if (!Checkpoint.IsCheckpoint(file.Metadata))
         {
             return null;
         }
-        GoogLeNetModel model = Checkpoint.LoadModel(file, weights);
-        IReadOnlyList<string>? names = Checkpoint.ReadClassNames(file, weights);
+        GoogLeNetModel model = Checkpoint.LoadModel(file.Tensors, file.Metadata, file.Path);
+        IReadOnlyList<string>? names = Checkpoint.ReadClassNames(file.Metadata, file.Path);
         if (names is not null && names.Count != model.Options.Classes)
         {
-            throw new InvalidDataException($"'{weights}' names {names.Count} classes, but its network has {model.Options.Classes}.");
+            throw new InvalidDataException($"'{file.Path}' names {names.Count} classes, but its network has {model.Options.Classes}.");
         }
         return (model, names);
     }
 
     /// <summary>The network behind a weights file: an ONNX graph run as it is, or the preset built around .pth or .safetensors weights.</summary>
-    public static (Func<Tensor, Tensor> Forward, int Classes) LoadNetwork(string weights, Preset preset, bool noTransformInput)
+    public static (Func<Tensor, Tensor> Forward, int Classes) LoadNetwork(string weights, Preset preset, bool noTransformInput) =>
+        IsOnnx(weights) ? OnnxForward(weights) : NetworkOf(WeightIO.Read(weights), preset, noTransformInput);
+
+    private static bool IsOnnx(string weights) => string.Equals(Path.GetExtension(weights), ".onnx", StringComparison.OrdinalIgnoreCase);
+
+    private static (Func<Tensor, Tensor> Forward, int Classes) NetworkOf(WeightFile weights, Preset preset, bool noTransformInput)
     {
-        if (string.Equals(Path.GetExtension(weights), ".onnx", StringComparison.OrdinalIgnoreCase))
-        {
-            return OnnxForward(weights);
-        }
-        GoogLeNetModel model = BuildModel(WeightIO.Read(weights), preset, noTransformInput);
+        GoogLeNetModel model = BuildModel(weights, preset, noTransformInput);
         return (x => model.Forward(x).Logits, model.Options.Classes);
     }
 

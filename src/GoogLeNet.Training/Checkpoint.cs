@@ -70,9 +70,9 @@ public static class Checkpoint
     }
 
     /// <summary>The options of the network a checkpoint was saved from.</summary>
-    public static GoogLeNetOptions ReadOptions(SafeTensorsFile file, string path)
+    public static GoogLeNetOptions ReadOptions(IReadOnlyDictionary<string, string> metadata, string path)
     {
-        if (!file.Metadata.TryGetValue(OptionsKey, out string? json))
+        if (!metadata.TryGetValue(OptionsKey, out string? json))
         {
             throw new InvalidDataException($"'{path}' has no '{OptionsKey}' metadata; it was not saved by googlenet train.");
         }
@@ -84,9 +84,9 @@ public static class Checkpoint
     public static bool IsCheckpoint(IReadOnlyDictionary<string, string> metadata) => metadata.ContainsKey(OptionsKey);
 
     /// <summary>The class names of the dataset a checkpoint was trained on, or null when it does not record them.</summary>
-    public static IReadOnlyList<string>? ReadClassNames(SafeTensorsFile file, string path)
+    public static IReadOnlyList<string>? ReadClassNames(IReadOnlyDictionary<string, string> metadata, string path)
     {
-        if (!file.Metadata.TryGetValue(ClassNamesKey, out string? json))
+        if (!metadata.TryGetValue(ClassNamesKey, out string? json))
         {
             return null;
         }
@@ -102,19 +102,24 @@ public static class Checkpoint
     }
 
     /// <summary>Builds the network a checkpoint describes and loads its weights.</summary>
-    public static GoogLeNetModel LoadModel(string path) => LoadModel(SafeTensors.Read(path), path);
-
-    public static GoogLeNetModel LoadModel(SafeTensorsFile file, string path)
+    public static GoogLeNetModel LoadModel(string path)
     {
-        var model = new GoogLeNetModel(ReadOptions(file, path));
-        LoadWeights(file, path, model);
+        SafeTensorsFile file = SafeTensors.Read(path);
+        return LoadModel(file.Tensors, file.Metadata, path);
+    }
+
+    /// <summary>As <see cref="LoadModel(string)"/>, for a file already read.</summary>
+    public static GoogLeNetModel LoadModel(IReadOnlyList<NamedTensor> tensors, IReadOnlyDictionary<string, string> metadata, string path)
+    {
+        var model = new GoogLeNetModel(ReadOptions(metadata, path));
+        LoadWeights(tensors, path, model);
         return model;
     }
 
     /// <summary>Copies every parameter and buffer of the model from the file; names and shapes must match.</summary>
-    public static void LoadWeights(SafeTensorsFile file, string path, GoogLeNetModel model)
+    public static void LoadWeights(IReadOnlyList<NamedTensor> tensors, string path, GoogLeNetModel model)
     {
-        var byName = file.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         foreach (var (name, parameter) in model.Parameters.All)
         {
             if (!byName.TryGetValue(name, out NamedTensor? tensor))
@@ -137,7 +142,7 @@ public static class Checkpoint
     public static TrainingState LoadTraining(string path, GoogLeNetModel model, Sgd optimizer, float[]? weightAverage = null)
     {
         SafeTensorsFile file = SafeTensors.Read(path);
-        LoadWeights(file, path, model);
+        LoadWeights(file.Tensors, path, model);
         LoadFlat(file, path, VelocityName, optimizer.Velocity, "it holds weights only, not a training state");
         if (weightAverage is not null)
         {
