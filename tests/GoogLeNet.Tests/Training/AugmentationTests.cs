@@ -95,7 +95,7 @@ public class AugmentationTests
     }
 
     [Fact]
-    public void RandomErasingZeroesOneRectangleOfTheStatedAreaAndAspectAboutHalfTheTime()
+    public void RandomErasingZeroesOneRectangleOfTheStatedAreaAboutHalfTheTime()
     {
         var source = new ImageBuffer<float>();
         source.Reshape(3, 40, 30);
