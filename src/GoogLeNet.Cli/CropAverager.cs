@@ -24,10 +24,11 @@ internal sealed class CropAverager
     }
 
     /// <summary>
-    /// <paramref name="load"/> writes image i's crops (as <see cref="ImagePreprocessor.Load(string, Span{float})"/> does);
-    /// <paramref name="done"/> gets each image's mean probabilities and mean logits, in image order.
+    /// <paramref name="load"/> writes image i's crops (as <see cref="ImagePreprocessor.Load(string, Span{float})"/> does)
+    /// and returns false for an image it could not read, which is skipped;
+    /// <paramref name="done"/> gets each other image's mean probabilities and mean logits, in image order.
     /// </summary>
-    public void Run(int count, Action<int, Span<float>> load, Action<int, float[], float[]> done)
+    public void Run(int count, Func<int, Span<float>, bool> load, Action<int, float[], float[]> done)
     {
         int length = _preprocessor.Length;
         int cropsPerImage = _preprocessor.Crops;
@@ -70,7 +71,10 @@ internal sealed class CropAverager
         }
         for (int image = 0; image < count; image++)
         {
-            load(image, crops);
+            if (!load(image, crops))
+            {
+                continue;
+            }
             for (int crop = 0; crop < cropsPerImage; crop++)
             {
                 crops.AsSpan(crop * length, length).CopyTo(batch.AsSpan(filled * length));

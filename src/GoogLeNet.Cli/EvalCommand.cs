@@ -149,10 +149,11 @@ internal static class EvalCommand
                 if (folder is not null)
                 {
                     preprocessor.Load(folder.Paths[index], destination);
-                    return;
+                    return true;
                 }
                 test.ReadImage(index, image);
                 preprocessor.Load(image, destination);
+                return true;
             },
             (index, probabilities, _) =>
             {

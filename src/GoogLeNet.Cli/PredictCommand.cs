@@ -122,7 +122,7 @@ internal static class PredictCommand
         int k = Math.Min(settings.Top, classes);
 
         var predictions = new List<Prediction>(files.Count);
-        var unreadable = new HashSet<int>();
+        int unreadable = 0;
         new CropAverager(forward, classes, preprocessor, settings.BatchSize).Run(
             files.Count,
             (image, crops) =>
@@ -130,20 +130,17 @@ internal static class PredictCommand
                 try
                 {
                     preprocessor.Load(files[image], crops);
+                    return true;
                 }
                 catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
                 {
                     (stderr ?? Console.Error).WriteLine($"error: {e.Message} (skipped)");
-                    unreadable.Add(image);
-                    crops.Clear();
+                    unreadable++;
+                    return false;
                 }
             },
             (image, probability, logits) =>
             {
-                if (unreadable.Contains(image))
-                {
-                    return;
-                }
                 TopEntry[] best = Enumerable.Range(0, classes)
                     .OrderByDescending(c => probability[c]).ThenByDescending(c => logits[c]).ThenBy(c => c)
                     .Take(k)
@@ -167,9 +164,9 @@ internal static class PredictCommand
                 }
             }
         }
-        if (unreadable.Count > 0)
+        if (unreadable > 0)
         {
-            (stderr ?? Console.Error).WriteLine($"error: {unreadable.Count} of {files.Count} images could not be read; the other {files.Count - unreadable.Count} were classified.");
+            (stderr ?? Console.Error).WriteLine($"error: {unreadable} of {files.Count} images could not be read; the other {files.Count - unreadable} were classified.");
             return 1;
         }
         return 0;

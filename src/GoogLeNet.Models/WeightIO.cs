@@ -50,6 +50,21 @@ public sealed record WeightLoadReport(
     /// <summary>One line per kind of difference between the file and the model, naming the tensors.</summary>
     public IEnumerable<string> Details()
     {
+        var lines = Problems();
+        if (IgnoredAux.Count > 0)
+        {
+            lines.Add($"{IgnoredAux.Count} aux-head tensors ignored: the model has no aux heads");
+        }
+        if (DefaultedBatchCounters.Count > 0)
+        {
+            lines.Add($"{DefaultedBatchCounters.Count} num_batches_tracked counters absent from the file, left at 0");
+        }
+        return lines;
+    }
+
+    /// <summary>The differences that make a strict load fail: missing, unexpected and misshapen tensors.</summary>
+    public List<string> Problems()
+    {
         var lines = new List<string>();
         if (Missing.Count > 0)
         {
@@ -62,14 +77,6 @@ public sealed record WeightLoadReport(
         if (ShapeMismatches.Count > 0)
         {
             lines.Add($"shape mismatches ({ShapeMismatches.Count}): {FirstFew(ShapeMismatches, "; ")}");
-        }
-        if (IgnoredAux.Count > 0)
-        {
-            lines.Add($"{IgnoredAux.Count} aux-head tensors ignored: the model has no aux heads");
-        }
-        if (DefaultedBatchCounters.Count > 0)
-        {
-            lines.Add($"{DefaultedBatchCounters.Count} num_batches_tracked counters absent from the file, left at 0");
         }
         return lines;
     }
@@ -186,7 +193,7 @@ public static class WeightIO
         {
             throw new InvalidDataException(
                 $"The weights do not fit this GoogLeNet ({model.Options.Preset.ToName()}, {model.Options.Classes} classes{(model.HasAux ? ", aux heads" : "")}):"
-                + Environment.NewLine + string.Join(Environment.NewLine, report.Details())
+                + Environment.NewLine + string.Join(Environment.NewLine, report.Problems())
                 + Environment.NewLine + OtherPresetThatFits(model.Options.Preset, byName) switch
                 {
                     Preset other => $"They fit the {other.ToName()} preset. Nothing was loaded.",

@@ -154,6 +154,8 @@ public class WeightInteropTests(PthFixture fixture) : IClassFixture<PthFixture>
         // Every list stops after 10 names; the count in parentheses still says how many differ.
         Assert.Contains("... and ", e.Message);
         Assert.All(e.Message.Split(Environment.NewLine), line => Assert.True(line.Length < 1200, line));
+        // Counters left at 0 are a note on a load that happened, not a reason this one failed.
+        Assert.DoesNotContain("counters absent", e.Message);
         Assert.Equal(before, target.Parameters.All[0].Parameter.Value.Span[0]);
     }
 
