@@ -1,5 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Text.Json;
 using GoogLeNet.Engine;
 using GoogLeNet.Engine.Kernels;
@@ -26,16 +28,24 @@ internal static class BenchCommand
         Option<int> iterations = new("--iters") { Description = "Timed iterations.", DefaultValueFactory = _ => 5 };
         Option<bool> profile = new("--profile") { Description = "Also print each top-level module's forward and backward milliseconds per timed iteration (to stderr)." };
         Option<string?> gemm = new("--gemm") { Description = "Time one matrix product MxNxK (row-major, no transposes) instead of the network; prints GFLOP/s." };
+        Option<bool> fmaPeak = new("--fma-peak")
+        {
+            Description = "Time multiply-adds on registers alone on --threads threads instead of the network: the GFLOP/s this machine attains, the ceiling for --gemm.",
+        };
         Option<bool> json = CliSupport.JsonOption();
         var command = new Command("bench", "Images per second of a training step or of inference, median over iterations.")
         {
-            preset, mode, batch, input, aux, threads, warmup, iterations, profile, gemm, json,
+            preset, mode, batch, input, aux, threads, warmup, iterations, profile, gemm, fmaPeak, json,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
             if (result.GetValue(gemm) is { } gemmShape)
             {
                 return MeasureGemm(gemmShape, result.GetValue(threads), result.GetValue(warmup), result.GetValue(iterations), result.GetValue(json));
+            }
+            if (result.GetValue(fmaPeak))
+            {
+                return MeasureFmaPeak(result.GetValue(threads), result.GetValue(warmup), result.GetValue(iterations), result.GetValue(json));
             }
             string modeName = result.GetValue(mode)!;
             if (modeName is not ("train" or "infer"))
@@ -120,6 +130,94 @@ internal static class BenchCommand
             ? JsonSerializer.Serialize(new { gemm = size, threads, gflops, medianMilliseconds = median }, CliSupport.Json)
             : $"gemm {m}x{n}x{k} threads {threads}: {gflops:F1} GFLOP/s, median {median:F2} ms");
         return 0;
+    }
+
+    // The nominal peak (cores x FMA units x lanes x 2 x clock) assumes a clock that a shared VM
+    // may not give; this measures what the cores deliver on independent chains that touch no memory.
+    private static int MeasureFmaPeak(int threads, int warmup, int iterations, bool json)
+    {
+        if (threads < 1 || iterations < 1 || warmup < 0)
+        {
+            throw new ArgumentException("--threads and --iters must be at least 1, --warmup at least 0.");
+        }
+        const long Steps = 60_000_000;
+        bool wide = Vector512.IsHardwareAccelerated;
+        int lanes = wide ? Vector512<float>.Count : Vector256<float>.Count;
+        var times = new double[iterations];
+        for (int i = -warmup; i < iterations; i++)
+        {
+            using var start = new Barrier(threads + 1);
+            var workers = new Thread[threads];
+            float sink = 0;
+            for (int t = 0; t < threads; t++)
+            {
+                workers[t] = new Thread(() =>
+                {
+                    start.SignalAndWait();
+                    float value = wide ? FmaChains512(Steps) : FmaChains256(Steps);
+                    Interlocked.Exchange(ref sink, value);
+                });
+                workers[t].Start();
+            }
+            start.SignalAndWait();
+            long begin = Stopwatch.GetTimestamp();
+            foreach (Thread worker in workers)
+            {
+                worker.Join();
+            }
+            if (i >= 0)
+            {
+                times[i] = Stopwatch.GetElapsedTime(begin).TotalMilliseconds;
+            }
+            GC.KeepAlive(sink);
+        }
+        double median = Median(times);
+        double gflops = 2.0 * FmaChainCount * lanes * Steps * threads / (median * 1e6);
+        Console.WriteLine(json
+            ? JsonSerializer.Serialize(new { fmaPeak = true, threads, vectorBits = lanes * 32, gflops, medianMilliseconds = median }, CliSupport.Json)
+            : $"fma peak threads {threads}, {lanes * 32}-bit vectors: {gflops:F1} GFLOP/s, median {median:F2} ms");
+        return 0;
+    }
+
+    // Twelve independent accumulators cover the FMA latency (4-5 cycles) on two pipes.
+    private const int FmaChainCount = 12;
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float FmaChains256(long steps)
+    {
+        Vector256<float> x = Vector256.Create(0.999999f), y = Vector256.Create(1e-7f);
+        Vector256<float> a0 = Vector256.Create(0f), a1 = Vector256.Create(1f), a2 = Vector256.Create(2f), a3 = Vector256.Create(3f);
+        Vector256<float> a4 = Vector256.Create(4f), a5 = Vector256.Create(5f), a6 = Vector256.Create(6f), a7 = Vector256.Create(7f);
+        Vector256<float> a8 = Vector256.Create(8f), a9 = Vector256.Create(9f), a10 = Vector256.Create(10f), a11 = Vector256.Create(11f);
+        for (long n = 0; n < steps; n++)
+        {
+            a0 = Vector256.FusedMultiplyAdd(a0, x, y); a1 = Vector256.FusedMultiplyAdd(a1, x, y);
+            a2 = Vector256.FusedMultiplyAdd(a2, x, y); a3 = Vector256.FusedMultiplyAdd(a3, x, y);
+            a4 = Vector256.FusedMultiplyAdd(a4, x, y); a5 = Vector256.FusedMultiplyAdd(a5, x, y);
+            a6 = Vector256.FusedMultiplyAdd(a6, x, y); a7 = Vector256.FusedMultiplyAdd(a7, x, y);
+            a8 = Vector256.FusedMultiplyAdd(a8, x, y); a9 = Vector256.FusedMultiplyAdd(a9, x, y);
+            a10 = Vector256.FusedMultiplyAdd(a10, x, y); a11 = Vector256.FusedMultiplyAdd(a11, x, y);
+        }
+        return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float FmaChains512(long steps)
+    {
+        Vector512<float> x = Vector512.Create(0.999999f), y = Vector512.Create(1e-7f);
+        Vector512<float> a0 = Vector512.Create(0f), a1 = Vector512.Create(1f), a2 = Vector512.Create(2f), a3 = Vector512.Create(3f);
+        Vector512<float> a4 = Vector512.Create(4f), a5 = Vector512.Create(5f), a6 = Vector512.Create(6f), a7 = Vector512.Create(7f);
+        Vector512<float> a8 = Vector512.Create(8f), a9 = Vector512.Create(9f), a10 = Vector512.Create(10f), a11 = Vector512.Create(11f);
+        for (long n = 0; n < steps; n++)
+        {
+            a0 = Vector512.FusedMultiplyAdd(a0, x, y); a1 = Vector512.FusedMultiplyAdd(a1, x, y);
+            a2 = Vector512.FusedMultiplyAdd(a2, x, y); a3 = Vector512.FusedMultiplyAdd(a3, x, y);
+            a4 = Vector512.FusedMultiplyAdd(a4, x, y); a5 = Vector512.FusedMultiplyAdd(a5, x, y);
+            a6 = Vector512.FusedMultiplyAdd(a6, x, y); a7 = Vector512.FusedMultiplyAdd(a7, x, y);
+            a8 = Vector512.FusedMultiplyAdd(a8, x, y); a9 = Vector512.FusedMultiplyAdd(a9, x, y);
+            a10 = Vector512.FusedMultiplyAdd(a10, x, y); a11 = Vector512.FusedMultiplyAdd(a11, x, y);
+        }
+        return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
     }
 
     private static double Median(double[] times)

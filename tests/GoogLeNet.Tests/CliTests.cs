@@ -123,7 +123,22 @@ public class CliTests
         Assert.Equal(2.0 * 96 * 80 * 70 / (milliseconds * 1e6), root.GetProperty("gflops").GetDouble(), 1e-9);
     }
 
+    [Fact]
+    public void BenchFmaPeakPrintsGflopsOfTheMedian()
+    {
+        var (code, output, error) = Run("bench", "--fma-peak", "--threads", "2", "--warmup", "0", "--iters", "1", "--json");
+        Assert.True(code == 0, error);
+        JsonElement root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(2, root.GetProperty("threads").GetInt32());
+        int bits = root.GetProperty("vectorBits").GetInt32();
+        Assert.Contains(bits, new[] { 256, 512 });
+        // 60 million steps of 12 multiply-adds (2 FLOPs each) per lane and thread.
+        double milliseconds = root.GetProperty("medianMilliseconds").GetDouble();
+        Assert.Equal(2.0 * 12 * (bits / 32) * 60e6 * 2 / (milliseconds * 1e6), root.GetProperty("gflops").GetDouble(), 1e-6);
+    }
+
     [Theory]
+    [InlineData("--threads and --iters must be at least 1", "bench", "--fma-peak", "--threads", "0")]
     [InlineData("--mode expects train or infer", "bench", "--mode", "fit")]
     [InlineData("--gemm expects MxNxK", "bench", "--gemm", "64x64")]
     [InlineData("--gemm expects MxNxK", "bench", "--gemm", "64x-1x64")]
