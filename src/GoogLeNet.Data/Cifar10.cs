@@ -52,6 +52,11 @@ public static class Cifar10
         for (int f = 0; f < paths.Count; f++)
         {
             string path = paths[f];
+            if (!File.Exists(path))
+            {
+                throw new FileNotFoundException(
+                    $"Expected the CIFAR-10 binary batch '{path}'; the folder should hold {string.Join(", ", TrainFiles)} and {TestFiles[0]} (the binary version of the archive).", path);
+            }
             long length = new FileInfo(path).Length;
             if (length != FileSize)
             {

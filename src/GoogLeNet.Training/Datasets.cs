@@ -35,6 +35,10 @@ public static class Datasets
         {
             throw new DirectoryNotFoundException($"{name} is not in its default folder {defaultDirectory}; pass its folder with --data DIR.");
         }
+        if (directory is not null && !Directory.Exists(directory))
+        {
+            throw new DirectoryNotFoundException($"The --data folder '{directory}' for {name} does not exist.");
+        }
         directory ??= defaultDirectory;
         return name switch
         {

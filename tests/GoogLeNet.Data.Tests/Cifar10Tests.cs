@@ -83,6 +83,17 @@ public sealed class Cifar10Tests
     }
 
     [Fact]
+    public void AMissingBatchNamesTheFileAndWhatTheFolderShouldHold()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.File("test_batch.bin"), Batch(0));
+
+        var e = Assert.Throws<FileNotFoundException>(() => Cifar10.Load(dir.Path, train: true));
+        Assert.Contains($"'{dir.File("data_batch_1.bin")}'", e.Message);
+        Assert.Contains("data_batch_5.bin and test_batch.bin", e.Message);
+    }
+
+    [Fact]
     public void MetaWithWrongNameCountIsRejected()
     {
         using var dir = new TempDirectory();

@@ -212,4 +212,17 @@ public sealed class TrainCliTests : IDisposable
         Assert.Equal(2, code);
         Assert.Contains("Unknown dataset 'imagenet-22k'", error);
     }
+
+    [Fact]
+    public void AMissingDataFolderIsNamedAndNoRunFolderIsLeft()
+    {
+        string data = Path.Combine(_root, "no-such-cifar");
+        string output = Path.Combine(_root, "cifar-run");
+
+        var (code, _, error) = CliTests.Run("train", "--preset", "d2l", "--dataset", "cifar10", "--data", data, "--out", output);
+
+        Assert.Equal(2, code);
+        Assert.Contains($"The --data folder '{data}' for cifar10 does not exist.", error);
+        Assert.False(Directory.Exists(output));
+    }
 }
