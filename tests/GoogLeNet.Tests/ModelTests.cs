@@ -228,6 +228,53 @@ public class ThreadCountTests
         }
         Assert.Equal(Run(1), Run(2));
     }
+
+    // Large enough (100,352 values) that the plane loop splits across two threads.
+    [Theory]
+    [InlineData("adaptive")]
+    [InlineData("global")]
+    [InlineData("avgpool")]
+    public void AveragePoolsSplitOverPlanesGiveTheSingleThreadResult(string kind)
+    {
+        Tensor input = GoldenFill.Tensor($"pool-threads-{kind}", [8, 64, 14, 14], 2.0);
+        float[] Run(int threads, bool backward)
+        {
+            int saved = GoogLeNet.Engine.Kernels.Gemm.MaxThreads;
+            GoogLeNet.Engine.Kernels.Gemm.MaxThreads = threads;
+            try
+            {
+                Layer pool = kind switch
+                {
+                    "adaptive" => new AdaptiveAvgPool2d("pool", 4, 4),
+                    "global" => new AdaptiveAvgPool2d("pool", 1, 1),
+                    _ => new AvgPool2d("pool", 5, 3, ceilMode: true),
+                };
+                Tensor output = pool.Forward(input);
+                if (!backward)
+                {
+                    return output.Span.ToArray();
+                }
+                Tensor dOutput = GoldenFill.Tensor($"pool-threads-grad-{kind}", output.Shape, 1.0);
+                return pool.Backward(dOutput)!.Span.ToArray();
+            }
+            finally
+            {
+                GoogLeNet.Engine.Kernels.Gemm.MaxThreads = saved;
+            }
+        }
+
+        float[] forward = Run(2, backward: false);
+        Assert.Equal(Run(1, backward: false), forward);
+        Assert.Equal(Run(1, backward: true), Run(2, backward: true));
+        if (kind != "avgpool")
+        {
+            int side = kind == "global" ? 1 : 4;
+            var expected = new float[forward.Length];
+            GoogLeNet.Engine.Kernels.Reference.ReferenceLayers.AdaptiveAvgPool(input.Span, 8 * 64, 14, 14, side, side, expected);
+            // Float sums of at most 196 values in (-2, 2) against the double reference.
+            Compare.Close(expected, forward, 1e-5, kind);
+        }
+    }
 }
 
 /// <summary>

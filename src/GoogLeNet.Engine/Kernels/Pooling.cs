@@ -491,21 +491,40 @@ public static class Pooling
         ReadOnlySpan<float> input, int planes, int height, int width, int outH, int outW, Span<float> output)
     {
         int inPlane = height * width;
+        int outPlane = outH * outW;
+        if (outPlane == 1)
+        {
+            // Global pooling: the window is the whole plane, one contiguous sum.
+            for (int p = 0; p < planes; p++)
+            {
+                output[p] = System.Numerics.Tensors.TensorPrimitives.Sum(input.Slice(p * inPlane, inPlane)) / inPlane;
+            }
+            return;
+        }
+        // The windows are the same for every plane; working them out per output took longer than the sums.
+        Span<int> windows = outH + outW <= MaxStackWindows ? stackalloc int[2 * (outH + outW)] : new int[2 * (outH + outW)];
+        AdaptiveWindows(height, outH, windows[..(2 * outH)]);
+        AdaptiveWindows(width, outW, windows[(2 * outH)..]);
+        ReadOnlySpan<int> rows = windows[..(2 * outH)], columns = windows[(2 * outH)..];
         for (int p = 0; p < planes; p++)
         {
             ReadOnlySpan<float> x = input.Slice(p * inPlane, inPlane);
+            Span<float> y = output.Slice(p * outPlane, outPlane);
             for (int oy = 0; oy < outH; oy++)
             {
-                var (y0, y1) = AdaptiveWindow(oy, height, outH);
+                int y0 = rows[2 * oy], y1 = rows[2 * oy + 1];
                 for (int ox = 0; ox < outW; ox++)
                 {
-                    var (x0, x1) = AdaptiveWindow(ox, width, outW);
+                    int x0 = columns[2 * ox], x1 = columns[2 * ox + 1];
                     float sum = 0f;
                     for (int iy = y0; iy < y1; iy++)
                     {
-                        sum += System.Numerics.Tensors.TensorPrimitives.Sum(x.Slice(iy * width + x0, x1 - x0));
+                        for (int ix = x0; ix < x1; ix++)
+                        {
+                            sum += x[iy * width + ix];
+                        }
                     }
-                    output[(p * outH + oy) * outW + ox] = sum / ((y1 - y0) * (x1 - x0));
+                    y[oy * outW + ox] = sum / ((y1 - y0) * (x1 - x0));
                 }
             }
         }
@@ -515,24 +534,52 @@ public static class Pooling
     public static void AdaptiveAverageBackward(
         ReadOnlySpan<float> dOutput, int planes, int height, int width, int outH, int outW, Span<float> dInput)
     {
-        dInput.Clear();
         int inPlane = height * width;
+        int outPlane = outH * outW;
+        if (outPlane == 1)
+        {
+            for (int p = 0; p < planes; p++)
+            {
+                dInput.Slice(p * inPlane, inPlane).Fill(dOutput[p] / inPlane);
+            }
+            return;
+        }
+        Span<int> windows = outH + outW <= MaxStackWindows ? stackalloc int[2 * (outH + outW)] : new int[2 * (outH + outW)];
+        AdaptiveWindows(height, outH, windows[..(2 * outH)]);
+        AdaptiveWindows(width, outW, windows[(2 * outH)..]);
+        ReadOnlySpan<int> rows = windows[..(2 * outH)], columns = windows[(2 * outH)..];
+        dInput[..(planes * inPlane)].Clear();
         for (int p = 0; p < planes; p++)
         {
+            ReadOnlySpan<float> dy = dOutput.Slice(p * outPlane, outPlane);
             Span<float> dx = dInput.Slice(p * inPlane, inPlane);
             for (int oy = 0; oy < outH; oy++)
             {
-                var (y0, y1) = AdaptiveWindow(oy, height, outH);
+                int y0 = rows[2 * oy], y1 = rows[2 * oy + 1];
                 for (int ox = 0; ox < outW; ox++)
                 {
-                    var (x0, x1) = AdaptiveWindow(ox, width, outW);
-                    float g = dOutput[(p * outH + oy) * outW + ox] / ((y1 - y0) * (x1 - x0));
+                    int x0 = columns[2 * ox], x1 = columns[2 * ox + 1];
+                    float g = dy[oy * outW + ox] / ((y1 - y0) * (x1 - x0));
                     for (int iy = y0; iy < y1; iy++)
                     {
-                        System.Numerics.Tensors.TensorPrimitives.Add(dx.Slice(iy * width + x0, x1 - x0), g, dx.Slice(iy * width + x0, x1 - x0));
+                        for (int ix = x0; ix < x1; ix++)
+                        {
+                            dx[iy * width + ix] += g;
+                        }
                     }
                 }
             }
+        }
+    }
+
+    private const int MaxStackWindows = 128;
+
+    // windows[2o], windows[2o + 1] = AdaptiveWindow(o, inSize, outSize).
+    private static void AdaptiveWindows(int inSize, int outSize, Span<int> windows)
+    {
+        for (int o = 0; o < outSize; o++)
+        {
+            (windows[2 * o], windows[2 * o + 1]) = AdaptiveWindow(o, inSize, outSize);
         }
     }
 }

@@ -126,8 +126,12 @@ public sealed class AvgPool2d : WindowPool2d
     public override Tensor Forward(Tensor input)
     {
         Tensor output = Ensure(ref _output, OutputShapeFor(input));
-        Pooling.AverageForward(input.Span, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
-            KernelSize, Stride, Padding, CountIncludePad, output.Shape[2], output.Shape[3], output.Span);
+        int inPlane = input.Shape[2] * input.Shape[3];
+        int outPlane = output.Shape[2] * output.Shape[3];
+        Parallelism.For(input.Shape[0] * input.Shape[1], inPlane, (self: this, input, output, inPlane, outPlane), static (s, start, count) =>
+            Pooling.AverageForward(s.input.Span.Slice(start * s.inPlane, count * s.inPlane), count, s.input.Shape[2], s.input.Shape[3],
+                s.self.KernelSize, s.self.Stride, s.self.Padding, s.self.CountIncludePad, s.output.Shape[2], s.output.Shape[3],
+                s.output.Span.Slice(start * s.outPlane, count * s.outPlane)));
         _inputShape = input.Shape;
         return output;
     }
@@ -136,8 +140,12 @@ public sealed class AvgPool2d : WindowPool2d
     {
         int[] shape = _inputShape ?? throw new InvalidOperationException($"{Name}: Backward was called before Forward.");
         Tensor dInput = Ensure(ref _dInput, shape);
-        Pooling.AverageBackward(dOutput.Span, shape[0] * shape[1], shape[2], shape[3],
-            KernelSize, Stride, Padding, CountIncludePad, dOutput.Shape[2], dOutput.Shape[3], dInput.Span);
+        int inPlane = shape[2] * shape[3];
+        int outPlane = dOutput.Shape[2] * dOutput.Shape[3];
+        Parallelism.For(shape[0] * shape[1], inPlane, (self: this, dOutput, dInput, inPlane, outPlane), static (s, start, count) =>
+            Pooling.AverageBackward(s.dOutput.Span.Slice(start * s.outPlane, count * s.outPlane), count, s.dInput.Shape[2], s.dInput.Shape[3],
+                s.self.KernelSize, s.self.Stride, s.self.Padding, s.self.CountIncludePad, s.dOutput.Shape[2], s.dOutput.Shape[3],
+                s.dInput.Span.Slice(start * s.inPlane, count * s.inPlane)));
         return dInput;
     }
 }
@@ -168,8 +176,11 @@ public sealed class AdaptiveAvgPool2d(string name, int outputHeight, int outputW
     public override Tensor Forward(Tensor input)
     {
         Tensor output = Ensure(ref _output, OutputShapeFor(input));
-        Pooling.AdaptiveAverageForward(input.Span, input.Shape[0] * input.Shape[1], input.Shape[2], input.Shape[3],
-            OutputHeight, OutputWidth, output.Span);
+        int inPlane = input.Shape[2] * input.Shape[3];
+        int outPlane = OutputHeight * OutputWidth;
+        Parallelism.For(input.Shape[0] * input.Shape[1], inPlane, (self: this, input, output, inPlane, outPlane), static (s, start, count) =>
+            Pooling.AdaptiveAverageForward(s.input.Span.Slice(start * s.inPlane, count * s.inPlane), count, s.input.Shape[2], s.input.Shape[3],
+                s.self.OutputHeight, s.self.OutputWidth, s.output.Span.Slice(start * s.outPlane, count * s.outPlane)));
         _inputShape = input.Shape;
         return output;
     }
@@ -178,7 +189,11 @@ public sealed class AdaptiveAvgPool2d(string name, int outputHeight, int outputW
     {
         int[] shape = _inputShape ?? throw new InvalidOperationException($"{Name}: Backward was called before Forward.");
         Tensor dInput = Ensure(ref _dInput, shape);
-        Pooling.AdaptiveAverageBackward(dOutput.Span, shape[0] * shape[1], shape[2], shape[3], OutputHeight, OutputWidth, dInput.Span);
+        int inPlane = shape[2] * shape[3];
+        int outPlane = OutputHeight * OutputWidth;
+        Parallelism.For(shape[0] * shape[1], inPlane, (self: this, dOutput, dInput, inPlane, outPlane), static (s, start, count) =>
+            Pooling.AdaptiveAverageBackward(s.dOutput.Span.Slice(start * s.outPlane, count * s.outPlane), count, s.dInput.Shape[2], s.dInput.Shape[3],
+                s.self.OutputHeight, s.self.OutputWidth, s.dInput.Span.Slice(start * s.inPlane, count * s.inPlane)));
         return dInput;
     }
 }
