@@ -121,6 +121,9 @@ public class GemmTests
         { 192, 4105, 64, false, false },
         { 16, 6275, 480, false, false },
         { 1, 10, 1024, false, false },
+        // A linear layer's dX = dY W: few rows of A, rows of B 2 KiB apart, so B is packed (and read
+        // in place at the padded leading dimension of the third check).
+        { 40, 1024, 300, false, false },
     };
 
     [Theory]
