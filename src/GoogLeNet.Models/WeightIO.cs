@@ -50,7 +50,7 @@ public sealed record WeightLoadReport(
     /// <summary>One line per kind of difference between the file and the model, naming the tensors.</summary>
     public IEnumerable<string> Details()
     {
-        var lines = Problems();
+        var lines = new List<string>(Problems());
         if (IgnoredAux.Count > 0)
         {
             lines.Add($"{IgnoredAux.Count} aux-head tensors ignored: the model has no aux heads");
@@ -63,7 +63,7 @@ public sealed record WeightLoadReport(
     }
 
     /// <summary>The differences that make a strict load fail: missing, unexpected and misshapen tensors.</summary>
-    public List<string> Problems()
+    public IReadOnlyList<string> Problems()
     {
         var lines = new List<string>();
         if (Missing.Count > 0)
