@@ -32,10 +32,15 @@ internal static class BenchCommand
         {
             Description = "Time multiply-adds on registers alone on --threads threads instead of the network: the GFLOP/s this machine attains, the ceiling for --gemm.",
         };
+        Option<string> conv3x3 = new("--conv3x3")
+        {
+            Description = "Algorithm of the 3x3, stride-1 convolutions: winograd (F(2x2,3x3), the default) or gemm (implicit im2col GEMM).",
+            DefaultValueFactory = _ => "winograd",
+        };
         Option<bool> json = CliSupport.JsonOption();
         var command = new Command("bench", "Images per second of a training step or of inference, median over iterations.")
         {
-            preset, mode, batch, input, aux, threads, warmup, iterations, profile, gemm, fmaPeak, json,
+            preset, mode, batch, input, aux, threads, warmup, iterations, profile, gemm, fmaPeak, conv3x3, json,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
@@ -59,6 +64,12 @@ internal static class BenchCommand
             {
                 throw new ArgumentException("--batch, --threads and --iters must be at least 1, --warmup at least 0.");
             }
+            string algorithm = result.GetValue(conv3x3)!;
+            if (algorithm is not ("winograd" or "gemm"))
+            {
+                throw new ArgumentException($"--conv3x3 expects winograd or gemm, got '{algorithm}'.");
+            }
+            Winograd.Enabled = algorithm == "winograd";
             Gemm.MaxThreads = threadCount;
             bool train = modeName == "train";
             var options = CliSupport.BuildOptions(result.GetValue(preset)!, null, result.GetValue(input), train && result.GetValue(aux));
@@ -80,6 +91,7 @@ internal static class BenchCommand
                     batch = batchSize,
                     input = model.InputShape,
                     threads = threadCount,
+                    conv3x3 = algorithm,
                     imagesPerSecond,
                     medianMilliseconds = median,
                     peakWorkingSetBytes = peak,
@@ -87,7 +99,7 @@ internal static class BenchCommand
             }
             else
             {
-                Console.WriteLine($"{options.Preset.ToName()} {modeName} batch {batchSize} input {string.Join("x", model.InputShape)} threads {threadCount}: " +
+                Console.WriteLine($"{options.Preset.ToName()} {modeName} batch {batchSize} input {string.Join("x", model.InputShape)} threads {threadCount} conv3x3 {algorithm}: " +
                     $"{imagesPerSecond:F1} img/s, median {median:F1} ms per iteration, peak working set {peak / (1024.0 * 1024.0):F0} MiB");
             }
             return 0;

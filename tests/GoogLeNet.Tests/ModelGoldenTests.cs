@@ -85,12 +85,20 @@ public class ModelGoldenTests
         }
     }
 
-    // Tolerances are 6x PyTorch's own float32-vs-float64 spread on the same run (printed by
-    // make_golden.py): 2e-6 for paper, 1.5e-4 for d2l, whose first steps are steeper.
+    // Tolerances start from 6x PyTorch's own float32-vs-float64 spread on the same run (printed by
+    // make_golden.py): 2e-6 for paper, 1.5e-4 for d2l, whose first steps are steeper. The 3x3
+    // convolutions run as Winograd F(2x2, 3x3), whose transforms round a few more times per
+    // output: the paper run stays within 1e-6 of PyTorch for eight steps, then steps 8 and 9
+    // amplify the difference to 6e-6 and 6.3e-5 (the direct kernels: 7e-7 throughout, checked at
+    // 1e-5 in DirectKernelTrajectoryTests). 1e-4 allows that and still fails a wrong gradient,
+    // which moves the loss by 1e-3 or more within ten steps.
     [Theory]
-    [InlineData("trajectory_paper", Preset.Paper, 1e-5)]
+    [InlineData("trajectory_paper", Preset.Paper, 1e-4)]
     [InlineData("trajectory_d2l", Preset.D2l, 1e-3)]
-    public void TenSgdStepsFollowPyTorchsLossTrajectory(string key, Preset preset, double relativeTolerance)
+    public void TenSgdStepsFollowPyTorchsLossTrajectory(string key, Preset preset, double relativeTolerance) =>
+        FollowTrajectory(key, preset, relativeTolerance);
+
+    internal static void FollowTrajectory(string key, Preset preset, double relativeTolerance)
     {
         JsonElement golden = GoldenFill.Model(key);
         int[] inputShape = GoldenFill.Ints(golden.GetProperty("input"));
@@ -129,6 +137,30 @@ public class ModelGoldenTests
         {
             Assert.Equal(expected[i].Item1, actual[i].Path);
             Assert.Equal(expected[i].Item2, actual[i].Shape);
+        }
+    }
+}
+
+/// <summary>
+/// The direct (im2col GEMM) 3x3 convolutions, which the Winograd kernel replaces by default, kept
+/// to PyTorch's trajectory at the original bound. Winograd.Enabled is process-wide, hence the
+/// collection that runs alone.
+/// </summary>
+[Collection(EngineThreadsCollection.Name)]
+public class DirectKernelTrajectoryTests
+{
+    [Fact]
+    public void PaperTrajectoryWithDirectConvolutionsStaysWithinSixTimesPyTorchsOwnSpread()
+    {
+        bool saved = GoogLeNet.Engine.Kernels.Winograd.Enabled;
+        GoogLeNet.Engine.Kernels.Winograd.Enabled = false;
+        try
+        {
+            ModelGoldenTests.FollowTrajectory("trajectory_paper", Preset.Paper, 1e-5);
+        }
+        finally
+        {
+            GoogLeNet.Engine.Kernels.Winograd.Enabled = saved;
         }
     }
 }

@@ -407,6 +407,11 @@ public static unsafe class Convolution
         {
             throw new ArgumentException($"A channel-major input of {inChannels} x {batch} x {height} x {width} needs {(long)inChannels * batch * height * width} values, got {input.Length}.");
         }
+        if (Winograd.Enabled && Winograd.Applies(kernelH, kernelW, stride, padding))
+        {
+            Winograd.ForwardChannelMajor(input, batch, inChannels, height, width, weight, bias, outChannels, relu, output, scale);
+            return;
+        }
         if (Gemm.ReadsBInPlace(outChannels, columns))
         {
             // Few columns (a small batch): a stored col is read in place, unpacked, which beats
@@ -458,6 +463,11 @@ public static unsafe class Convolution
             }
             return;
         }
+        bool winogradInput = Winograd.Enabled && Winograd.Applies(kernelH, kernelW, stride, padding);
+        if (winogradInput && !dInput.IsEmpty)
+        {
+            Winograd.BackwardDataChannelMajor(dOutput, batch, inChannels, height, width, weight, outChannels, dInput);
+        }
         int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
         for (int n0 = 0; n0 < batch; n0 += chunk)
         {
@@ -466,7 +476,7 @@ public static unsafe class Convolution
             ReadOnlySpan<float> dY = dOutput.Slice(n0 * outPixels);
             Im2ColChannelMajor(input, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
             Gemm.Multiply(false, true, outChannels, k, chunkColumns, dY, columns, col, chunkColumns, dWeight, k, accumulate: true);
-            if (dInput.IsEmpty)
+            if (dInput.IsEmpty || winogradInput)
             {
                 continue;
             }

@@ -1,0 +1,199 @@
+using GoogLeNet.Engine.Kernels;
+using GoogLeNet.Engine.Kernels.Reference;
+using Xunit;
+
+namespace GoogLeNet.Tests.Kernels;
+
+/// <summary>
+/// F(2x2, 3x3) Winograd convolution against the direct double-precision reference: odd and even
+/// sizes (partial tiles on the right and bottom), images narrower than a tile, several blocks of
+/// tile rows, the folded epilogue, the input gradient, and thread-count invariance.
+/// </summary>
+[Collection(EngineThreadsCollection.Name)]
+public class WinogradTests
+{
+    // The transforms add at most four inputs, scale kernels by up to 9/4 and sum nine products
+    // back, so each output carries a few more float32 roundings than a direct sum. On these
+    // shapes (values in [-2, 2], up to 64 input channels) the worst scaled error measured is
+    // 2.6e-7; 1e-5, the direct kernels' bound, leaves room and still flags any misplaced tap,
+    // which costs 1e-2 or more.
+    private const double Tolerance = 1e-5;
+
+    public static TheoryData<int, int, int, int, int> Shapes() => new()
+    {
+        // batch, ci, co, h, w
+        { 1, 1, 1, 1, 1 },
+        { 1, 2, 3, 2, 2 },
+        { 2, 3, 5, 3, 5 },
+        { 3, 4, 2, 7, 7 },
+        { 1, 5, 7, 8, 16 },
+        { 2, 8, 9, 17, 9 },
+        { 2, 19, 24, 14, 14 },
+        { 1, 3, 4, 1, 40 },
+        { 1, 3, 4, 33, 1 },
+        { 2, 64, 40, 6, 18 },
+    };
+
+    private static float[] ChannelMajor(float[] x, int batch, int channels, int pixels)
+    {
+        var y = new float[x.Length];
+        Layout.ToChannelMajor(x, batch, channels, pixels, y);
+        return y;
+    }
+
+    private static float[] BatchMajor(float[] x, int batch, int channels, int pixels)
+    {
+        var y = new float[x.Length];
+        Layout.ToBatchMajor(x, batch, channels, pixels, y);
+        return y;
+    }
+
+    // The reference on channel-major tensors.
+    private static float[] Reference(float[] x, int batch, int ci, int co, int h, int w, float[] weight, float[] bias)
+    {
+        var y = new float[batch * co * h * w];
+        ReferenceConvolution.Forward(BatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, bias, co, 3, 3, 1, 1, h, w, y);
+        return ChannelMajor(y, batch, co, h * w);
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void ForwardMatchesTheDirectConvolution(int batch, int ci, int co, int h, int w)
+    {
+        float[] x = GoldenFill.Fill("wino.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.w", co * ci * 9, 2.0);
+        float[] bias = GoldenFill.Fill("wino.b", co, 1.0);
+        float[] expected = Reference(x, batch, ci, co, h, w, weight, bias);
+        var actual = new float[expected.Length];
+        Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, actual);
+        Compare.Close(expected, actual, Tolerance, "forward");
+
+        // The folded-BatchNorm epilogue: relu(conv(x) x scale + bias).
+        float[] scale = GoldenFill.Fill("wino.s", co, 2.0);
+        float[] unbiased = Reference(x, batch, ci, co, h, w, weight, new float[co]);
+        int plane = batch * h * w;
+        for (int i = 0; i < unbiased.Length; i++)
+        {
+            unbiased[i] = Math.Max(0f, unbiased[i] * scale[i / plane] + bias[i / plane]);
+        }
+        Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: true, actual, scale);
+        Compare.Close(unbiased, actual, 2 * Tolerance, "scaled forward");
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void InputGradientMatchesTheDirectConvolution(int batch, int ci, int co, int h, int w)
+    {
+        float[] x = GoldenFill.Fill("wino.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.w", co * ci * 9, 2.0);
+        float[] dy = GoldenFill.Fill("wino.dy", batch * co * h * w, 2.0);
+        var dW = new float[weight.Length];
+        var dB = new float[co];
+        var expected = new float[x.Length];
+        ReferenceConvolution.Backward(BatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
+            BatchMajor(dy, batch, co, h * w), dW, dB, expected);
+        var actual = new float[x.Length];
+        actual.AsSpan().Fill(float.NaN); // overwritten, never read
+        Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, actual);
+        Compare.Close(ChannelMajor(expected, batch, ci, h * w), actual, Tolerance, "dInput");
+    }
+
+    [Fact]
+    public void ManyBlocksOfTileRowsGiveTheOneBlockResult()
+    {
+        const int batch = 3, ci = 6, co = 10, h = 11, w = 13;
+        float[] x = GoldenFill.Fill("wino.blocks.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.blocks.w", co * ci * 9, 2.0);
+        float[] bias = GoldenFill.Fill("wino.blocks.b", co, 1.0);
+        float[] Run(int blockFloats)
+        {
+            int saved = Winograd.BlockFloats;
+            Winograd.BlockFloats = blockFloats;
+            try
+            {
+                var y = new float[batch * co * h * w];
+                Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, y);
+                return y;
+            }
+            finally
+            {
+                Winograd.BlockFloats = saved;
+            }
+        }
+        // 16 x (6 + 10) x 7 tiles: one tile row per block, 18 blocks; then two and a half rows;
+        // then everything at once. Blocks only regroup the same per-tile sums.
+        float[] whole = Run(1 << 21);
+        Assert.Equal(whole, Run(16 * (ci + co) * 7));
+        Assert.Equal(whole, Run(16 * (ci + co) * 17));
+        Compare.Close(Reference(x, batch, ci, co, h, w, weight, bias), whole, Tolerance, "forward");
+    }
+
+    [Fact]
+    public void ResultsDoNotDependOnTheThreadCount()
+    {
+        const int batch = 4, ci = 32, co = 48, h = 14, w = 14;
+        float[] x = GoldenFill.Fill("wino.threads.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.threads.w", co * ci * 9, 2.0);
+        float[] bias = GoldenFill.Fill("wino.threads.b", co, 1.0);
+        float[] dy = GoldenFill.Fill("wino.threads.dy", batch * co * h * w, 2.0);
+        float[] Run(int threads)
+        {
+            int saved = Gemm.MaxThreads;
+            Gemm.MaxThreads = threads;
+            try
+            {
+                var y = new float[batch * co * h * w];
+                var dx = new float[x.Length];
+                Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: true, y);
+                Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, dx);
+                return [.. y, .. dx];
+            }
+            finally
+            {
+                Gemm.MaxThreads = saved;
+            }
+        }
+        Assert.Equal(Run(1), Run(2));
+        Assert.Equal(Run(1), Run(3));
+    }
+
+    [Fact]
+    public void ConvolutionUsesWinogradOnlyWhereItApplies()
+    {
+        Assert.True(Winograd.Applies(3, 3, 1, 1));
+        Assert.False(Winograd.Applies(3, 3, 2, 1));
+        Assert.False(Winograd.Applies(3, 3, 1, 0));
+        Assert.False(Winograd.Applies(5, 5, 1, 2));
+        Assert.False(Winograd.Applies(1, 1, 1, 0));
+
+        // The convolution entry point takes the Winograd path when enabled and the implicit GEMM
+        // otherwise; both agree with the reference, and they are not bit-identical, which shows
+        // the switch really changes the kernel.
+        const int batch = 2, ci = 24, co = 40, h = 10, w = 12;
+        float[] x = GoldenFill.Fill("wino.switch.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.switch.w", co * ci * 9, 2.0);
+        float[] bias = GoldenFill.Fill("wino.switch.b", co, 1.0);
+        float[] Run(bool enabled)
+        {
+            bool saved = Winograd.Enabled;
+            Winograd.Enabled = enabled;
+            try
+            {
+                var y = new float[batch * co * h * w];
+                var col = new float[ci * 9 * batch * h * w];
+                Convolution.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, 3, 3, 1, 1, h, w, relu: false, col, y);
+                return y;
+            }
+            finally
+            {
+                Winograd.Enabled = saved;
+            }
+        }
+        float[] expected = Reference(x, batch, ci, co, h, w, weight, bias);
+        float[] winograd = Run(true);
+        float[] direct = Run(false);
+        Compare.Close(expected, winograd, Tolerance, "winograd");
+        Compare.Close(expected, direct, Tolerance, "direct");
+        Assert.NotEqual(direct, winograd);
+    }
+}
