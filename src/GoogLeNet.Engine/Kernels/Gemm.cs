@@ -637,6 +637,18 @@ public static unsafe class Gemm
         }
     }
 
+    /// <summary>Rows of the micro-tile, and of the panels that <see cref="MicroKernel"/> reads A from.</summary>
+    internal const int TileRows = MR;
+
+    /// <summary>Columns of the micro-tile that <see cref="MicroKernel"/> computes.</summary>
+    internal const int TileColumns = Lanes;
+
+    // c (6, 16) = a (6, kc) b (kc, 16), for callers that keep their own operands in the packed
+    // form: a is a packed panel (a[p * 6 + r]), b's rows are bStride floats apart, c's ldc apart.
+    // Runs the same micro-kernel as Multiply, so sums follow the same order.
+    internal static void MicroKernel(int kc, float* a, float* b, int bStride, float* c, int ldc) =>
+        Kernel(1, kc, a, b, bStride, c, ldc, loadC: false, scale: null, bias: null, relu: false);
+
     // One MR x (vectors * 16) tile of C: c = aPanel * bPanel over kc (+ c when loadC), then
     // + bias per row and ReLU when asked. bPanel rows are bStride floats apart. C is added after
     // the k loop, and its rows are prefetched before it, so a tile of C that has left the cache

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -16,29 +17,33 @@ namespace GoogLeNet.Engine.Kernels;
 ///       | 0 -1  1  0 |       | 1/2 -1/2  1/2 |
 ///       | 0  1  0 -1 |       | 0    0    1   |
 /// </code>
-/// The element-wise products summed over input channels are 16 GEMMs, one per position xi of
-/// the 4x4 transform: M_xi (co, tiles) = U_xi (co, ci) V_xi (ci, tiles). The transforms only add,
-/// subtract and halve, so the result differs from the direct sum by a few float32 roundings
-/// (ChannelMajorTests bounds it). Tiles are taken a block of tile rows at a time so that V and M
-/// stay in cache between the transform and the GEMMs; each stage splits over its independent
-/// rows (input channels, transform positions, output channels), and the GEMMs run one per
-/// thread, so results do not depend on the thread count.
+/// Summed over input channels, the element-wise products are 16 matrix products, one per
+/// position xi of the 4x4 transform: M_xi (co, tiles) = U_xi (co, ci) V_xi (ci, tiles). M is four
+/// times the size of the output, so it is never stored whole: a group of tiles has its V
+/// transformed into cache, then six output channels at a time get their 16 x 6 x group products
+/// from the GEMM micro-kernel (U pre-packed in its panel form) and go straight through the output
+/// transform. Groups (and, when there are few, ranges of output channels) are the units the
+/// threads share; every output is computed the same way whichever thread takes it, so results
+/// do not depend on the thread count. The transforms only add, subtract and halve, so the result
+/// differs from the direct sum by a few float32 roundings (WinogradTests bounds it).
 /// </remarks>
 public static unsafe class Winograd
 {
     private const int Positions = 16;
+    private const int Rows = Gemm.TileRows;
+    private const int Panel = Gemm.TileColumns;
 
-    // V and M of one block together stay under this many floats (8 MiB): blocks of a few hundred
-    // tiles, large enough for efficient GEMMs, small enough to come back from cache. Tests shrink
-    // it to run many blocks on small tensors.
-    internal static int BlockFloats { get; set; } = 1 << 21;
+    // A group's V (16 x ci x group floats) stays within this many floats (256 KiB, half an L2),
+    // so the micro-kernel reads it from cache for every block of output channels.
+    internal static int GroupFloats { get; set; } = 1 << 16;
 
-    // Transforms run eight tiles at a time; the last vector of a tile row reaches up to seven
-    // tiles past it (plus one for the shifted column streams), so rows carry this much slack.
-    private const int Slack = 8;
+    private const int MaxGroupTiles = 256;
 
     [ThreadStatic]
-    private static float[]? t_scratch;
+    private static float[]? t_packedWeights;
+
+    [ThreadStatic]
+    private static float[]? t_group;
 
     /// <summary>Whether <see cref="Convolution.ForwardChannelMajor"/> and its backward use this kernel where it applies.</summary>
     public static bool Enabled { get; set; } = true;
@@ -55,9 +60,10 @@ public static unsafe class Winograd
     {
         Check(input.Length, inChannels, batch, height, width, "input");
         Check(output.Length, outChannels, batch, height, width, "output");
-        Span<float> u = Scratch(inChannels, outChannels, batch, height, width, out Span<float> v, out Span<float> m, out int ld);
+        CheckEpilogue(bias.Length, scale.Length, outChannels);
+        Span<float> u = PackedWeights(outChannels, inChannels);
         TransformWeights(weight, outChannels, inChannels, transposeAndRotate: false, u);
-        Run(input, batch, inChannels, height, width, u, outChannels, v, m, ld, bias, scale, relu, output);
+        Run(input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output);
     }
 
     // dOutput (co, n, h, w); weight (co, ci, 3, 3); dInput (ci, n, h, w), overwritten. The input
@@ -69,9 +75,9 @@ public static unsafe class Winograd
     {
         Check(dOutput.Length, outChannels, batch, height, width, "dOutput");
         Check(dInput.Length, inChannels, batch, height, width, "dInput");
-        Span<float> u = Scratch(outChannels, inChannels, batch, height, width, out Span<float> v, out Span<float> m, out int ld);
+        Span<float> u = PackedWeights(inChannels, outChannels);
         TransformWeights(weight, outChannels, inChannels, transposeAndRotate: true, u);
-        Run(dOutput, batch, outChannels, height, width, u, inChannels, v, m, ld, default, default, relu: false, dInput);
+        Run(dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput);
     }
 
     private static void Check(int length, int channels, int batch, int height, int width, string name)
@@ -83,54 +89,52 @@ public static unsafe class Winograd
         }
     }
 
+    private static void CheckEpilogue(int biasLength, int scaleLength, int outChannels)
+    {
+        if ((biasLength != 0 && biasLength < outChannels) || (scaleLength != 0 && scaleLength < outChannels))
+        {
+            throw new ArgumentException($"Bias and scale need {outChannels} values (one per output channel) or none, got {biasLength} and {scaleLength}.");
+        }
+    }
+
     private static int TilesWide(int width) => (width + 1) / 2;
 
-    // Tile rows per block and the leading dimension of V and M rows (the block's tiles plus slack).
-    private static (int Rows, int Ld) Blocking(int cIn, int cOut, int batch, int height, int width)
-    {
-        int tilesWide = TilesWide(width);
-        int tileRows = batch * ((height + 1) / 2);
-        int tiles = BlockFloats / (Positions * (cIn + cOut));
-        int rows = Math.Clamp(tiles / tilesWide, 1, tileRows);
-        return (rows, rows * tilesWide + Slack);
-    }
+    private static int Blocks(int channels) => (channels + Rows - 1) / Rows;
 
-    // The calling thread's U (16, cOut, cIn), V (16, cIn, ld) and M (16, cOut, ld), grown once to
-    // the largest layer.
-    private static Span<float> Scratch(int cIn, int cOut, int batch, int height, int width,
-        out Span<float> v, out Span<float> m, out int ld)
+    /// <summary>Floats of U for a convolution to <paramref name="outChannels"/> from <paramref name="inChannels"/>: 16 positions x whole six-row panels.</summary>
+    public static int PackedWeightLength(int outChannels, int inChannels) => Positions * Blocks(outChannels) * Rows * inChannels;
+
+    // The calling thread's U, grown once to the largest layer.
+    private static Span<float> PackedWeights(int outChannels, int inChannels)
     {
-        (_, ld) = Blocking(cIn, cOut, batch, height, width);
-        int uSize = Positions * cOut * cIn;
-        int vSize = Positions * cIn * ld;
-        int mSize = Positions * cOut * ld;
-        int total = checked(uSize + vSize + mSize);
-        if (t_scratch is null || t_scratch.Length < total)
+        int size = PackedWeightLength(outChannels, inChannels);
+        if (t_packedWeights is null || t_packedWeights.Length < size)
         {
-            t_scratch = new float[total];
+            t_packedWeights = new float[size];
         }
-        Span<float> all = t_scratch.AsSpan(0, total);
-        v = all.Slice(uSize, vSize);
-        m = all.Slice(uSize + vSize, mSize);
-        return all.Slice(0, uSize);
+        return t_packedWeights.AsSpan(0, size);
     }
 
-    // weight (co, ci, 3, 3) -> u (16, rows, cols) = G g G^T for each kernel g, where (rows, cols)
-    // is (co, ci), or (ci, co) with every kernel rotated by 180 degrees for the input gradient.
+    // weight (co, ci, 3, 3) -> u = G g G^T for each kernel g, packed as the micro-kernel's A:
+    // u[block][xi][c][r] is output channel block * 6 + r (a block's 16 panels
+    // lie together, so it streams in from memory in one run), input channel c (zero past the last
+    // output channel). (output, input) is (co, ci), or (ci, co) with every kernel rotated by 180
+    // degrees for the input gradient.
     public static void TransformWeights(ReadOnlySpan<float> weight, int outChannels, int inChannels, bool transposeAndRotate, Span<float> u)
     {
-        if (weight.Length < outChannels * inChannels * 9 || u.Length < Positions * outChannels * inChannels)
+        int rows = transposeAndRotate ? inChannels : outChannels;
+        int cols = transposeAndRotate ? outChannels : inChannels;
+        if (weight.Length < outChannels * inChannels * 9 || u.Length < PackedWeightLength(rows, cols))
         {
-            throw new ArgumentException($"Weights of {outChannels} x {inChannels} x 3 x 3 need {outChannels * inChannels * 9} values and their transform {Positions * outChannels * inChannels}.");
+            throw new ArgumentException($"Weights of {outChannels} x {inChannels} x 3 x 3 need {outChannels * inChannels * 9} values and their transform {PackedWeightLength(rows, cols)}.");
         }
+        u.Slice(0, PackedWeightLength(rows, cols)).Clear();
         fixed (float* w = weight, pu = u)
         {
             Parallelism.For(outChannels, inChannels * 64,
-                (w: (nint)w, u: (nint)pu, outChannels, inChannels, transposeAndRotate),
+                (w: (nint)w, u: (nint)pu, outChannels, inChannels, transposeAndRotate, blocks: Blocks(rows), cols),
                 static (s, start, count) =>
                 {
-                    int rows = s.transposeAndRotate ? s.inChannels : s.outChannels;
-                    int cols = s.transposeAndRotate ? s.outChannels : s.inChannels;
                     float* g = stackalloc float[9];
                     float* t = stackalloc float[Positions];
                     for (int o = start; o < start + count; o++)
@@ -143,11 +147,11 @@ public static unsafe class Winograd
                                 g[j] = kernel[s.transposeAndRotate ? 8 - j : j];
                             }
                             TransformKernel(g, t);
-                            long row = s.transposeAndRotate ? i : o;
-                            long col = s.transposeAndRotate ? o : i;
+                            int row = s.transposeAndRotate ? i : o;
+                            int col = s.transposeAndRotate ? o : i;
                             for (int xi = 0; xi < Positions; xi++)
                             {
-                                ((float*)s.u)[((long)xi * rows + row) * cols + col] = t[xi];
+                                ((float*)s.u)[(((long)(row / Rows) * Positions + xi) * s.cols + col) * Rows + row % Rows] = t[xi];
                             }
                         }
                     }
@@ -177,53 +181,111 @@ public static unsafe class Winograd
         }
     }
 
-    // A tile row is (image, ty); tile t of a block is its tile row's first tile plus tx.
+    /// <summary>Tiles per group for this many input channels: a multiple of the micro-tile width whose V fits <see cref="GroupFloats"/>.</summary>
+    internal static int GroupTiles(int inChannels, int tiles)
+    {
+        int fit = GroupFloats / (Positions * inChannels) / Panel * Panel;
+        int needed = (tiles + Panel - 1) / Panel * Panel;
+        return Math.Clamp(Math.Min(fit, needed), Panel, MaxGroupTiles);
+    }
+
+    // Tile t is (image, ty, tx) = (t / (th * tw), t / tw % th, t % tw).
     private static void Run(
         ReadOnlySpan<float> input, int batch, int cIn, int height, int width, ReadOnlySpan<float> u, int cOut,
-        Span<float> v, Span<float> m, int ld, ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output)
+        ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output)
     {
         int tilesWide = TilesWide(width);
         int tilesHigh = (height + 1) / 2;
-        int tileRows = batch * tilesHigh;
-        (int blockRows, _) = Blocking(cIn, cOut, batch, height, width);
-        fixed (float* x = input, pu = u, pv = v, pm = m, y = output, pBias = bias, pScale = scale)
+        int tiles = batch * tilesHigh * tilesWide;
+        int group = GroupTiles(cIn, tiles);
+        int groups = (tiles + group - 1) / group;
+        int blocks = Blocks(cOut);
+        // With few groups the output channels are split as well, so every thread has work; each
+        // split transforms its group's input again, a small cost beside its products.
+        int splits = Math.Clamp((4 * Gemm.MaxThreads + groups - 1) / groups, 1, blocks);
+        var shape = new Shape(batch, cIn, cOut, height, width, tilesWide, tilesHigh, tiles, group, group + Slack, splits);
+        fixed (float* x = input, pu = u, y = output, pBias = bias, pScale = scale)
         {
-            var shape = new Shape(batch, cIn, cOut, height, width, tilesWide, tilesHigh, ld);
-            for (int first = 0; first < tileRows; first += blockRows)
+            Parallelism.For(groups * splits, (long)group * cIn * Rows * blocks / splits * Positions,
+                (shape, x: (nint)x, u: (nint)pu, y: (nint)y,
+                    bias: bias.IsEmpty ? 0 : (nint)pBias, scale: scale.IsEmpty ? 0 : (nint)pScale, relu),
+                static (s, start, count) => RunUnits(s.shape, (float*)s.x, (float*)s.u, (float*)s.y,
+                    (float*)s.bias, (float*)s.scale, s.relu, start, count));
+        }
+    }
+
+    private readonly record struct Shape(
+        int Batch, int CIn, int COut, int Height, int Width, int TilesWide, int TilesHigh,
+        int Tiles, int Group, int Ld, int Splits)
+    {
+        // The 16 positions of V and M lie an odd number of cache lines apart: the transforms
+        // touch all 16 at once, and at a multiple of 2 KiB they would share two L1 sets.
+        public int VStride => OddLines(CIn * Ld);
+
+        public int MStride => OddLines(Rows * Ld);
+
+        private static int OddLines(int floats)
+        {
+            int lines = (floats + 15) / 16;
+            return (lines | 1) * 16;
+        }
+    }
+
+    // Units [start, start + count): unit = group * splits + split.
+    private static void RunUnits(in Shape s, float* x, float* u, float* y, float* bias, float* scale, bool relu, int start, int count)
+    {
+        int vLength = Positions * s.VStride;
+        int mLength = Positions * s.MStride;
+        if (t_group is null || t_group.Length < vLength + mLength)
+        {
+            t_group = new float[vLength + mLength];
+        }
+        int blocks = Blocks(s.COut);
+        fixed (float* scratch = t_group)
+        {
+            float* v = scratch;
+            float* m = scratch + vLength;
+            int transformed = -1;
+            for (int unit = start; unit < start + count; unit++)
             {
-                int rows = Math.Min(blockRows, tileRows - first);
-                int tiles = rows * tilesWide;
-                Parallelism.For(cIn, (long)rows * width * 8,
-                    (shape, x: (nint)x, v: (nint)pv, first, rows),
-                    static (s, start, count) => TransformInput(s.shape, (float*)s.x, (float*)s.v, s.first, s.rows, start, count));
-                Parallelism.For(Positions, (long)cOut * cIn * tiles,
-                    (cIn, cOut, tiles, ld, u: (nint)pu, v: (nint)pv, m: (nint)pm),
-                    static (s, start, count) =>
+                int g = unit / s.Splits;
+                int split = unit % s.Splits;
+                int first = g * s.Group;
+                int tiles = Math.Min(s.Group, s.Tiles - first);
+                if (g != transformed)
+                {
+                    TransformInput(s, x, v, first, tiles);
+                    transformed = g;
+                }
+                int panels = (tiles + Panel - 1) / Panel;
+                for (int block = blocks * split / s.Splits; block < blocks * (split + 1) / s.Splits; block++)
+                {
+                    for (int xi = 0; xi < Positions; xi++)
                     {
-                        for (int xi = start; xi < start + count; xi++)
+                        float* a = u + ((long)block * Positions + xi) * s.CIn * Rows;
+                        float* b = v + xi * s.VStride;
+                        float* c = m + xi * s.MStride;
+                        for (int p = 0; p < panels; p++)
                         {
-                            Gemm.Multiply(false, false, s.cOut, s.tiles, s.cIn,
-                                new ReadOnlySpan<float>((float*)s.u + (long)xi * s.cOut * s.cIn, s.cOut * s.cIn), s.cIn,
-                                new ReadOnlySpan<float>((float*)s.v + (long)xi * s.cIn * s.ld, s.cIn * s.ld), s.ld,
-                                new Span<float>((float*)s.m + (long)xi * s.cOut * s.ld, s.cOut * s.ld), s.ld, accumulate: false);
+                            Gemm.MicroKernel(s.CIn, a, b + p * Panel, s.Ld, c + p * Panel, s.Ld);
                         }
-                    });
-                Parallelism.For(cOut, (long)rows * width * 8,
-                    (shape, m: (nint)pm, y: (nint)y, first, rows,
-                        bias: bias.IsEmpty ? 0 : (nint)pBias, scale: scale.IsEmpty ? 0 : (nint)pScale, relu),
-                    static (s, start, count) => TransformOutput(s.shape, (float*)s.m, (float*)s.y, s.first, s.rows, start, count,
-                        (float*)s.bias, (float*)s.scale, s.relu));
+                    }
+                    int channels = Math.Min(Rows, s.COut - block * Rows);
+                    TransformOutput(s, m, y, first, tiles, block * Rows, channels, bias, scale, relu);
+                }
             }
         }
     }
 
-    private readonly record struct Shape(int Batch, int CIn, int COut, int Height, int Width, int TilesWide, int TilesHigh, int Ld);
+    // Transforms run eight tiles at a time; the last vector of a tile row reaches up to seven
+    // tiles past it (plus one for the shifted column streams), so rows carry this much slack.
+    private const int Slack = 8;
 
-    // V[xi][c][tile] = (B^T d B)[xi] for channels [start, start + count) and the block's tile rows.
+    // V[xi][c][t - first] = (B^T d B)[xi] for every channel and tiles [first, first + count).
     // Each input row is split into its even and odd columns, padded: even[j] = x[2j - 1],
     // odd[j] = x[2j], zero outside the image, so the tile at tx reads columns even[tx], odd[tx],
     // even[tx + 1], odd[tx + 1] and eight tiles take one vector from each.
-    private static void TransformInput(in Shape s, float* x, float* v, int first, int rows, int start, int count)
+    private static void TransformInput(in Shape s, float* x, float* v, int first, int count)
     {
         int stride = s.TilesWide + 1 + Slack;
         // Reads reach index tilesWide + 7 at most; entries past tilesWide stay zero.
@@ -234,13 +296,16 @@ public static unsafe class Winograd
         float** even = stackalloc float*[4];
         float** odd = stackalloc float*[4];
         int plane = s.Height * s.Width;
-        for (int c = start; c < start + count; c++)
+        long positionStride = s.VStride;
+        for (int t = first; t < first + count;)
         {
-            for (int r = 0; r < rows; r++)
+            int tileRow = t / s.TilesWide;
+            int tx0 = t % s.TilesWide;
+            int tx1 = Math.Min(s.TilesWide, tx0 + first + count - t);
+            int image = tileRow / s.TilesHigh;
+            int ty = tileRow % s.TilesHigh;
+            for (int c = 0; c < s.CIn; c++)
             {
-                int tileRow = first + r;
-                int image = tileRow / s.TilesHigh;
-                int ty = tileRow % s.TilesHigh;
                 float* source = x + ((long)c * s.Batch + image) * plane;
                 for (int i = 0; i < 4; i++)
                 {
@@ -255,9 +320,10 @@ public static unsafe class Winograd
                     odd[i] = buffer + (2 * i + 1) * stride;
                     SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, even[i], odd[i]);
                 }
-                float* target = v + (long)c * s.Ld + r * s.TilesWide;
-                long positionStride = (long)s.CIn * s.Ld;
-                for (int tx = 0; tx < s.TilesWide; tx += 8)
+                // A vector that runs past tx1 writes the next segment's first tiles (rewritten
+                // after) or the row's slack.
+                float* target = v + (long)c * s.Ld + (t - first) - tx0;
+                for (int tx = tx0; tx < tx1; tx += 8)
                 {
                     // Rows first (B^T d) on the four column streams, then columns (. B).
                     Vertical(even, tx, out var e0, out var e1, out var e2, out var e3);
@@ -271,9 +337,11 @@ public static unsafe class Winograd
                     Horizontal(d + 12 * positionStride, positionStride, e3, f3, o3, p3);
                 }
             }
+            t += tx1 - tx0;
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Vertical(float** rows, int offset,
         out Vector256<float> r0, out Vector256<float> r1, out Vector256<float> r2, out Vector256<float> r3)
     {
@@ -288,6 +356,7 @@ public static unsafe class Winograd
     }
 
     // Columns c0..c3 of eight tiles (c0 = even[tx], c1 = odd[tx], c2 = even[tx + 1], c3 = odd[tx + 1]).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Horizontal(float* d, long positionStride,
         Vector256<float> c0, Vector256<float> c2, Vector256<float> c1, Vector256<float> c3)
     {
@@ -325,24 +394,28 @@ public static unsafe class Winograd
         }
     }
 
-    // Output channels [start, start + count) of the block's tile rows: Y = A^T M A, then the
-    // epilogue, written as two image rows per tile row.
-    private static void TransformOutput(in Shape s, float* m, float* y, int first, int rows, int start, int count,
+    // Output channels [channel, channel + channels) of tiles [first, first + count) from their
+    // products m[xi][r][t - first]: Y = A^T M A, then the epilogue, two image rows per tile row.
+    private static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
         float* bias, float* scale, bool relu)
     {
         int rowLength = 2 * (s.TilesWide + Slack);
         float* top = stackalloc float[rowLength];
         float* bottom = stackalloc float[rowLength];
-        long positionStride = (long)s.COut * s.Ld;
+        long positionStride = s.MStride;
         int plane = s.Height * s.Width;
-        for (int c = start; c < start + count; c++)
+        for (int r = 0; r < channels; r++)
         {
+            int c = channel + r;
             Vector256<float> channelScale = Vector256.Create(scale is null ? 1f : scale[c]);
             Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
-            for (int r = 0; r < rows; r++)
+            for (int t = first; t < first + count;)
             {
-                float* source = m + (long)c * s.Ld + r * s.TilesWide;
-                for (int tx = 0; tx < s.TilesWide; tx += 8)
+                int tileRow = t / s.TilesWide;
+                int tx0 = t % s.TilesWide;
+                int tx1 = Math.Min(s.TilesWide, tx0 + first + count - t);
+                float* source = m + (long)r * s.Ld + (t - first) - tx0;
+                for (int tx = tx0; tx < tx1; tx += 8)
                 {
                     float* p = source + tx;
                     // A^T M: rows 0 and 1 of each column b.
@@ -354,19 +427,22 @@ public static unsafe class Winograd
                     Store(top + 2 * tx, Epilogue(a0 + a1 + a2, channelScale, channelBias, relu), Epilogue(a1 - a2 - a3, channelScale, channelBias, relu));
                     Store(bottom + 2 * tx, Epilogue(b0 + b1 + b2, channelScale, channelBias, relu), Epilogue(b1 - b2 - b3, channelScale, channelBias, relu));
                 }
-                int tileRow = first + r;
                 int image = tileRow / s.TilesHigh;
                 int oy = 2 * (tileRow % s.TilesHigh);
-                float* target = y + ((long)c * s.Batch + image) * plane + (long)oy * s.Width;
-                new ReadOnlySpan<float>(top, s.Width).CopyTo(new Span<float>(target, s.Width));
+                int ox = 2 * tx0;
+                int length = Math.Min(2 * tx1, s.Width) - ox;
+                float* target = y + ((long)c * s.Batch + image) * plane + (long)oy * s.Width + ox;
+                new ReadOnlySpan<float>(top + ox, length).CopyTo(new Span<float>(target, length));
                 if (oy + 1 < s.Height)
                 {
-                    new ReadOnlySpan<float>(bottom, s.Width).CopyTo(new Span<float>(target + s.Width, s.Width));
+                    new ReadOnlySpan<float>(bottom + ox, length).CopyTo(new Span<float>(target + s.Width, length));
                 }
+                t += tx1 - tx0;
             }
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Column(float* p, long positionStride, int b, out Vector256<float> row0, out Vector256<float> row1)
     {
         Vector256<float> m0 = Vector256.Load(p + b * positionStride);
@@ -377,6 +453,7 @@ public static unsafe class Winograd
         row1 = m1 - m2 - m3;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Epilogue(Vector256<float> value, Vector256<float> scale, Vector256<float> bias, bool relu)
     {
         Vector256<float> result = value * scale + bias;
@@ -384,6 +461,7 @@ public static unsafe class Winograd
     }
 
     // d[0..16) = e0 o0 e1 o1 ... e7 o7.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store(float* d, Vector256<float> even, Vector256<float> odd)
     {
         if (Avx.IsSupported)

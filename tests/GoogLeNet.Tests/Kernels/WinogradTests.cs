@@ -32,6 +32,8 @@ public class WinogradTests
         { 1, 3, 4, 1, 40 },
         { 1, 3, 4, 33, 1 },
         { 2, 64, 40, 6, 18 },
+        // One group of tiles: the output channels are split across units instead.
+        { 1, 8, 50, 5, 5 },
     };
 
     private static float[] ChannelMajor(float[] x, int batch, int channels, int pixels)
@@ -99,32 +101,33 @@ public class WinogradTests
     }
 
     [Fact]
-    public void ManyBlocksOfTileRowsGiveTheOneBlockResult()
+    public void GroupsOfTilesAcrossTileRowsGiveTheOneGroupResult()
     {
+        // 3 images of 6 x 7 tiles (126): groups of 16 and 48 tiles start and end inside tile rows.
         const int batch = 3, ci = 6, co = 10, h = 11, w = 13;
-        float[] x = GoldenFill.Fill("wino.blocks.x", batch * ci * h * w, 2.0);
-        float[] weight = GoldenFill.Fill("wino.blocks.w", co * ci * 9, 2.0);
-        float[] bias = GoldenFill.Fill("wino.blocks.b", co, 1.0);
-        float[] Run(int blockFloats)
+        float[] x = GoldenFill.Fill("wino.groups.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.groups.w", co * ci * 9, 2.0);
+        float[] bias = GoldenFill.Fill("wino.groups.b", co, 1.0);
+        float[] Run(int groupFloats, int expectedGroup)
         {
-            int saved = Winograd.BlockFloats;
-            Winograd.BlockFloats = blockFloats;
+            int saved = Winograd.GroupFloats;
+            Winograd.GroupFloats = groupFloats;
             try
             {
+                Assert.Equal(expectedGroup, Winograd.GroupTiles(ci, batch * 6 * 7));
                 var y = new float[batch * co * h * w];
                 Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, y);
                 return y;
             }
             finally
             {
-                Winograd.BlockFloats = saved;
+                Winograd.GroupFloats = saved;
             }
         }
-        // 16 x (6 + 10) x 7 tiles: one tile row per block, 18 blocks; then two and a half rows;
-        // then everything at once. Blocks only regroup the same per-tile sums.
-        float[] whole = Run(1 << 21);
-        Assert.Equal(whole, Run(16 * (ci + co) * 7));
-        Assert.Equal(whole, Run(16 * (ci + co) * 17));
+        // Groups only regroup the same per-tile sums.
+        float[] whole = Run(1 << 16, 128);
+        Assert.Equal(whole, Run(16 * ci * 16, 16));
+        Assert.Equal(whole, Run(16 * ci * 48, 48));
         Compare.Close(Reference(x, batch, ci, co, h, w, weight, bias), whole, Tolerance, "forward");
     }
 
