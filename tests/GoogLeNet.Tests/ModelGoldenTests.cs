@@ -86,19 +86,25 @@ public class ModelGoldenTests
     }
 
     // Tolerances start from 6x PyTorch's own float32-vs-float64 spread on the same run (printed by
-    // make_golden.py): 2e-6 for paper, 1.5e-4 for d2l, whose first steps are steeper. The 3x3
-    // convolutions run as Winograd F(2x2, 3x3), whose transforms round a few more times per
-    // output: the paper run stays within 1e-6 of PyTorch for eight steps, then steps 8 and 9
-    // amplify the difference to 6e-6 and 6.3e-5 (the direct kernels: 7e-7 throughout, checked at
-    // 1e-5 in DirectKernelTrajectoryTests). 1e-4 allows that and still fails a wrong gradient,
-    // which moves the loss by 1e-3 or more within ten steps.
-    [Theory]
-    [InlineData("trajectory_paper", Preset.Paper, 1e-4)]
-    [InlineData("trajectory_d2l", Preset.D2l, 1e-3)]
-    public void TenSgdStepsFollowPyTorchsLossTrajectory(string key, Preset preset, double relativeTolerance) =>
-        FollowTrajectory(key, preset, relativeTolerance);
+    // make_golden.py): 2e-6 for paper, 1.5e-4 for d2l, whose first steps are steeper. With the 3x3
+    // convolutions as Winograd F(2x2, 3x3) in both the forward pass and the input gradient (each
+    // output a few roundings further from the exact sum), the paper run stays within 6.2e-7 of
+    // PyTorch for four steps, then drifts by 3-7x a step to 4.2e-4 at step 9. Either Winograd pass
+    // alone stays within 6.1e-7 for all ten steps, the kernels match the double-precision
+    // reference to 2.6e-7 (WinogradTests), and fresh scratch memory on every call changes
+    // nothing, so the drift is the run's sensitivity to where its rounding lands, not a wrong
+    // sum. The first four steps keep the tight bound, the later ones 1e-3: an input gradient with
+    // unrotated kernels (tried) leaves the paper run by 2.6e-4 at step 1 and the d2l run by 2.6e-3
+    // at step 2. The direct kernels keep 1e-5 throughout (DirectKernelTrajectoryTests).
+    private const int TightSteps = 4;
 
-    internal static void FollowTrajectory(string key, Preset preset, double relativeTolerance)
+    [Theory]
+    [InlineData("trajectory_paper", Preset.Paper, 1e-5, 1e-3)]
+    [InlineData("trajectory_d2l", Preset.D2l, 1e-3, 1e-3)]
+    public void TenSgdStepsFollowPyTorchsLossTrajectory(string key, Preset preset, double tightTolerance, double laterTolerance) =>
+        FollowTrajectory(key, preset, tightTolerance, laterTolerance);
+
+    internal static void FollowTrajectory(string key, Preset preset, double tightTolerance, double laterTolerance)
     {
         JsonElement golden = GoldenFill.Model(key);
         int[] inputShape = GoldenFill.Ints(golden.GetProperty("input"));
@@ -120,6 +126,7 @@ public class ModelGoldenTests
             double value = loss.Compute(model.Forward(input), labels).Total;
             loss.Backward(model);
             sgd.Step(learningRate);
+            double relativeTolerance = step < TightSteps ? tightTolerance : laterTolerance;
             Assert.True(Math.Abs(value - expected[step]) <= relativeTolerance * expected[step],
                 $"step {step}: loss {value} vs PyTorch {expected[step]}");
         }
@@ -156,7 +163,7 @@ public class DirectKernelTrajectoryTests
         GoogLeNet.Engine.Kernels.Winograd.Enabled = false;
         try
         {
-            ModelGoldenTests.FollowTrajectory("trajectory_paper", Preset.Paper, 1e-5);
+            ModelGoldenTests.FollowTrajectory("trajectory_paper", Preset.Paper, 1e-5, 1e-5);
         }
         finally
         {

@@ -407,7 +407,7 @@ public static unsafe class Convolution
         {
             throw new ArgumentException($"A channel-major input of {inChannels} x {batch} x {height} x {width} needs {(long)inChannels * batch * height * width} values, got {input.Length}.");
         }
-        if (Winograd.Enabled && Winograd.Applies(kernelH, kernelW, stride, padding))
+        if (Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width))
         {
             Winograd.ForwardChannelMajor(input, batch, inChannels, height, width, weight, bias, outChannels, relu, output, scale);
             return;
@@ -463,7 +463,7 @@ public static unsafe class Convolution
             }
             return;
         }
-        bool winogradInput = Winograd.Enabled && Winograd.Applies(kernelH, kernelW, stride, padding);
+        bool winogradInput = Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width);
         if (winogradInput && !dInput.IsEmpty)
         {
             Winograd.BackwardDataChannelMajor(dOutput, batch, inChannels, height, width, weight, outChannels, dInput);

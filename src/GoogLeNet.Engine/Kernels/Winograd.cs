@@ -51,6 +51,15 @@ public static unsafe class Winograd
     public static bool Applies(int kernelH, int kernelW, int stride, int padding) =>
         kernelH == 3 && kernelW == 3 && stride == 1 && padding == 1;
 
+    // Every call transforms the weights again (about 50 cycles per 3x3 kernel) and each tile then
+    // saves 20 of 36 multiply-adds per kernel (about 1.3 cycles in vectors): below some 40 tiles
+    // the transform costs more than it saves (a single 7x7 or 14x14 image, 16 or 49 tiles).
+    private const int MinTiles = 64;
+
+    /// <summary>Whether <see cref="Convolution.ForwardChannelMajor"/> and its backward take this kernel for a batch of this size.</summary>
+    public static bool Chosen(int kernelH, int kernelW, int stride, int padding, int batch, int height, int width) =>
+        Enabled && Applies(kernelH, kernelW, stride, padding) && (long)batch * ((height + 1) / 2) * TilesWide(width) >= MinTiles;
+
     // input (ci, n, h, w); weight (co, ci, 3, 3); bias (co) or empty; scale (co) or empty;
     // output (co, n, h, w) = relu?(conv(input, weight) * scale + bias).
     public static void ForwardChannelMajor(

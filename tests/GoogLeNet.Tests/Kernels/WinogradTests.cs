@@ -168,11 +168,14 @@ public class WinogradTests
         Assert.False(Winograd.Applies(3, 3, 1, 0));
         Assert.False(Winograd.Applies(5, 5, 1, 2));
         Assert.False(Winograd.Applies(1, 1, 1, 0));
+        // Too few tiles to repay the weight transform: one 14 x 14 image (49 tiles), not two.
+        Assert.False(Winograd.Chosen(3, 3, 1, 1, 1, 14, 14));
+        Assert.True(Winograd.Chosen(3, 3, 1, 1, 2, 14, 14));
 
         // The convolution entry point takes the Winograd path when enabled and the implicit GEMM
         // otherwise; both agree with the reference, and they are not bit-identical, which shows
         // the switch really changes the kernel.
-        const int batch = 2, ci = 24, co = 40, h = 10, w = 12;
+        const int batch = 2, ci = 24, co = 40, h = 12, w = 12;
         float[] x = GoldenFill.Fill("wino.switch.x", batch * ci * h * w, 2.0);
         float[] weight = GoldenFill.Fill("wino.switch.w", co * ci * 9, 2.0);
         float[] bias = GoldenFill.Fill("wino.switch.b", co, 1.0);
