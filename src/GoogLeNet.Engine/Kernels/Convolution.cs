@@ -463,10 +463,14 @@ public static unsafe class Convolution
             }
             return;
         }
-        bool winogradInput = Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width);
-        if (winogradInput && !dInput.IsEmpty)
+        if (Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width))
         {
-            Winograd.BackwardDataChannelMajor(dOutput, batch, inChannels, height, width, weight, outChannels, dInput);
+            Winograd.BackwardWeightsChannelMajor(input, batch, inChannels, height, width, dOutput, outChannels, dWeight);
+            if (!dInput.IsEmpty)
+            {
+                Winograd.BackwardDataChannelMajor(dOutput, batch, inChannels, height, width, weight, outChannels, dInput);
+            }
+            return;
         }
         int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
         for (int n0 = 0; n0 < batch; n0 += chunk)
@@ -476,7 +480,7 @@ public static unsafe class Convolution
             ReadOnlySpan<float> dY = dOutput.Slice(n0 * outPixels);
             Im2ColChannelMajor(input, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
             Gemm.Multiply(false, true, outChannels, k, chunkColumns, dY, columns, col, chunkColumns, dWeight, k, accumulate: true);
-            if (dInput.IsEmpty || winogradInput)
+            if (dInput.IsEmpty)
             {
                 continue;
             }

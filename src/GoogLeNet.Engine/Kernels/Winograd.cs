@@ -89,6 +89,173 @@ public static unsafe class Winograd
         Run(dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput);
     }
 
+    // input (ci, n, h, w); dOutput (co, n, h, w); dWeight (co, ci, 3, 3) += the weight gradient.
+    // With V = B^T d B the input tiles' transform and dM = A dY A^T the output gradient's, the
+    // gradient of U_xi is dM_xi (co, tiles) V_xi (ci, tiles)^T, summed over tiles in blocks with
+    // one GEMM per position, and the kernels' gradient is G^T dU G.
+    public static void BackwardWeightsChannelMajor(
+        ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
+        ReadOnlySpan<float> dOutput, int outChannels, Span<float> dWeight)
+    {
+        Check(input.Length, inChannels, batch, height, width, "input");
+        Check(dOutput.Length, outChannels, batch, height, width, "dOutput");
+        if (dWeight.Length < outChannels * inChannels * 9)
+        {
+            throw new ArgumentException($"dWeight of {outChannels} x {inChannels} x 3 x 3 needs {outChannels * inChannels * 9} values, got {dWeight.Length}.", nameof(dWeight));
+        }
+        int tilesWide = TilesWide(width);
+        int tilesHigh = (height + 1) / 2;
+        int tiles = batch * tilesHigh * tilesWide;
+        int block = Math.Clamp(BlockFloats / (Positions * (inChannels + outChannels)), 1, tiles);
+        var s = new Shape(batch, inChannels, outChannels, height, width, tilesWide, tilesHigh, tiles, block, block + Slack, 1);
+        int uSize = Positions * outChannels * inChannels;
+        int vSize = Positions * s.VStride;
+        int gSize = Positions * s.GStride;
+        float[] scratch = WeightGradientScratch(uSize + vSize + gSize);
+        fixed (float* x = input, dy = dOutput, dw = dWeight, pScratch = scratch)
+        {
+            float* du = pScratch;
+            float* v = pScratch + uSize;
+            float* dm = v + vSize;
+            var state = (s, x: (nint)x, dy: (nint)dy, du: (nint)du, v: (nint)v, dm: (nint)dm, first: 0, count: 0, accumulate: false);
+            for (int first = 0; first < tiles; first += block)
+            {
+                state.first = first;
+                state.count = Math.Min(block, tiles - first);
+                state.accumulate = first > 0;
+                Parallelism.For(inChannels, (long)state.count * 64, state,
+                    static (t, start, count) => TransformInput(t.s, (float*)t.x, (float*)t.v, t.first, t.count, start, count));
+                Parallelism.For(outChannels, (long)state.count * 64, state,
+                    static (t, start, count) => TransformOutputGradient(t.s, (float*)t.dy, (float*)t.dm, t.first, t.count, start, count));
+                Parallelism.For(Positions, (long)state.count * inChannels * outChannels, state, static (t, start, count) =>
+                {
+                    for (int xi = start; xi < start + count; xi++)
+                    {
+                        int m = t.s.COut, n = t.s.CIn;
+                        Gemm.Multiply(false, true, m, n, t.count,
+                            new ReadOnlySpan<float>((float*)t.dm + (long)xi * t.s.GStride, t.s.GStride), t.s.Ld,
+                            new ReadOnlySpan<float>((float*)t.v + (long)xi * t.s.VStride, t.s.VStride), t.s.Ld,
+                            new Span<float>((float*)t.du + (long)xi * m * n, m * n), n, t.accumulate);
+                    }
+                });
+            }
+            Parallelism.For(outChannels, inChannels * 64, (du: (nint)du, dw: (nint)dw, outChannels, inChannels),
+                static (t, start, count) => AccumulateKernelGradients((float*)t.du, (float*)t.dw, t.outChannels, t.inChannels, start, count));
+        }
+    }
+
+    [ThreadStatic]
+    private static float[]? t_weightGradient;
+
+    // Blocks of tiles keep V and dM under this many floats (8 MiB) each pass. Tests shrink it to
+    // run many blocks on small tensors.
+    internal static int BlockFloats { get; set; } = 1 << 21;
+
+    private static float[] WeightGradientScratch(int size)
+    {
+        if (t_weightGradient is null || t_weightGradient.Length < size)
+        {
+            t_weightGradient = new float[size];
+        }
+        return t_weightGradient;
+    }
+
+    // dw[o][i] (3, 3) += G^T dU[xi][o][i] G for output channels [start, start + count).
+    private static void AccumulateKernelGradients(float* du, float* dw, int outChannels, int inChannels, int start, int count)
+    {
+        float* d = stackalloc float[Positions];
+        float* half = stackalloc float[12];
+        long plane = (long)outChannels * inChannels;
+        for (int o = start; o < start + count; o++)
+        {
+            for (int i = 0; i < inChannels; i++)
+            {
+                for (int xi = 0; xi < Positions; xi++)
+                {
+                    d[xi] = du[xi * plane + (long)o * inChannels + i];
+                }
+                // G^T d: rows of the 4 x 4 into the 3 rows of the kernel.
+                for (int c = 0; c < 4; c++)
+                {
+                    float d0 = d[c], d1 = d[4 + c], d2 = d[8 + c], d3 = d[12 + c];
+                    half[c] = d0 + 0.5f * (d1 + d2);
+                    half[4 + c] = 0.5f * (d1 - d2);
+                    half[8 + c] = 0.5f * (d1 + d2) + d3;
+                }
+                // (G^T d) G: columns likewise.
+                float* g = dw + ((long)o * inChannels + i) * 9;
+                for (int r = 0; r < 3; r++)
+                {
+                    float r0 = half[4 * r], r1 = half[4 * r + 1], r2 = half[4 * r + 2], r3 = half[4 * r + 3];
+                    g[3 * r] += r0 + 0.5f * (r1 + r2);
+                    g[3 * r + 1] += 0.5f * (r1 - r2);
+                    g[3 * r + 2] += 0.5f * (r1 + r2) + r3;
+                }
+            }
+        }
+    }
+
+    // dM[xi][c][t - first] = (A dY A^T)[xi] for output channels [channel, channel + channels) and
+    // tiles [first, first + count), dY's 2 x 2 tile zero outside the image. Rows of dY are split
+    // like the input's, so even[tx + 1] and odd[tx] are its columns 2tx + 1 and 2tx.
+    private static void TransformOutputGradient(in Shape s, float* dy, float* dm, int first, int count, int channel, int channels)
+    {
+        int stride = s.TilesWide + 1 + Slack;
+        float* buffer = stackalloc float[4 * stride];
+        new Span<float>(buffer, 4 * stride).Clear();
+        float* zero = stackalloc float[stride];
+        new Span<float>(zero, stride).Clear();
+        int plane = s.Height * s.Width;
+        long positionStride = s.GStride;
+        for (int t = first; t < first + count;)
+        {
+            int tileRow = t / s.TilesWide;
+            int tx0 = t % s.TilesWide;
+            int tx1 = Math.Min(s.TilesWide, tx0 + first + count - t);
+            int image = tileRow / s.TilesHigh;
+            int oy = 2 * (tileRow % s.TilesHigh);
+            for (int c = channel; c < channel + channels; c++)
+            {
+                float* source = dy + ((long)c * s.Batch + image) * plane;
+                float* even0 = buffer, odd0 = buffer + stride, even1 = buffer + 2 * stride, odd1 = buffer + 3 * stride;
+                SplitRow(source + (long)oy * s.Width, s.Width, s.TilesWide, even0, odd0);
+                if (oy + 1 < s.Height)
+                {
+                    SplitRow(source + (long)(oy + 1) * s.Width, s.Width, s.TilesWide, even1, odd1);
+                }
+                else
+                {
+                    even1 = zero;
+                    odd1 = zero;
+                }
+                float* target = dm + (long)c * s.Ld + (t - first) - tx0;
+                for (int tx = tx0; tx < tx1; tx += 8)
+                {
+                    // Row a of the tile: y0 = column 2tx, y1 = column 2tx + 1; A y = (y0, y0 + y1, y0 - y1, -y1).
+                    Vector256<float> a0 = Vector256.Load(odd0 + tx), a1 = Vector256.Load(even0 + tx + 1);
+                    Vector256<float> b0 = Vector256.Load(odd1 + tx), b1 = Vector256.Load(even1 + tx + 1);
+                    Vector256<float> p0 = a0, p1 = a0 + a1, p2 = a0 - a1, p3 = -a1;
+                    Vector256<float> q0 = b0, q1 = b0 + b1, q2 = b0 - b1, q3 = -b1;
+                    float* d = target + tx;
+                    GradientRow(d, positionStride, p0, p1, p2, p3);
+                    GradientRow(d + 4 * positionStride, positionStride, p0 + q0, p1 + q1, p2 + q2, p3 + q3);
+                    GradientRow(d + 8 * positionStride, positionStride, p0 - q0, p1 - q1, p2 - q2, p3 - q3);
+                    GradientRow(d + 12 * positionStride, positionStride, -q0, -q1, -q2, -q3);
+                }
+            }
+            t += tx1 - tx0;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GradientRow(float* d, long positionStride, Vector256<float> m0, Vector256<float> m1, Vector256<float> m2, Vector256<float> m3)
+    {
+        Vector256.Store(m0, d);
+        Vector256.Store(m1, d + positionStride);
+        Vector256.Store(m2, d + 2 * positionStride);
+        Vector256.Store(m3, d + 3 * positionStride);
+    }
+
     private static void Check(int length, int channels, int batch, int height, int width, string name)
     {
         long needed = (long)channels * batch * height * width;
@@ -233,6 +400,9 @@ public static unsafe class Winograd
 
         public int MStride => OddLines(Rows * Ld);
 
+        // The output gradient's transform, for the weight gradient.
+        public int GStride => OddLines(COut * Ld);
+
         private static int OddLines(int floats)
         {
             int lines = (floats + 15) / 16;
@@ -263,7 +433,7 @@ public static unsafe class Winograd
                 int tiles = Math.Min(s.Group, s.Tiles - first);
                 if (g != transformed)
                 {
-                    TransformInput(s, x, v, first, tiles);
+                    TransformInput(s, x, v, first, tiles, 0, s.CIn);
                     transformed = g;
                 }
                 int panels = (tiles + Panel - 1) / Panel;
@@ -290,11 +460,12 @@ public static unsafe class Winograd
     // tiles past it (plus one for the shifted column streams), so rows carry this much slack.
     private const int Slack = 8;
 
-    // V[xi][c][t - first] = (B^T d B)[xi] for every channel and tiles [first, first + count).
+    // V[xi][c][t - first] = (B^T d B)[xi] for channels [channel, channel + channels) and tiles
+    // [first, first + count).
     // Each input row is split into its even and odd columns, padded: even[j] = x[2j - 1],
     // odd[j] = x[2j], zero outside the image, so the tile at tx reads columns even[tx], odd[tx],
     // even[tx + 1], odd[tx + 1] and eight tiles take one vector from each.
-    private static void TransformInput(in Shape s, float* x, float* v, int first, int count)
+    private static void TransformInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels)
     {
         int stride = s.TilesWide + 1 + Slack;
         // Reads reach index tilesWide + 7 at most; entries past tilesWide stay zero.
@@ -313,7 +484,7 @@ public static unsafe class Winograd
             int tx1 = Math.Min(s.TilesWide, tx0 + first + count - t);
             int image = tileRow / s.TilesHigh;
             int ty = tileRow % s.TilesHigh;
-            for (int c = 0; c < s.CIn; c++)
+            for (int c = channel; c < channel + channels; c++)
             {
                 float* source = x + ((long)c * s.Batch + image) * plane;
                 for (int i = 0; i < 4; i++)

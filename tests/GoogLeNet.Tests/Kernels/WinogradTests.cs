@@ -6,8 +6,8 @@ namespace GoogLeNet.Tests.Kernels;
 
 /// <summary>
 /// F(2x2, 3x3) Winograd convolution against the direct double-precision reference: odd and even
-/// sizes (partial tiles on the right and bottom), images narrower than a tile, several blocks of
-/// tile rows, the folded epilogue, the input gradient, and thread-count invariance.
+/// sizes (partial tiles on the right and bottom), images narrower than a tile, groups and blocks
+/// of tiles that cut tile rows, the folded epilogue, both gradients, and thread-count invariance.
 /// </summary>
 [Collection(EngineThreadsCollection.Name)]
 public class WinogradTests
@@ -15,7 +15,8 @@ public class WinogradTests
     // The transforms add at most four inputs, scale kernels by up to 9/4 and sum nine products
     // back, so each output carries a few more float32 roundings than a direct sum. On these
     // shapes (values in [-2, 2], up to 64 input channels) the worst scaled error measured is
-    // 2.6e-7; 1e-5, the direct kernels' bound, leaves room and still flags any misplaced tap,
+    // 2.6e-7 for outputs and input gradients and 4.1e-7 for weight gradients (sums over every
+    // tile); 1e-5, the direct kernels' bound, leaves room and still flags any misplaced tap,
     // which costs 1e-2 or more.
     private const double Tolerance = 1e-5;
 
@@ -100,6 +101,54 @@ public class WinogradTests
         Compare.Close(ChannelMajor(expected, batch, ci, h * w), actual, Tolerance, "dInput");
     }
 
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void WeightGradientMatchesTheDirectConvolution(int batch, int ci, int co, int h, int w)
+    {
+        float[] x = GoldenFill.Fill("wino.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.w", co * ci * 9, 2.0);
+        float[] dy = GoldenFill.Fill("wino.dy", batch * co * h * w, 2.0);
+        var expected = new float[weight.Length];
+        ReferenceConvolution.Backward(BatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
+            BatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
+        // Accumulates: starting from 1 everywhere leaves expected + 1.
+        float[] actual = Enumerable.Repeat(1f, weight.Length).ToArray();
+        Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, actual);
+        Compare.Close(expected.Select(v => v + 1f).ToArray(), actual, Tolerance, "dWeight");
+    }
+
+    [Fact]
+    public void WeightGradientSummedInBlocksGivesTheOneBlockResult()
+    {
+        const int batch = 3, ci = 5, co = 7, h = 11, w = 13;
+        float[] x = GoldenFill.Fill("wino.blocks.x", batch * ci * h * w, 2.0);
+        float[] dy = GoldenFill.Fill("wino.blocks.dy", batch * co * h * w, 2.0);
+        float[] Run(int blockFloats)
+        {
+            int saved = Winograd.BlockFloats;
+            Winograd.BlockFloats = blockFloats;
+            try
+            {
+                var dw = new float[co * ci * 9];
+                Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
+                return dw;
+            }
+            finally
+            {
+                Winograd.BlockFloats = saved;
+            }
+        }
+        // 126 tiles in one block, then blocks of 16 and of 1 tile (starting and ending inside
+        // tile rows): the sums regroup, so they agree to rounding, not bit for bit.
+        float[] whole = Run(1 << 21);
+        var expected = new float[whole.Length];
+        ReferenceConvolution.Backward(BatchMajor(x, batch, ci, h * w), batch, ci, h, w, GoldenFill.Fill("wino.blocks.w", co * ci * 9, 2.0),
+            co, 3, 3, 1, 1, h, w, BatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
+        Compare.Close(expected, whole, Tolerance, "one block");
+        Compare.Close(expected, Run(16 * (ci + co) * 16), Tolerance, "blocks of 16 tiles");
+        Compare.Close(expected, Run(16 * (ci + co)), Tolerance, "blocks of 1 tile");
+    }
+
     [Fact]
     public void GroupsOfTilesAcrossTileRowsGiveTheOneGroupResult()
     {
@@ -149,7 +198,9 @@ public class WinogradTests
                 var dx = new float[x.Length];
                 Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: true, y);
                 Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, dx);
-                return [.. y, .. dx];
+                var dw = new float[weight.Length];
+                Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
+                return [.. y, .. dx, .. dw];
             }
             finally
             {
