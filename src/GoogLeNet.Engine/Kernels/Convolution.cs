@@ -387,12 +387,14 @@ public static unsafe class Convolution
     // Channel-major: input is (ci, n, h, w), output (co, n, oh, ow), so the whole batch is one
     // GEMM Y (co, n*oh*ow) = W (co, ci*kh*kw) col (ci*kh*kw, n*oh*ow); the 1x1 convolution reads
     // the input as col. Other kernels read col through ImplicitColumns without storing it, unless
-    // the product is narrow enough for the GEMM to read a stored col in place.
+    // the product is narrow enough for the GEMM to read a stored col in place. 3x3 stride-1
+    // convolutions run as Winograd F(2x2, 3x3) when it pays; winogradWeights (inference) keeps
+    // the weights' transform between calls.
     public static void ForwardChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, int kernelH, int kernelW,
         int stride, int padding, int outH, int outW, bool relu, Span<float> col, Span<float> output,
-        ReadOnlySpan<float> scale = default)
+        ReadOnlySpan<float> scale = default, WinogradWeights? winogradWeights = null)
     {
         int outPixels = outH * outW;
         int columns = batch * outPixels;
@@ -407,9 +409,9 @@ public static unsafe class Convolution
         {
             throw new ArgumentException($"A channel-major input of {inChannels} x {batch} x {height} x {width} needs {(long)inChannels * batch * height * width} values, got {input.Length}.");
         }
-        if (Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width))
+        if (Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width, winogradWeights is not null))
         {
-            Winograd.ForwardChannelMajor(input, batch, inChannels, height, width, weight, bias, outChannels, relu, output, scale);
+            Winograd.ForwardChannelMajor(input, batch, inChannels, height, width, weight, bias, outChannels, relu, output, scale, winogradWeights);
             return;
         }
         if (Gemm.ReadsBInPlace(outChannels, columns))

@@ -51,27 +51,41 @@ public static unsafe class Winograd
     public static bool Applies(int kernelH, int kernelW, int stride, int padding) =>
         kernelH == 3 && kernelW == 3 && stride == 1 && padding == 1;
 
-    // Every call transforms the weights again (about 50 cycles per 3x3 kernel) and each tile then
-    // saves 20 of 36 multiply-adds per kernel (about 1.3 cycles in vectors): below some 40 tiles
-    // the transform costs more than it saves (a single 7x7 or 14x14 image, 16 or 49 tiles).
+    // A call that transforms the weights (about 50 cycles per 3x3 kernel) gains from it once each
+    // tile saves 20 of 36 multiply-adds per kernel (about 1.3 cycles in vectors): from some 40
+    // tiles on (not a single 7x7 or 14x14 image, 16 or 49 tiles). With the transform cached only
+    // the comparison of the weights remains, and a 4x4 image (4 tiles) is where partial tiles and
+    // the transforms of the data eat the gain.
     private const int MinTiles = 64;
+    private const int MinTilesCached = 16;
 
     /// <summary>Whether <see cref="Convolution.ForwardChannelMajor"/> and its backward take this kernel for a batch of this size.</summary>
-    public static bool Chosen(int kernelH, int kernelW, int stride, int padding, int batch, int height, int width) =>
-        Enabled && Applies(kernelH, kernelW, stride, padding) && (long)batch * ((height + 1) / 2) * TilesWide(width) >= MinTiles;
+    public static bool Chosen(int kernelH, int kernelW, int stride, int padding, int batch, int height, int width, bool cachedWeights = false) =>
+        Enabled && Applies(kernelH, kernelW, stride, padding)
+        && (long)batch * ((height + 1) / 2) * TilesWide(width) >= (cachedWeights ? MinTilesCached : MinTiles);
 
     // input (ci, n, h, w); weight (co, ci, 3, 3); bias (co) or empty; scale (co) or empty;
-    // output (co, n, h, w) = relu?(conv(input, weight) * scale + bias).
+    // output (co, n, h, w) = relu?(conv(input, weight) * scale + bias). With a cache, the weights'
+    // transform is reused while they stay the same.
     public static void ForwardChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, bool relu, Span<float> output,
-        ReadOnlySpan<float> scale = default)
+        ReadOnlySpan<float> scale = default, WinogradWeights? cache = null)
     {
         Check(input.Length, inChannels, batch, height, width, "input");
         Check(output.Length, outChannels, batch, height, width, "output");
         CheckEpilogue(bias.Length, scale.Length, outChannels);
-        Span<float> u = PackedWeights(outChannels, inChannels);
-        TransformWeights(weight, outChannels, inChannels, transposeAndRotate: false, u);
+        ReadOnlySpan<float> u;
+        if (cache is not null)
+        {
+            u = cache.For(weight, outChannels, inChannels);
+        }
+        else
+        {
+            Span<float> scratch = PackedWeights(outChannels, inChannels);
+            TransformWeights(weight, outChannels, inChannels, transposeAndRotate: false, scratch);
+            u = scratch;
+        }
         Run(input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output);
     }
 
@@ -658,4 +672,41 @@ public static unsafe class Winograd
             d[2 * i + 1] = odd.GetElement(i);
         }
     }
+}
+
+/// <summary>
+/// The Winograd transform of one layer's weights, kept for inference: a call compares the
+/// weights with the copy it was made from (a read of 9 floats per kernel instead of a transform
+/// of 50 cycles) and transforms again when any value differs, so a change to the weights is
+/// always seen.
+/// </summary>
+public sealed class WinogradWeights
+{
+    private float[] _source = [];
+    private float[] _packed = [];
+    private int _outChannels;
+    private int _inChannels;
+
+    internal ReadOnlySpan<float> For(ReadOnlySpan<float> weight, int outChannels, int inChannels)
+    {
+        int length = outChannels * inChannels * 9;
+        ReadOnlySpan<float> current = weight.Slice(0, length);
+        if (outChannels != _outChannels || inChannels != _inChannels || !current.SequenceEqual(_source))
+        {
+            if (_source.Length != length)
+            {
+                _source = new float[length];
+                _packed = new float[Winograd.PackedWeightLength(outChannels, inChannels)];
+            }
+            Winograd.TransformWeights(current, outChannels, inChannels, transposeAndRotate: false, _packed);
+            current.CopyTo(_source);
+            _outChannels = outChannels;
+            _inChannels = inChannels;
+            Transforms++;
+        }
+        return _packed;
+    }
+
+    /// <summary>How many times the weights were transformed (once, while they do not change).</summary>
+    public int Transforms { get; private set; }
 }

@@ -13,6 +13,7 @@ public sealed class Conv2d : Layer
     private float[] _col = [];
     private float[] _foldedScale = [];
     private float[] _foldedBias = [];
+    private WinogradWeights? _winogradWeights;
 
     // A channel-major batch im2cols up to this many floats at a time (16 MiB): enough columns
     // for an efficient GEMM, and one buffer per thread serves every layer.
@@ -85,8 +86,10 @@ public sealed class Conv2d : Layer
     /// <summary>
     /// Inference with the BatchNorm that follows (its running statistics) and the ReLU after it
     /// folded into this convolution's epilogue: relu(conv(x; w) * s + b * s + beta - mean * s),
-    /// s = gamma / sqrt(var + eps), in one pass over the output. The weights are read as they are
-    /// (nothing is copied or cached), so a change to them is seen by the next call. Writes
+    /// s = gamma / sqrt(var + eps), in one pass over the output. The weights are read as they are,
+    /// not scaled copies; a 3x3 stride-1 layer keeps their Winograd transform together with the
+    /// values it came from and compares them on every call, so a change to them is seen by the
+    /// next call. Writes
     /// <paramref name="destination"/> when given (a slice of a concatenation), else the layer's
     /// own buffer. Caches nothing for Backward; the caller runs the unfused layers again if it
     /// needs gradients.
@@ -105,7 +108,11 @@ public sealed class Conv2d : Layer
             _foldedScale = new float[OutChannels];
         }
         bool scaled = Fold(norm, _foldedScale, _foldedBias);
-        Run(input, _weight.Value.Span, _foldedBias, relu: true, output, scaled ? _foldedScale : default);
+        if (Winograd.Applies(KernelSize, KernelSize, Stride, Padding))
+        {
+            _winogradWeights ??= new WinogradWeights();
+        }
+        Run(input, _weight.Value.Span, _foldedBias, relu: true, output, scaled ? _foldedScale : default, _winogradWeights);
         _input = null;
         return output;
     }
@@ -138,7 +145,7 @@ public sealed class Conv2d : Layer
     }
 
     private void Run(Tensor input, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, bool relu, Tensor output,
-        ReadOnlySpan<float> scale = default)
+        ReadOnlySpan<float> scale = default, WinogradWeights? winogradWeights = null)
     {
         int batch = input.Shape[0];
         int oh = output.Shape[2];
@@ -147,7 +154,7 @@ public sealed class Conv2d : Layer
         {
             Convolution.ForwardChannelMajor(input.Span, batch, InChannels, input.Shape[2], input.Shape[3],
                 weight, bias, OutChannels, KernelSize, KernelSize, Stride, Padding, oh, ow, relu,
-                SharedCol(batch, oh, ow), output.Span, scale);
+                SharedCol(batch, oh, ow), output.Span, scale, winogradWeights);
             return;
         }
         EnsureCol(oh, ow);

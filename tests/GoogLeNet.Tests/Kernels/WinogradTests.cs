@@ -181,6 +181,38 @@ public class WinogradTests
     }
 
     [Fact]
+    public void CachedWeightTransformIsReusedUntilAWeightChanges()
+    {
+        // One 7 x 7 image is 16 tiles: Winograd only with the transform cached.
+        const int batch = 1, ci = 8, co = 13, h = 7, w = 7;
+        Assert.False(Winograd.Chosen(3, 3, 1, 1, batch, h, w));
+        Assert.True(Winograd.Chosen(3, 3, 1, 1, batch, h, w, cachedWeights: true));
+        float[] x = GoldenFill.Fill("wino.cache.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.cache.w", co * ci * 9, 2.0);
+        float[] bias = GoldenFill.Fill("wino.cache.b", co, 1.0);
+        var cache = new WinogradWeights();
+        float[] Run(WinogradWeights? withCache)
+        {
+            var y = new float[batch * co * h * w];
+            Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, y, default, withCache);
+            return y;
+        }
+
+        float[] first = Run(cache);
+        Assert.Equal(1, cache.Transforms);
+        Assert.Equal(Run(null), first);
+        Assert.Equal(first, Run(cache));
+        Assert.Equal(1, cache.Transforms);
+
+        // The last value of the last kernel changes: the next call sees it.
+        weight[^1] += 0.5f;
+        float[] changed = Run(cache);
+        Assert.Equal(2, cache.Transforms);
+        Assert.Equal(Run(null), changed);
+        Compare.Close(Reference(x, batch, ci, co, h, w, weight, bias), changed, Tolerance, "after the change");
+    }
+
+    [Fact]
     public void ResultsDoNotDependOnTheThreadCount()
     {
         const int batch = 4, ci = 32, co = 48, h = 14, w = 14;
