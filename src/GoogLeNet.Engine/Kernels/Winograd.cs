@@ -54,10 +54,12 @@ public static unsafe class Winograd
     // A call that transforms the weights (about 50 cycles per 3x3 kernel) gains from it once each
     // tile saves 20 of 36 multiply-adds per kernel (about 1.3 cycles in vectors): from some 40
     // tiles on (not a single 7x7 or 14x14 image, 16 or 49 tiles). With the transform cached only
-    // the comparison of the weights remains, and a 4x4 image (4 tiles) is where partial tiles and
-    // the transforms of the data eat the gain.
+    // the comparison of the weights remains, but U is 16/9 the size of the weights and is read
+    // once per group of tiles: for one 7x7 image (16 tiles, 49 of 64 outputs used) that traffic
+    // made inference slower (torchvision b1: inception5b 2.6 -> 2.9 ms); one 14x14 image broke
+    // even (inception4a-4e 13.5 -> 13.2 ms).
     private const int MinTiles = 64;
-    private const int MinTilesCached = 16;
+    private const int MinTilesCached = 32;
 
     /// <summary>Whether <see cref="Convolution.ForwardChannelMajor"/> and its backward take this kernel for a batch of this size.</summary>
     public static bool Chosen(int kernelH, int kernelW, int stride, int padding, int batch, int height, int width, bool cachedWeights = false) =>

@@ -183,8 +183,8 @@ public class WinogradTests
     [Fact]
     public void CachedWeightTransformIsReusedUntilAWeightChanges()
     {
-        // One 7 x 7 image is 16 tiles: Winograd only with the transform cached.
-        const int batch = 1, ci = 8, co = 13, h = 7, w = 7;
+        // One 11 x 11 image is 36 tiles: Winograd only with the transform cached.
+        const int batch = 1, ci = 8, co = 13, h = 11, w = 11;
         Assert.False(Winograd.Chosen(3, 3, 1, 1, batch, h, w));
         Assert.True(Winograd.Chosen(3, 3, 1, 1, batch, h, w, cachedWeights: true));
         float[] x = GoldenFill.Fill("wino.cache.x", batch * ci * h * w, 2.0);
