@@ -51,7 +51,7 @@ public static unsafe class Winograd
     public static bool Applies(int kernelH, int kernelW, int stride, int padding) =>
         kernelH == 3 && kernelW == 3 && stride == 1 && padding == 1;
 
-    // A call that transforms the weights (about 50 cycles per 3x3 kernel) gains from it once each
+    // A call that transforms the weights (an estimated 50 cycles per 3x3 kernel) gains from it once each
     // tile saves 20 of 36 multiply-adds per kernel (about 1.3 cycles in vectors): from some 40
     // tiles on (not a single 7x7 or 14x14 image, 16 or 49 tiles). With the transform cached only
     // the comparison of the weights remains, but U is 16/9 the size of the weights and is read
@@ -225,11 +225,8 @@ public static unsafe class Winograd
         long positionStride = s.GStride;
         for (int t = first; t < first + count;)
         {
-            int tileRow = t / s.TilesWide;
-            int tx0 = t % s.TilesWide;
-            int tx1 = Math.Min(s.TilesWide, tx0 + first + count - t);
-            int image = tileRow / s.TilesHigh;
-            int oy = 2 * (tileRow % s.TilesHigh);
+            var (image, ty, tx0, tx1) = Segment(s, t, first + count);
+            int oy = 2 * ty;
             for (int c = channel; c < channel + channels; c++)
             {
                 float* source = dy + ((long)c * s.Batch + image) * plane;
@@ -472,6 +469,16 @@ public static unsafe class Winograd
         }
     }
 
+    // The part of tiles [t, end) in t's tile row: its image, tile row ty and tiles [tx0, tx1).
+    // Groups and blocks of tiles start and end inside tile rows, so the transforms walk them a
+    // row segment at a time.
+    private static (int Image, int TileY, int Tx0, int Tx1) Segment(in Shape s, int t, int end)
+    {
+        int tileRow = t / s.TilesWide;
+        int tx0 = t % s.TilesWide;
+        return (tileRow / s.TilesHigh, tileRow % s.TilesHigh, tx0, Math.Min(s.TilesWide, tx0 + end - t));
+    }
+
     // Transforms run eight tiles at a time; the last vector of a tile row reaches up to seven
     // tiles past it (plus one for the shifted column streams), so rows carry this much slack.
     private const int Slack = 8;
@@ -495,11 +502,7 @@ public static unsafe class Winograd
         long positionStride = s.VStride;
         for (int t = first; t < first + count;)
         {
-            int tileRow = t / s.TilesWide;
-            int tx0 = t % s.TilesWide;
-            int tx1 = Math.Min(s.TilesWide, tx0 + first + count - t);
-            int image = tileRow / s.TilesHigh;
-            int ty = tileRow % s.TilesHigh;
+            var (image, ty, tx0, tx1) = Segment(s, t, first + count);
             for (int c = channel; c < channel + channels; c++)
             {
                 float* source = x + ((long)c * s.Batch + image) * plane;
@@ -607,9 +610,7 @@ public static unsafe class Winograd
             Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
             for (int t = first; t < first + count;)
             {
-                int tileRow = t / s.TilesWide;
-                int tx0 = t % s.TilesWide;
-                int tx1 = Math.Min(s.TilesWide, tx0 + first + count - t);
+                var (image, ty, tx0, tx1) = Segment(s, t, first + count);
                 float* source = m + (long)r * s.Ld + (t - first) - tx0;
                 for (int tx = tx0; tx < tx1; tx += 8)
                 {
@@ -623,8 +624,7 @@ public static unsafe class Winograd
                     Store(top + 2 * tx, Epilogue(a0 + a1 + a2, channelScale, channelBias, relu), Epilogue(a1 - a2 - a3, channelScale, channelBias, relu));
                     Store(bottom + 2 * tx, Epilogue(b0 + b1 + b2, channelScale, channelBias, relu), Epilogue(b1 - b2 - b3, channelScale, channelBias, relu));
                 }
-                int image = tileRow / s.TilesHigh;
-                int oy = 2 * (tileRow % s.TilesHigh);
+                int oy = 2 * ty;
                 int ox = 2 * tx0;
                 int length = Math.Min(2 * tx1, s.Width) - ox;
                 float* target = y + ((long)c * s.Batch + image) * plane + (long)oy * s.Width + ox;
