@@ -8,8 +8,14 @@ using GoogLeNet.Engine.Kernels;
 
 namespace GoogLeNet.Benchmarks;
 
+/// <summary>A benchmark parameter that knows the floating-point operations of one call.</summary>
+public interface IHasFlops
+{
+    double Flops { get; }
+}
+
 /// <summary>One matrix product: m x n x k with its transposes, named after the layer it comes from.</summary>
-public sealed record GemmShape(string Name, int M, int N, int K, bool TransA = false, bool TransB = false)
+public sealed record GemmShape(string Name, int M, int N, int K, bool TransA = false, bool TransB = false) : IHasFlops
 {
     public double Flops => 2.0 * M * N * K;
 
@@ -77,7 +83,7 @@ public class GemmBenchmarks
             _a, s.TransA ? s.M : s.K, _b, s.TransB ? s.K : s.N, _c, s.N, accumulate: false, _bias, relu: true);
     }
 
-    private static float[] Fill(Random random, int length)
+    internal static float[] Fill(Random random, int length)
     {
         var values = new float[length];
         for (int i = 0; i < length; i++)
@@ -87,7 +93,7 @@ public class GemmBenchmarks
         return values;
     }
 
-    private sealed class Config : ManualConfig
+    internal sealed class Config : ManualConfig
     {
         public Config()
         {
@@ -106,7 +112,7 @@ public class GemmBenchmarks
         public int PriorityInCategory => 0;
         public bool IsNumeric => true;
         public UnitType UnitType => UnitType.Dimensionless;
-        public string Legend => "2mnk / mean time, in 1e9 floating-point operations per second";
+        public string Legend => "2mnk (a convolution: its direct multiply-adds x 2) / mean time, in 1e9 floating-point operations per second";
 
         public bool IsAvailable(Summary summary) => true;
         public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
@@ -117,7 +123,7 @@ public class GemmBenchmarks
         public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
         {
             var report = summary[benchmarkCase];
-            var shape = benchmarkCase.Parameters.Items.Select(p => p.Value).OfType<GemmShape>().FirstOrDefault();
+            var shape = benchmarkCase.Parameters.Items.Select(p => p.Value).OfType<IHasFlops>().FirstOrDefault();
             if (report?.ResultStatistics is null || shape is null)
             {
                 return "-";
