@@ -27,16 +27,16 @@ public static unsafe class Gemm
     private const int Lanes = 16;
     // Vector512.IsHardwareAccelerated is false where the runtime judges 512-bit code no faster
     // (and on CPUs without AVX-512); the AVX2 kernel then runs.
-    private static readonly bool s_wide = Vector512.IsHardwareAccelerated;
-    private static readonly int s_nr = s_wide ? 64 : 16;
+    private static bool Wide => Vector512.IsHardwareAccelerated;
+    private static int NR => Wide ? 64 : 16;
 
     // Cache blocking. AVX2 (BLIS's Zen choice; KC 320 and 384 measured no better): the KC x 16 B
     // micro-panel (16 KiB) stays in L1 while the A micro-panels of an MC x KC block (144 KiB, L2)
     // stream past it; the KC x NC block of B lives in L3. AVX-512: the KC x 64 B micro-panel
     // (96 KiB) lives in L2 beside the A block; a prototype measured KC below 256 10-15% slower.
-    private static readonly int s_kc = s_wide ? 384 : 256;
-    private static readonly int s_mc = s_wide ? 96 : 144;
-    private static readonly int s_nc = s_wide ? 1024 : 4080;
+    private static int KC => Wide ? 384 : 256;
+    private static int MC => Wide ? 96 : 144;
+    private static int NC => Wide ? 1024 : 4080;
 
     // Up to this many rows of A, reading an untransposed B in place beats packing it: packing
     // costs a pass over B per call while each packed panel would be reused only m / 6 times
@@ -269,22 +269,22 @@ public static unsafe class Gemm
             float* edgeScale = buffers.EdgeScale;
 
             // Equal k slices (576 = 3 x 192 rather than 256 + 256 + 64) keep every pass over C long.
-            int slices = (_k + s_kc - 1) / s_kc;
+            int slices = (_k + KC - 1) / KC;
             int kcStep = (_k + slices - 1) / slices;
 
             // With few rows of A, copying B would cost as much as multiplying by it, so whole
             // panels of an untransposed B are read in place; only the ragged last panel is packed.
             bool directB = !_implicitB && !_transB && ReadsBInPlace(_m, _ldb);
 
-            // The A block keeps its L2 budget (s_mc x s_kc floats) when k slices are thinner, and
+            // The A block keeps its L2 budget (MC x KC floats) when k slices are thinner, and
             // its rows are split evenly (192 = 2 x 96 rather than 144 + 48).
-            int mcMax = Math.Max(MR, s_mc * s_kc / kcStep / MR * MR);
+            int mcMax = Math.Max(MR, MC * KC / kcStep / MR * MR);
             int rowBlocks = (i1 - i0 + mcMax - 1) / mcMax;
             int mcStep = ((i1 - i0 + rowBlocks - 1) / rowBlocks + MR - 1) / MR * MR;
 
-            for (int jc = j0; jc < j1; jc += s_nc) // loop 5: NC-wide column blocks of B and C
+            for (int jc = j0; jc < j1; jc += NC) // loop 5: NC-wide column blocks of B and C
             {
-                int nc = Math.Min(s_nc, j1 - jc);
+                int nc = Math.Min(NC, j1 - jc);
                 for (int pc = 0; pc < _k; pc += kcStep) // loop 4: KC-deep slices of the k sum
                 {
                     int kc = Math.Min(kcStep, _k - pc);
@@ -295,11 +295,11 @@ public static unsafe class Gemm
                     {
                         int mc = Math.Min(mcStep, i1 - ic);
                         PackA(ic, mc, pc, kc, packedA);
-                        for (int jr = 0; jr < nc; jr += s_nr) // loop 2: NR-wide panels of B (packed or in place)
+                        for (int jr = 0; jr < nc; jr += NR) // loop 2: NR-wide panels of B (packed or in place)
                         {
-                            int nr = Math.Min(s_nr, nc - jr);
+                            int nr = Math.Min(NR, nc - jr);
                             int vectors = (nr + Lanes - 1) / Lanes;
-                            bool direct = directB && nr == s_nr;
+                            bool direct = directB && nr == NR;
                             float* bPanel = direct ? _b + (long)pc * _ldb + jc + jr : packedB + (long)jr * kc;
                             int bStride = direct ? _ldb : vectors * Lanes;
                             for (int ir = 0; ir < mc; ir += MR) // loop 1: MR-tall panels of packed A
@@ -358,7 +358,7 @@ public static unsafe class Gemm
                 }
                 scale = edgeScale;
             }
-            if (!s_wide && nr <= 8 && Vector256.IsHardwareAccelerated)
+            if (!Wide && nr <= 8 && Vector256.IsHardwareAccelerated)
             {
                 // A ragged panel of at most 8 columns (n = 49, 196) needs half the multiply-adds.
                 Kernel256Half(kc, aPanel, bPanel, bStride, edgeTile, width, loadC, scale, bias, relu);
@@ -450,31 +450,31 @@ public static unsafe class Gemm
             {
                 // Row by row so that B is read sequentially; each row scatters whole vectors
                 // across the panels.
-                int fullPanels = nc / s_nr;
+                int fullPanels = nc / NR;
                 for (int p = 0; p < kc; p++)
                 {
                     float* src = _b + (long)(pc + p) * _ldb + jc;
-                    float* d = dst + (long)p * s_nr;
+                    float* d = dst + (long)p * NR;
                     for (int panel = 0; panel < fullPanels; panel++)
                     {
-                        float* s = src + panel * s_nr;
-                        float* t = d + (long)panel * s_nr * kc;
-                        for (int v = 0; v < s_nr; v += 8)
+                        float* s = src + panel * NR;
+                        float* t = d + (long)panel * NR * kc;
+                        for (int v = 0; v < NR; v += 8)
                         {
                             Vector256.Store(Vector256.Load(s + v), t + v);
                         }
                     }
                 }
-                if (fullPanels * s_nr == nc)
+                if (fullPanels * NR == nc)
                 {
                     return;
                 }
             }
-            int firstPanel = !_transB && !directB && Vector256.IsHardwareAccelerated ? nc / s_nr * s_nr : 0;
-            for (int jr = firstPanel; jr < nc; jr += s_nr)
+            int firstPanel = !_transB && !directB && Vector256.IsHardwareAccelerated ? nc / NR * NR : 0;
+            for (int jr = firstPanel; jr < nc; jr += NR)
             {
-                int nr = Math.Min(s_nr, nc - jr);
-                if (directB && nr == s_nr)
+                int nr = Math.Min(NR, nc - jr);
+                if (directB && nr == NR)
                 {
                     continue;
                 }
@@ -534,25 +534,25 @@ public static unsafe class Gemm
         private void PackImplicitB(int pc, int kc, int jc, int nc, float* dst)
         {
             float* row = PackBuffers.ForCurrentThread().Row;
-            int fullPanels = nc / s_nr;
-            int tail = nc - fullPanels * s_nr;
+            int fullPanels = nc / NR;
+            int tail = nc - fullPanels * NR;
             int tailWidth = (tail + Lanes - 1) / Lanes * Lanes;
             for (int p = 0; p < kc; p++)
             {
                 _columns.FillRow(pc + p, jc, nc, row);
                 for (int panel = 0; panel < fullPanels; panel++)
                 {
-                    float* source = row + panel * s_nr;
-                    float* target = dst + (long)panel * s_nr * kc + (long)p * s_nr;
-                    for (int v = 0; v < s_nr; v += 8)
+                    float* source = row + panel * NR;
+                    float* target = dst + (long)panel * NR * kc + (long)p * NR;
+                    for (int v = 0; v < NR; v += 8)
                     {
                         Vector256.Store(Vector256.Load(source + v), target + v);
                     }
                 }
                 if (tail > 0)
                 {
-                    float* target = dst + (long)fullPanels * s_nr * kc + (long)p * tailWidth;
-                    new ReadOnlySpan<float>(row + fullPanels * s_nr, tail).CopyTo(new Span<float>(target, tail));
+                    float* target = dst + (long)fullPanels * NR * kc + (long)p * tailWidth;
+                    new ReadOnlySpan<float>(row + fullPanels * NR, tail).CopyTo(new Span<float>(target, tail));
                     new Span<float>(target + tail, tailWidth - tail).Clear();
                 }
             }
@@ -1003,10 +1003,10 @@ public static unsafe class Gemm
         [ThreadStatic]
         private static PackBuffers? t_current;
 
-        private static readonly int s_aFloats = s_mc * s_kc + MR;
-        private static readonly int s_bFloats = s_kc * s_nc;
-        private static readonly int s_tileFloats = MR * s_nr;
-        private static readonly int s_rowFloats = s_nc;
+        private static readonly int s_aFloats = MC * KC + MR;
+        private static readonly int s_bFloats = KC * NC;
+        private static readonly int s_tileFloats = MR * NR;
+        private static readonly int s_rowFloats = NC;
         private const int Align = 16;
 
         private readonly float[] _storage;
