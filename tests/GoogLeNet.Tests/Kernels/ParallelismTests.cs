@@ -77,4 +77,59 @@ public class ParallelismTests
         Task.WaitAll(callers);
         Assert.Equal(3 * 8 * 16, total);
     });
+
+    // Jobs that arrive while the workers spin (back to back) and after they have blocked (a pause
+    // longer than the spin) both run every part; without spinning every job wakes a blocked worker.
+    [Theory]
+    [InlineData(0)]
+    [InlineData(200)]
+    [InlineData(5000)]
+    public void WorkersTakeJobsWhetherSpinningOrBlocked(int spinMicroseconds) => WithThreads(3, () =>
+    {
+        int saved = Parallelism.SpinMicroseconds;
+        Parallelism.SpinMicroseconds = spinMicroseconds;
+        try
+        {
+            int pooledJobs = 0;
+            for (int job = 0; job < 40; job++)
+            {
+                var hits = new int[3];
+                var threads = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
+                Parallelism.For(3, 1 << 20, (start, count) =>
+                {
+                    threads[Environment.CurrentManagedThreadId] = true;
+                    Interlocked.Increment(ref hits[start]);
+                });
+                Assert.All(hits, h => Assert.Equal(1, h));
+                pooledJobs += threads.Count == 3 ? 1 : 0;
+                if (job % 10 == 9)
+                {
+                    Thread.Sleep(2 + spinMicroseconds / 1000);
+                }
+            }
+            // A job finds the pool busy only while another test's job holds it: most use all three.
+            Assert.InRange(pooledJobs, 1, 40);
+        }
+        finally
+        {
+            Parallelism.SpinMicroseconds = saved;
+        }
+    });
+
+    [Fact]
+    public void SpinTimeRoundTripsAndRejectsNegatives()
+    {
+        int saved = Parallelism.SpinMicroseconds;
+        try
+        {
+            Parallelism.SpinMicroseconds = 250;
+            Assert.InRange(Parallelism.SpinMicroseconds, 249, 250); // tick conversion may round down by one
+            Assert.Throws<ArgumentOutOfRangeException>(() => Parallelism.SpinMicroseconds = -1);
+            Assert.InRange(Parallelism.SpinMicroseconds, 249, 250);
+        }
+        finally
+        {
+            Parallelism.SpinMicroseconds = saved;
+        }
+    }
 }
