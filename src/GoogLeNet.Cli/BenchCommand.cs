@@ -37,13 +37,23 @@ internal static class BenchCommand
             Description = "Algorithm of the 3x3, stride-1 convolutions: winograd (F(2x2,3x3), the default) or gemm (implicit im2col GEMM).",
             DefaultValueFactory = _ => "winograd",
         };
+        Option<int> spin = new("--spin-us")
+        {
+            Description = "Microseconds the engine's idle threads spin before they sleep (0: sleep at once).",
+            DefaultValueFactory = _ => Parallelism.SpinMicroseconds,
+        };
         Option<bool> json = CliSupport.JsonOption();
         var command = new Command("bench", "Images per second of a training step or of inference, median over iterations.")
         {
-            preset, mode, batch, input, aux, threads, warmup, iterations, profile, gemm, fmaPeak, conv3x3, json,
+            preset, mode, batch, input, aux, threads, warmup, iterations, profile, gemm, fmaPeak, conv3x3, spin, json,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
+            if (result.GetValue(spin) < 0)
+            {
+                throw new ArgumentException($"--spin-us must be at least 0, got {result.GetValue(spin)}.");
+            }
+            Parallelism.SpinMicroseconds = result.GetValue(spin);
             if (result.GetValue(gemm) is { } gemmShape)
             {
                 return MeasureGemm(gemmShape, result.GetValue(threads), result.GetValue(warmup), result.GetValue(iterations), result.GetValue(json));
@@ -92,6 +102,7 @@ internal static class BenchCommand
                     input = model.InputShape,
                     threads = threadCount,
                     conv3x3 = algorithm,
+                    spinMicroseconds = Parallelism.SpinMicroseconds,
                     imagesPerSecond,
                     medianMilliseconds = median,
                     peakWorkingSetBytes = peak,

@@ -109,6 +109,18 @@ public class CliTests
         // img/s is the batch over the median time, to the printed precision.
         Assert.Equal(2 / (milliseconds / 1000), root.GetProperty("imagesPerSecond").GetDouble(), 1e-9);
         Assert.True(root.GetProperty("peakWorkingSetBytes").GetInt64() > 0);
+        Assert.Equal("winograd", root.GetProperty("conv3x3").GetString());
+        // The engine's default.
+        Assert.Equal(1000, root.GetProperty("spinMicroseconds").GetInt32());
+    }
+
+    [Fact]
+    public void BenchSetsTheSpinTime()
+    {
+        var (code, output, error) = Run("bench", "--preset", "d2l", "--batch", "1", "--input", "1x64x64",
+            "--threads", "2", "--warmup", "0", "--iters", "1", "--spin-us", "0", "--json");
+        Assert.True(code == 0, error);
+        Assert.Equal(0, JsonDocument.Parse(output).RootElement.GetProperty("spinMicroseconds").GetInt32());
     }
 
     [Fact]
@@ -140,6 +152,7 @@ public class CliTests
     [Theory]
     [InlineData("--threads and --iters must be at least 1", "bench", "--fma-peak", "--threads", "0")]
     [InlineData("--mode expects train or infer", "bench", "--mode", "fit")]
+    [InlineData("--spin-us must be at least 0", "bench", "--spin-us", "-1")]
     [InlineData("--gemm expects MxNxK", "bench", "--gemm", "64x64")]
     [InlineData("--gemm expects MxNxK", "bench", "--gemm", "64x-1x64")]
     [InlineData("Unknown preset 'resnet'", "summary", "--preset", "resnet")]
