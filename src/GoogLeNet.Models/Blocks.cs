@@ -47,6 +47,14 @@ public sealed class ConvBlock : Layer
         if (IsTraining)
         {
             _foldedInput = null;
+            if (Norm is null)
+            {
+                // Without BatchNorm the ReLU runs in the convolution's epilogue, straight into
+                // the destination; its backward needs only that output.
+                Tensor fused = Conv.ForwardWithRelu(input, destination);
+                _relu.AdoptOutput(fused);
+                return fused;
+            }
             Tensor output = _body.Forward(input);
             if (destination is null)
             {
@@ -67,12 +75,18 @@ public sealed class ConvBlock : Layer
 
     /// <summary>
     /// Training, for a caller that ran this block's convolution itself (the Inception block's
-    /// stacked 1x1 GEMM): BatchNorm, if any, and ReLU on the convolution's output.
+    /// stacked 1x1 GEMM): BatchNorm and ReLU on the convolution's output; without BatchNorm the
+    /// caller applied the ReLU in its epilogue, and <paramref name="convolved"/> is the output.
     /// </summary>
     internal Tensor ForwardAfterConvolution(Tensor convolved)
     {
         _foldedInput = null;
-        return _relu.Forward(Norm is null ? convolved : Norm.Forward(convolved));
+        if (Norm is null)
+        {
+            _relu.AdoptOutput(convolved);
+            return convolved;
+        }
+        return _relu.Forward(Norm.Forward(convolved));
     }
 
     /// <summary>The gradient with respect to the convolution's output, the inverse of <see cref="ForwardAfterConvolution"/>.</summary>
@@ -313,8 +327,10 @@ public sealed class Inception : Layer
             _stacked = new float[(long)rows * pixels];
         }
         bool biased = _branchTails[0].Conv.Bias is not null;
+        // Without BatchNorm the blocks' ReLUs run in the GEMM's epilogue (ForwardAfterConvolution).
+        bool relu = _branchTails[0].Norm is null;
         Convolution.ForwardChannelMajor(input.Span, batch, Spec.InChannels, height, width, _stackedWeight,
-            biased ? _stackedBias : default, rows, 1, 1, 1, 0, height, width, relu: false, default,
+            biased ? _stackedBias : default, rows, 1, 1, 1, 0, height, width, relu, default,
             _stacked.AsSpan(0, rows * pixels));
         _stackedInput = input;
 

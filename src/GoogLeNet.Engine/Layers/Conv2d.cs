@@ -84,6 +84,26 @@ public sealed class Conv2d : Layer
     }
 
     /// <summary>
+    /// Forward with the ReLU that follows applied in the epilogue, relu(conv(x) + bias), for
+    /// training as well: the input is kept for Backward, which takes the gradient with respect
+    /// to the convolution's output (the caller's ReLU backward, from the output written here).
+    /// Writes <paramref name="destination"/> when given (a slice of a concatenation), else the
+    /// layer's own buffer.
+    /// </summary>
+    public Tensor ForwardWithRelu(Tensor input, Tensor? destination = null)
+    {
+        int[] shape = OutputShapeFor(input);
+        Tensor output = destination ?? Ensure(ref _output, shape);
+        if (!output.HasShape(shape))
+        {
+            throw new ShapeException($"{Name}: destination {Tensor.Format(output.Shape)} does not match the output {Tensor.Format(shape)}.");
+        }
+        Run(input, _weight.Value.Span, _bias is null ? default : _bias.Value.Span, relu: true, output);
+        _input = input;
+        return output;
+    }
+
+    /// <summary>
     /// Inference with the BatchNorm that follows (its running statistics) and the ReLU after it
     /// folded into this convolution's epilogue: relu(conv(x; w) * s + b * s + beta - mean * s),
     /// s = gamma / sqrt(var + eps), in one pass over the output. The weights are read as they are,
