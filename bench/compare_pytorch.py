@@ -2,7 +2,12 @@
 """Same workloads in PyTorch (Debian's python3-torch, both layouts) and in googlenet, alternating
 in one run, so the ratios compare like with like on a shared machine.
 
-    /usr/bin/python3 bench/compare_pytorch.py [--threads 2] [--iters 5] [--quick] [--only NAME] [--no-sgemm] [--peak 230]
+    /usr/bin/python3 bench/compare_pytorch.py [--threads 2] [--iters 5] [--rounds 1] [--quick] [--only NAME] [--no-sgemm] [--peak 230]
+
+Each workload runs in --rounds rounds of the three contenders (ours, PyTorch channels-last,
+PyTorch NCHW), the order turning by one each round; a round's ratio is ours over the better
+PyTorch layout of that round, and a row prints the median of each figure and of the ratios, so
+a quiet or noisy minute on a shared host weighs on both sides alike.
 
 The last row is SGEMM 4096^3 in GFLOP/s (`googlenet bench --gemm`) as a share of the nominal FMA
 peak (--peak) and of the peak measured around it (`googlenet bench --fma-peak`: multiply-adds on
@@ -128,6 +133,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the three contenders per workload; medians are printed")
     parser.add_argument("--quick", action="store_true", help="batch 1 inference only")
     parser.add_argument("--no-sgemm", action="store_true", help="skip the SGEMM 4096^3 row")
     parser.add_argument("--only", help="run only the workloads whose name contains this text")
@@ -135,15 +141,34 @@ def main():
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     rows = [w for w in WORKLOADS if (not a.quick or w[3] == 1) and (a.only is None or a.only in w[0])]
-    print(f"threads {a.threads}, median of {a.iters} after {a.warmup} warm-up; img/s (higher is better)")
+    if a.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    print(f"threads {a.threads}, median of {a.iters} after {a.warmup} warm-up, {a.rounds} round(s); img/s (higher is better)")
     print(f"{'workload':28} {'ours':>9} {'torch NHWC':>11} {'torch NCHW':>11} {'ours/best':>10}")
     for name, preset, mode, batch, shape, aux in rows:
-        mine = ours(preset, mode, batch, shape, aux, a.threads, a.warmup, a.iters)
-        nhwc = batch / pytorch_median_ms(preset, mode, batch, shape, aux, True, a.warmup, a.iters) * 1000
-        nchw = batch / pytorch_median_ms(preset, mode, batch, shape, aux, False, a.warmup, a.iters) * 1000
-        ratio = mine["imagesPerSecond"] / max(nhwc, nchw)
-        print(f"{name:28} {mine['imagesPerSecond']:9.1f} {nhwc:11.1f} {nchw:11.1f} {ratio:10.2f}"
-              f"   (ours {mine['medianMilliseconds']:.0f} ms, peak {mine['peakWorkingSetBytes'] / 2**20:.0f} MiB)")
+        contenders = [
+            lambda: ours(preset, mode, batch, shape, aux, a.threads, a.warmup, a.iters),
+            lambda: batch / pytorch_median_ms(preset, mode, batch, shape, aux, True, a.warmup, a.iters) * 1000,
+            lambda: batch / pytorch_median_ms(preset, mode, batch, shape, aux, False, a.warmup, a.iters) * 1000,
+        ]
+        rounds = []
+        for r in range(a.rounds):
+            figures = [None, None, None]
+            for i in range(3):
+                c = (i + r) % 3
+                figures[c] = contenders[c]()
+            rounds.append(figures)
+        mine = [f[0] for f in rounds]
+        nhwc = statistics.median(f[1] for f in rounds)
+        nchw = statistics.median(f[2] for f in rounds)
+        ratio = statistics.median(f[0]["imagesPerSecond"] / max(f[1], f[2]) for f in rounds)
+        ips = statistics.median(m["imagesPerSecond"] for m in mine)
+        ms = statistics.median(m["medianMilliseconds"] for m in mine)
+        peak = max(m["peakWorkingSetBytes"] for m in mine)
+        spread = "" if a.rounds == 1 else "; round ratios " + ", ".join(
+            f"{f[0]['imagesPerSecond'] / max(f[1], f[2]):.2f}" for f in rounds)
+        print(f"{name:28} {ips:9.1f} {nhwc:11.1f} {nchw:11.1f} {ratio:10.2f}"
+              f"   (ours {ms:.0f} ms, peak {peak / 2**20:.0f} MiB{spread})", flush=True)
     if not a.quick and not a.no_sgemm and (a.only is None or a.only in "sgemm"):
         # torch.mm goes to whatever BLAS PyTorch was linked with (Debian's: the reference BLAS
         # unless an optimised libblas.so.3 is installed), so the row compares with the FMA peak.
