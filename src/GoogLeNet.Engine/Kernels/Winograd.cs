@@ -692,6 +692,10 @@ public sealed class WinogradWeights
     internal ReadOnlySpan<float> For(ReadOnlySpan<float> weight, int outChannels, int inChannels)
     {
         int length = outChannels * inChannels * 9;
+        if (weight.Length < length)
+        {
+            throw new ArgumentException($"Weights of {outChannels} x {inChannels} x 3 x 3 need {length} values, got {weight.Length}.", nameof(weight));
+        }
         ReadOnlySpan<float> current = weight.Slice(0, length);
         if (outChannels != _outChannels || inChannels != _inChannels || !current.SequenceEqual(_source))
         {

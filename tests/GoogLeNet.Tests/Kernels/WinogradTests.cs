@@ -213,6 +213,28 @@ public class WinogradTests
     }
 
     [Fact]
+    public void ShortSpansAreRefusedWithTheSizesTheyNeed()
+    {
+        const int batch = 2, ci = 3, co = 4, h = 8, w = 8;
+        var x = new float[batch * ci * h * w];
+        var weight = new float[co * ci * 9];
+        var y = new float[batch * co * h * w];
+        var shortWeight = new float[co * ci * 9 - 1];
+        var error = Assert.Throws<ArgumentException>(() =>
+            Winograd.ForwardChannelMajor(x, batch, ci, h, w, shortWeight, default, co, relu: false, y, default, new WinogradWeights()));
+        Assert.Contains($"need {co * ci * 9} values, got {co * ci * 9 - 1}", error.Message);
+        error = Assert.Throws<ArgumentException>(() =>
+            Winograd.ForwardChannelMajor(x, batch, ci, h, w, shortWeight, default, co, relu: false, y));
+        Assert.Contains($"need {co * ci * 9} values", error.Message);
+        error = Assert.Throws<ArgumentException>(() =>
+            Winograd.ForwardChannelMajor(x.AsSpan(1), batch, ci, h, w, weight, default, co, relu: false, y));
+        Assert.Contains($"input of {ci} x {batch} x {h} x {w} needs {x.Length} values", error.Message);
+        error = Assert.Throws<ArgumentException>(() =>
+            Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, default, co, relu: false, y.AsSpan(1)));
+        Assert.Contains($"output of {co} x {batch} x {h} x {w} needs {y.Length} values", error.Message);
+    }
+
+    [Fact]
     public void ResultsDoNotDependOnTheThreadCount()
     {
         const int batch = 4, ci = 32, co = 48, h = 14, w = 14;
