@@ -50,6 +50,20 @@ public class FusedReluTests
     }
 
     [Fact]
+    public void AWrongDestinationIsRefusedWithBothShapes()
+    {
+        var conv = new Conv2d("conv", 3, 5, 3, 1, 1, bias: true);
+        conv.SetTraining(true);
+        Tensor input = GoldenFill.Tensor("fused.bad.x", [2, 3, 9, 8], 1.0);
+        var wrong = new Tensor([2, 4, 9, 8]);
+        var error = Assert.Throws<ShapeException>(() => conv.ForwardWithRelu(input, wrong));
+        Assert.Contains("does not match the output", error.Message);
+        Assert.Contains(Tensor.Format([2, 5, 9, 8]), error.Message);
+        Assert.Throws<ShapeException>(() => conv.ForwardFolded(input, null, wrong));
+        Assert.Equal(new float[wrong.Length], wrong.Span.ToArray()); // nothing written
+    }
+
+    [Fact]
     public void AnAdoptedOutputGivesTheMaskUntilTheNextForward()
     {
         var relu = new ReLU("relu");

@@ -92,12 +92,7 @@ public sealed class Conv2d : Layer
     /// </summary>
     public Tensor ForwardWithRelu(Tensor input, Tensor? destination = null)
     {
-        int[] shape = OutputShapeFor(input);
-        Tensor output = destination ?? Ensure(ref _output, shape);
-        if (!output.HasShape(shape))
-        {
-            throw new ShapeException($"{Name}: destination {Tensor.Format(output.Shape)} does not match the output {Tensor.Format(shape)}.");
-        }
+        Tensor output = OutputFor(input, destination);
         Run(input, _weight.Value.Span, _bias is null ? default : _bias.Value.Span, relu: true, output);
         _input = input;
         return output;
@@ -116,12 +111,7 @@ public sealed class Conv2d : Layer
     /// </summary>
     public Tensor ForwardFolded(Tensor input, BatchNorm2d? norm, Tensor? destination = null)
     {
-        int[] shape = OutputShapeFor(input);
-        Tensor output = destination ?? Ensure(ref _output, shape);
-        if (!output.HasShape(shape))
-        {
-            throw new ShapeException($"{Name}: destination {Tensor.Format(output.Shape)} does not match the output {Tensor.Format(shape)}.");
-        }
+        Tensor output = OutputFor(input, destination);
         if (_foldedBias.Length != OutChannels)
         {
             _foldedBias = new float[OutChannels];
@@ -204,6 +194,19 @@ public sealed class Conv2d : Layer
             dOutput.Shape[2], dOutput.Shape[3], dOutput.Span, _col,
             _weight.Grad!.Span, _bias is null ? default : _bias.Grad!.Span, dInput);
         return PropagateDown ? _dInput : null;
+    }
+
+    // The destination when given (a slice of a concatenation, checked against the output
+    // shape), else the layer's own buffer.
+    private Tensor OutputFor(Tensor input, Tensor? destination)
+    {
+        int[] shape = OutputShapeFor(input);
+        Tensor output = destination ?? Ensure(ref _output, shape);
+        if (!output.HasShape(shape))
+        {
+            throw new ShapeException($"{Name}: destination {Tensor.Format(output.Shape)} does not match the output {Tensor.Format(shape)}.");
+        }
+        return output;
     }
 
     // The calling thread's im2col scratch, grown to what this layer's column pass needs.
