@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using System.Text.Json;
 using GoogLeNet.Engine;
 using GoogLeNet.Engine.Kernels;
@@ -42,13 +43,28 @@ internal static class BenchCommand
             Description = "Microseconds the engine's idle threads spin before they sleep (0: sleep at once).",
             DefaultValueFactory = _ => Parallelism.SpinMicroseconds,
         };
+        Option<int> vectorBits = new("--vector-bits")
+        {
+            Description = "Vector width of the matrix-product kernel: 512 (AVX-512, the default where the CPU has it) or 256 (AVX2).",
+            DefaultValueFactory = _ => Gemm.VectorBits,
+        };
         Option<bool> json = CliSupport.JsonOption();
         var command = new Command("bench", "Images per second of a training step or of inference, median over iterations.")
         {
-            preset, mode, batch, input, aux, threads, warmup, iterations, profile, gemm, fmaPeak, conv3x3, spin, json,
+            preset, mode, batch, input, aux, threads, warmup, iterations, profile, gemm, fmaPeak, conv3x3, spin, vectorBits, json,
         };
         command.SetAction(result => CliSupport.Run(() =>
         {
+            int bits = result.GetValue(vectorBits);
+            if (bits is not (256 or 512))
+            {
+                throw new ArgumentException($"--vector-bits expects 256 or 512, got {bits}.");
+            }
+            if (bits == 512 && !Avx512F.IsSupported)
+            {
+                throw new ArgumentException("--vector-bits 512 needs a CPU with AVX-512F; this one has none.");
+            }
+            Gemm.VectorBits = bits;
             if (result.GetValue(spin) < 0)
             {
                 throw new ArgumentException($"--spin-us must be at least 0, got {result.GetValue(spin)}.");
@@ -102,6 +118,7 @@ internal static class BenchCommand
                     input = model.InputShape,
                     threads = threadCount,
                     conv3x3 = algorithm,
+                    vectorBits = Gemm.VectorBits,
                     spinMicroseconds = Parallelism.SpinMicroseconds,
                     imagesPerSecond,
                     medianMilliseconds = median,
@@ -110,7 +127,7 @@ internal static class BenchCommand
             }
             else
             {
-                Console.WriteLine($"{options.Preset.ToName()} {modeName} batch {batchSize} input {string.Join("x", model.InputShape)} threads {threadCount} conv3x3 {algorithm}: " +
+                Console.WriteLine($"{options.Preset.ToName()} {modeName} batch {batchSize} input {string.Join("x", model.InputShape)} threads {threadCount} conv3x3 {algorithm} vectors {Gemm.VectorBits}-bit: " +
                     $"{imagesPerSecond:F1} img/s, median {median:F1} ms per iteration, peak working set {peak / (1024.0 * 1024.0):F0} MiB");
             }
             return 0;
@@ -150,8 +167,8 @@ internal static class BenchCommand
         double median = Median(times);
         double gflops = 2.0 * m * n * k / (median * 1e6);
         Console.WriteLine(json
-            ? JsonSerializer.Serialize(new { gemm = size, threads, gflops, medianMilliseconds = median }, CliSupport.Json)
-            : $"gemm {m}x{n}x{k} threads {threads}: {gflops:F1} GFLOP/s, median {median:F2} ms");
+            ? JsonSerializer.Serialize(new { gemm = size, threads, vectorBits = Gemm.VectorBits, gflops, medianMilliseconds = median }, CliSupport.Json)
+            : $"gemm {m}x{n}x{k} threads {threads}, {Gemm.VectorBits}-bit vectors: {gflops:F1} GFLOP/s, median {median:F2} ms");
         return 0;
     }
 
@@ -164,7 +181,7 @@ internal static class BenchCommand
             throw new ArgumentException("--threads and --iters must be at least 1, --warmup at least 0.");
         }
         const long Steps = 60_000_000;
-        bool wide = Vector512.IsHardwareAccelerated;
+        bool wide = Gemm.VectorBits == 512;
         int lanes = wide ? Vector512<float>.Count : Vector256<float>.Count;
         var times = new double[iterations];
         for (int i = -warmup; i < iterations; i++)

@@ -25,18 +25,21 @@ public static unsafe class Gemm
     // 16) with little padding.
     private const int MR = 6;
     private const int Lanes = 16;
-    // Vector512.IsHardwareAccelerated is false where the runtime judges 512-bit code no faster
-    // (and on CPUs without AVX-512); the AVX2 kernel then runs.
-    private static bool Wide => Vector512.IsHardwareAccelerated;
-    private static int NR => Wide ? 64 : 16;
+    // The runtime reports Vector512.IsHardwareAccelerated false on Intel's first AVX-512 cores
+    // (Skylake-X, Cascade Lake), whose clock drops under 512-bit code, yet a product is all
+    // multiply-adds: on a 2-core Cascade Lake VM SGEMM 4096^3 ran 88-120 GFLOP/s with the AVX2
+    // kernel and 176 with the AVX-512 one, batch-32 inference 21-29 against 37-41 img/s. So the
+    // kernel goes by the instruction set, not by the runtime's preference.
+    private static bool s_wide = Avx512F.IsSupported;
 
     // Cache blocking. AVX2 (BLIS's Zen choice; KC 320 and 384 measured no better): the KC x 16 B
     // micro-panel (16 KiB) stays in L1 while the A micro-panels of an MC x KC block (144 KiB, L2)
     // stream past it; the KC x NC block of B lives in L3. AVX-512: the KC x 64 B micro-panel
     // (96 KiB) lives in L2 beside the A block; a prototype measured KC below 256 10-15% slower.
-    private static int KC => Wide ? 384 : 256;
-    private static int MC => Wide ? 96 : 144;
-    private static int NC => Wide ? 1024 : 4080;
+    private static int NrFor(bool wide) => wide ? 64 : 16;
+    private static int KcFor(bool wide) => wide ? 384 : 256;
+    private static int McFor(bool wide) => wide ? 96 : 144;
+    private static int NcFor(bool wide) => wide ? 1024 : 4080;
 
     // Up to this many rows of A, reading an untransposed B in place beats packing it: packing
     // costs a pass over B per call while each packed panel would be reused only m / 6 times
@@ -65,6 +68,32 @@ public static unsafe class Gemm
     private const long MinParallelWork = 1L << 19;
 
     private static int s_maxThreads = Environment.ProcessorCount;
+
+    /// <summary>
+    /// Width in bits of the vectors the micro-kernel multiplies with: 512 (AVX-512) where the CPU
+    /// has AVX-512F, otherwise 256 (AVX2, or a scalar loop without it). Setting 256 on an AVX-512
+    /// CPU runs the AVX2 kernel, to measure one against the other. Both sum every element in k
+    /// order with fused multiply-adds, so they give identical results up to k = 256; deeper sums
+    /// are cut into slices at different depths (384 and 256, each width's best) and differ by
+    /// rounding.
+    /// </summary>
+    /// <exception cref="PlatformNotSupportedException">512 on a CPU without AVX-512F.</exception>
+    public static int VectorBits
+    {
+        get => s_wide ? 512 : 256;
+        set
+        {
+            if (value != 256 && value != 512)
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "The GEMM vector width is 256 or 512 bits.");
+            }
+            if (value == 512 && !Avx512F.IsSupported)
+            {
+                throw new PlatformNotSupportedException("512-bit vectors need a CPU with AVX-512F.");
+            }
+            s_wide = value == 512;
+        }
+    }
 
     /// <summary>Upper bound on the threads one product uses (the caller's thread included).</summary>
     public static int MaxThreads
@@ -206,9 +235,18 @@ public static unsafe class Gemm
         private readonly bool _implicitB;
         private readonly Convolution.ImplicitColumns _columns;
 
+        // The vector width is read once per product, so setting VectorBits while another thread
+        // multiplies changes only the products that start after it.
+        private readonly bool _wide;
+        private int NR => NrFor(_wide);
+        private int KC => KcFor(_wide);
+        private int MC => McFor(_wide);
+        private int NC => NcFor(_wide);
+
         public Problem(bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb,
             float* c, int ldc, bool accumulate, float* bias, bool relu, float* scale, Convolution.ImplicitColumns? columns = null)
         {
+            _wide = s_wide;
             _implicitB = columns.HasValue;
             _columns = columns.GetValueOrDefault();
             _transA = transA;
@@ -329,7 +367,7 @@ public static unsafe class Gemm
             float* cTile = _c + (long)row * _ldc + col;
             if (mr == MR && nr == vectors * Lanes)
             {
-                Kernel(vectors, kc, aPanel, bPanel, bStride, cTile, _ldc, loadC, scale, bias, relu);
+                Kernel(_wide, vectors, kc, aPanel, bPanel, bStride, cTile, _ldc, loadC, scale, bias, relu);
                 return;
             }
 
@@ -358,14 +396,14 @@ public static unsafe class Gemm
                 }
                 scale = edgeScale;
             }
-            if (!Wide && nr <= 8 && Vector256.IsHardwareAccelerated)
+            if (!_wide && nr <= 8 && Vector256.IsHardwareAccelerated)
             {
                 // A ragged panel of at most 8 columns (n = 49, 196) needs half the multiply-adds.
                 Kernel256Half(kc, aPanel, bPanel, bStride, edgeTile, width, loadC, scale, bias, relu);
             }
             else
             {
-                Kernel(vectors, kc, aPanel, bPanel, bStride, edgeTile, width, loadC, scale, bias, relu);
+                Kernel(_wide, vectors, kc, aPanel, bPanel, bStride, edgeTile, width, loadC, scale, bias, relu);
             }
             for (int r = 0; r < mr; r++)
             {
@@ -647,16 +685,16 @@ public static unsafe class Gemm
     // form: a is a packed panel (a[p * 6 + r]), b's rows are bStride floats apart, c's ldc apart.
     // Runs the same micro-kernel as Multiply, so sums follow the same order.
     internal static void MicroKernel(int kc, float* a, float* b, int bStride, float* c, int ldc) =>
-        Kernel(1, kc, a, b, bStride, c, ldc, loadC: false, scale: null, bias: null, relu: false);
+        Kernel(s_wide, 1, kc, a, b, bStride, c, ldc, loadC: false, scale: null, bias: null, relu: false);
 
     // One MR x (vectors * 16) tile of C: c = aPanel * bPanel over kc (+ c when loadC), then
     // + bias per row and ReLU when asked. bPanel rows are bStride floats apart. C is added after
     // the k loop, and its rows are prefetched before it, so a tile of C that has left the cache
     // does not stall the loop.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Kernel(int vectors, int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* scale, float* bias, bool relu)
+    private static void Kernel(bool wide, int vectors, int kc, float* a, float* b, int bStride, float* c, int ldc, bool loadC, float* scale, float* bias, bool relu)
     {
-        if (Vector512.IsHardwareAccelerated)
+        if (wide)
         {
             switch (vectors)
             {
@@ -1003,10 +1041,11 @@ public static unsafe class Gemm
         [ThreadStatic]
         private static PackBuffers? t_current;
 
-        private static readonly int s_aFloats = MC * KC + MR;
-        private static readonly int s_bFloats = KC * NC;
-        private static readonly int s_tileFloats = MR * NR;
-        private static readonly int s_rowFloats = NC;
+        // Sized for both vector widths, since VectorBits may change between products.
+        private static readonly int s_aFloats = Math.Max(McFor(true) * KcFor(true), McFor(false) * KcFor(false)) + MR;
+        private static readonly int s_bFloats = Math.Max(KcFor(true) * NcFor(true), KcFor(false) * NcFor(false));
+        private static readonly int s_tileFloats = MR * 64;
+        private static readonly int s_rowFloats = Math.Max(NcFor(true), NcFor(false));
         private const int Align = 16;
 
         private readonly float[] _storage;

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using GoogLeNet.Engine.Kernels;
 using GoogLeNet.Engine.Kernels.Reference;
 using Xunit;
@@ -184,6 +185,86 @@ public class GemmTests
         }
     }
 
+    // The sweeps above run the default width; this runs tails, epilogues and network shapes with
+    // each width the CPU has, against the oracle and against each other: both kernels sum every
+    // element in k order with fused multiply-adds, so up to k = 256 (one k slice for either) their
+    // results must be identical; deeper sums are sliced at 256 or 384 and only meet the oracle.
+    [Fact]
+    public void BothVectorWidthsMatchReferenceAndEachOther()
+    {
+        int saved = Gemm.VectorBits;
+        if (!Avx512F.IsSupported)
+        {
+            Assert.Equal(256, saved);
+            Assert.Throws<PlatformNotSupportedException>(() => Gemm.VectorBits = 512);
+            return;
+        }
+        try
+        {
+            var results = new Dictionary<int, List<float[]>>();
+            var depths = new List<int>();
+            foreach (int bits in new[] { 256, 512 })
+            {
+                Gemm.VectorBits = bits;
+                var outputs = results[bits] = [];
+                var random = new Random(11);
+                int flagCycle = 0;
+                foreach (int m in new[] { 1, 5, 7, 13, 65 })
+                {
+                    foreach (int n in new[] { 1, 7, 17, 63, 65, 129, 200 })
+                    {
+                        foreach (int k in new[] { 1, 17, 257, 400 })
+                        {
+                            int flags = flagCycle++ % 16;
+                            bool transA = (flagCycle & 16) != 0, transB = (flagCycle & 32) != 0;
+                            if (bits == 256)
+                            {
+                                depths.Add(k);
+                            }
+                            outputs.Add(CheckAgainstReference(random, transA, transB, m, n, k,
+                                padA: random.Next(3), padB: random.Next(3), padC: random.Next(3),
+                                accumulate: (flags & 1) != 0, bias: (flags & 2) != 0, relu: (flags & 4) != 0,
+                                scale: (flags & 9) == 8));
+                        }
+                    }
+                }
+                foreach ((int m, int n, int k, bool transA, bool transB) in new[]
+                {
+                    (64, 784, 192, false, false), (208, 196, 864, false, false), (64, 147, 3136, false, true),
+                    (576, 196, 64, true, false), (192, 4105, 64, false, false), (300, 1100, 500, false, false),
+                })
+                {
+                    if (bits == 256)
+                    {
+                        depths.AddRange([k, k]);
+                    }
+                    outputs.Add(CheckAgainstReference(random, transA, transB, m, n, k, padA: 0, padB: 0, padC: 0,
+                        accumulate: false, bias: true, relu: true, scale: true));
+                    outputs.Add(CheckAgainstReference(random, transA, transB, m, n, k, padA: 1, padB: 2, padC: 3,
+                        accumulate: true, bias: true, relu: false));
+                }
+            }
+            Assert.Equal(results[256].Count, results[512].Count);
+            int compared = 0;
+            for (int i = 0; i < results[256].Count; i++)
+            {
+                if (depths[i] > 256)
+                {
+                    continue;
+                }
+                compared++;
+                Assert.True(results[256][i].AsSpan().SequenceEqual(results[512][i]), $"Product {i} (k = {depths[i]}): the 256-bit and 512-bit kernels differ.");
+            }
+            // k = 1 and 17 of the sweep's 140 products, and two products each at k = 192, 64, 64.
+            Assert.Equal(70 + 6, compared);
+        }
+        finally
+        {
+            Gemm.VectorBits = saved;
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => Gemm.VectorBits = 128);
+    }
+
     [Fact]
     public void SteadyStateCallsDoNotAllocate()
     {
@@ -239,7 +320,7 @@ public class GemmTests
     // Runs both implementations on the same random operands (C padded beyond n by padC columns,
     // NaN-filled when not accumulating, to prove C is not read) and checks every element of the C
     // buffer: the m x n view against the oracle, the padding unchanged.
-    private static void CheckAgainstReference(Random random, bool transA, bool transB, int m, int n, int k,
+    private static float[] CheckAgainstReference(Random random, bool transA, bool transB, int m, int n, int k,
         int padA, int padB, int padC, bool accumulate, bool bias, bool relu, bool scale = false)
     {
         int lda = (transA ? m : k) + padA;
@@ -288,6 +369,7 @@ public class GemmTests
                 }
             }
         }
+        return actual;
     }
 
     private static string Describe(bool transA, bool transB, int m, int n, int k, bool accumulate, bool bias, bool relu) =>
