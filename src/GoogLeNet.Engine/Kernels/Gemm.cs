@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -681,11 +682,19 @@ public static unsafe class Gemm
     /// <summary>Columns of the micro-tile that <see cref="MicroKernel"/> computes.</summary>
     internal const int TileColumns = Lanes;
 
-    // c (6, 16) = a (6, kc) b (kc, 16), for callers that keep their own operands in the packed
-    // form: a is a packed panel (a[p * 6 + r]), b's rows are bStride floats apart, c's ldc apart.
-    // Runs the same micro-kernel as Multiply, so sums follow the same order.
-    internal static void MicroKernel(int kc, float* a, float* b, int bStride, float* c, int ldc) =>
-        Kernel(s_wide, 1, kc, a, b, bStride, c, ldc, loadC: false, scale: null, bias: null, relu: false);
+    /// <summary>Most 16-column panels one <see cref="MicroKernel"/> call takes.</summary>
+    internal const int MaxTilePanels = 4;
+
+    // c (6, 16 * panels) = a (6, kc) b (kc, 16 * panels), panels 1 to 4, for callers that keep
+    // their own operands in the packed form: a is a packed panel (a[p * 6 + r]), b's rows are
+    // bStride floats apart, c's ldc apart. Runs the same micro-kernel as Multiply, so sums follow
+    // the same order; the AVX-512 kernel takes all panels at once (24 accumulators for 4), the
+    // AVX2 one a panel at a time.
+    internal static void MicroKernel(int panels, int kc, float* a, float* b, int bStride, float* c, int ldc)
+    {
+        Debug.Assert(panels is >= 1 and <= MaxTilePanels);
+        Kernel(s_wide, panels, kc, a, b, bStride, c, ldc, loadC: false, scale: null, bias: null, relu: false);
+    }
 
     // One MR x (vectors * 16) tile of C: c = aPanel * bPanel over kc (+ c when loadC), then
     // + bias per row and ReLU when asked. bPanel rows are bStride floats apart. C is added after
