@@ -276,6 +276,13 @@ public class WinogradTests
         // Too few tiles to repay the weight transform: one 14 x 14 image (49 tiles), not two.
         Assert.False(Winograd.Chosen(3, 3, 1, 1, 1, 14, 14));
         Assert.True(Winograd.Chosen(3, 3, 1, 1, 2, 14, 14));
+        // Too few of the tiles' outputs inside the plane: a 3x3 plane uses 9 of 16, a 5x5 plane 25
+        // of 36, a 7x7 plane 49 of 64, a 3x12 plane 36 of 48 and a 1x9 plane 9 of 20 (the bound is two thirds).
+        Assert.False(Winograd.Chosen(3, 3, 1, 1, 128, 3, 3));
+        Assert.False(Winograd.Chosen(3, 3, 1, 1, 128, 1, 9));
+        Assert.True(Winograd.Chosen(3, 3, 1, 1, 128, 3, 12));
+        Assert.True(Winograd.Chosen(3, 3, 1, 1, 128, 5, 5));
+        Assert.True(Winograd.Chosen(3, 3, 1, 1, 32, 7, 7));
 
         // The convolution entry point takes the Winograd path when enabled and the implicit GEMM
         // otherwise; both agree with the reference, and they are not bit-identical, which shows
