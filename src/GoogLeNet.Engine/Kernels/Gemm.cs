@@ -143,9 +143,100 @@ public static unsafe class Gemm
             {
                 return;
             }
+            if (DepthChunks(m, n, k) is int chunks and > 1)
+            {
+                MultiplyInDepthChunks(transA, transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate,
+                    rowBias.IsEmpty ? null : pBias, relu, rowScale.IsEmpty ? null : pScale, chunks);
+                return;
+            }
             int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
             if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
             {
+                problem.RunPart(0, 1);
+            }
+        }
+    }
+
+    // A product whose k dwarfs m and n (a convolution's weight gradient: k = the batch's pixels)
+    // is split into k chunks summed afterwards: split by rows or columns, every thread would pack
+    // the whole of the other operand (the stem's 147 x 401408 im2col matrix, twice). The chunk
+    // count follows from k alone, so the result does not depend on the thread count either.
+    private const int DepthChunkMin = 4096;
+
+    internal static int DepthChunks(int m, int n, int k) =>
+        k >= 2 * DepthChunkMin && k >= 32L * Math.Max(m, n) && (long)m * n * k >= MinParallelWork
+            ? Math.Min(k / DepthChunkMin, 16)
+            : 1;
+
+    [ThreadStatic]
+    private static float[]? t_depthPartials;
+
+    // C = epilogue(C (when accumulating) + P_0 + ... + P_{chunks-1}), P_i the product over the
+    // i-th k chunk, computed side by side into scratch and added in chunk order.
+    private static void MultiplyInDepthChunks(
+        bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb,
+        float* c, int ldc, bool accumulate, float* bias, bool relu, float* scale, int chunks)
+    {
+        long plane = (long)m * n;
+        long needed = plane * chunks;
+        if (t_depthPartials is null || t_depthPartials.Length < needed)
+        {
+            t_depthPartials = GC.AllocateUninitializedArray<float>((int)needed, pinned: true);
+        }
+        fixed (float* partials = t_depthPartials)
+        {
+            var work = new DepthSplit(transA, transB, m, n, k, a, lda, b, ldb, partials, chunks);
+            int threads = Math.Min(Math.Min(MaxThreads, Environment.ProcessorCount), chunks);
+            if (threads <= 1 || !Parallelism.TryRun(in work, threads))
+            {
+                work.RunPart(0, 1);
+            }
+            for (int i = 0; i < m; i++)
+            {
+                var row = new Span<float>(c + (long)i * ldc, n);
+                var first = new ReadOnlySpan<float>(partials + (long)i * n, n);
+                if (accumulate)
+                {
+                    TensorPrimitives.Add(row, first, row);
+                }
+                else
+                {
+                    first.CopyTo(row);
+                }
+                for (int chunk = 1; chunk < chunks; chunk++)
+                {
+                    TensorPrimitives.Add(row, new ReadOnlySpan<float>(partials + chunk * plane + (long)i * n, n), row);
+                }
+                if (scale != null)
+                {
+                    TensorPrimitives.Multiply(row, scale[i], row);
+                }
+                if (bias != null)
+                {
+                    TensorPrimitives.Add(row, bias[i], row);
+                }
+                if (relu)
+                {
+                    TensorPrimitives.Max(row, 0f, row);
+                }
+            }
+        }
+    }
+
+    // The chunks of a depth split, shared out whole among the threads.
+    private readonly struct DepthSplit(
+        bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb, float* partials, int chunks) : IParallelWork
+    {
+        public void RunPart(int part, int parts)
+        {
+            for (int chunk = chunks * part / parts; chunk < chunks * (part + 1) / parts; chunk++)
+            {
+                int k0 = (int)((long)k * chunk / chunks);
+                int k1 = (int)((long)k * (chunk + 1) / chunks);
+                float* aChunk = transA ? a + (long)k0 * lda : a + k0;
+                float* bChunk = transB ? b + k0 : b + (long)k0 * ldb;
+                var problem = new Problem(transA, transB, m, n, k1 - k0, aChunk, lda, bChunk, ldb,
+                    partials + (long)chunk * m * n, n, accumulate: false, bias: null, relu: false, scale: null);
                 problem.RunPart(0, 1);
             }
         }

@@ -125,6 +125,10 @@ public class GemmTests
         // A linear layer's dX = dY W: few rows of A, rows of B 2 KiB apart, so B is packed (and read
         // in place at the padded leading dimension of the third check).
         { 40, 1024, 300, false, false },
+        // Weight gradients whose k (the batch's pixels) dwarfs m and n: summed in k chunks
+        // (DepthChunksFollowTheShapeAlone checks that these two are split).
+        { 64, 147, 40000, false, true },
+        { 7, 49, 20000, true, false },
     };
 
     [Theory]
@@ -147,6 +151,7 @@ public class GemmTests
         { 100, 1000, 700, true, true },
         { 33, 4001, 300, false, true },
         { 1000, 17, 513, true, false },
+        { 64, 49, 30000, false, true },
     };
 
     [Theory]
@@ -266,11 +271,24 @@ public class GemmTests
     }
 
     [Fact]
+    public void DepthChunksFollowTheShapeAlone()
+    {
+        Assert.Equal(9, Gemm.DepthChunks(64, 147, 40000));
+        Assert.Equal(4, Gemm.DepthChunks(7, 49, 20000));
+        Assert.Equal(16, Gemm.DepthChunks(64, 147, 401408)); // the stem's weight gradient, batch 32
+        Assert.Equal(1, Gemm.DepthChunks(64, 147, 8000)); // k too short for two chunks
+        Assert.Equal(1, Gemm.DepthChunks(832, 256, 25088)); // k under 32 times m
+        Assert.Equal(1, Gemm.DepthChunks(1, 1, 20000)); // too little work to share
+    }
+
+    [Fact]
     public void SteadyStateCallsDoNotAllocate()
     {
         float[] a = new float[64 * 300], b = new float[300 * 200], c = new float[64 * 200], bias = new float[64];
+        float[] tallA = new float[16 * 9000], tallB = new float[24 * 9000];
         void Run()
         {
+            Gemm.Multiply(false, true, 16, 24, 9000, tallA, 9000, tallB, 9000, c, 24, accumulate: true);
             Gemm.Multiply(false, false, 64, 200, 300, a, 300, b, 200, c, 200, accumulate: false, bias, relu: true);
             Gemm.Multiply(true, true, 64, 200, 300, a, 64, b, 300, c, 200, accumulate: true);
             Gemm.Multiply(false, true, 1, 200, 300, a, 300, b, 300, c, 200, accumulate: false);
