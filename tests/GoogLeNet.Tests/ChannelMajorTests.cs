@@ -125,6 +125,28 @@ public class ChannelMajorTests
         Compare.Close(refDX, ToBatchMajor(dX, batch, ci, h * w), ConvolutionTolerance, "dInput");
     }
 
+    // A weight gradient whose k (the batch's pixels, 9 x 32 x 32) dwarfs co and ci*kh*kw: the GEMM
+    // sums it in k chunks, each generating its own stretch of col's rows from the image.
+    [Theory]
+    [InlineData(2, 5, 7, 2, 3, 64)]
+    [InlineData(3, 7, 5, 1, 2, 32)]
+    public void TallWeightGradientMatchesReference(int ci, int co, int k, int stride, int padding, int size)
+    {
+        const int batch = 9;
+        int o = WindowMath.OutputSize(size, k, stride, padding, false);
+        Assert.True(Gemm.DepthChunks(co, ci * k * k, batch * o * o) > 1);
+        float[] x = GoldenFill.Fill("cm.tall.x", batch * ci * size * size, 4.0);
+        float[] weight = GoldenFill.Fill("cm.tall.w", co * ci * k * k, 4.0);
+        float[] dy = GoldenFill.Fill("cm.tall.dy", batch * co * o * o, 4.0);
+        var refDW = new float[weight.Length];
+        ReferenceConvolution.Backward(x, batch, ci, size, size, weight, co, k, k, stride, padding, o, o, dy, refDW, new float[co], new float[x.Length]);
+        var dW = new float[weight.Length];
+        Convolution.BackwardChannelMajor(ToChannelMajor(x, batch, ci, size * size), batch, ci, size, size, weight, co, k, k, stride, padding,
+            o, o, ToChannelMajor(dy, batch, co, o * o), new float[ci * k * k * o * o], dW, new float[co], default);
+        // Each dW entry sums 9216 products: the bound grows with sqrt(k) as the GEMM tests' does.
+        Compare.Close(refDW, dW, ConvolutionTolerance * Math.Sqrt(batch * o * o / 100.0), "dWeight");
+    }
+
     public static TheoryData<string> LayerNames() =>
         ["conv3x3", "conv1x1", "conv7x7s2", "batchnorm_train", "batchnorm_eval", "lrn", "maxpool", "avgpool", "adaptive",
          "relu", "flatten", "inception_bn_train", "inception_bn_eval", "inception_wide_eval", "inception_paper", "inception_paper_train", "aux_torchvision_train", "transform_input"];

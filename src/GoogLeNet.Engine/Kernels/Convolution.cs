@@ -474,18 +474,27 @@ public static unsafe class Convolution
             }
             return;
         }
+        if (input.Length < (long)inChannels * batch * height * width)
+        {
+            throw new ArgumentException($"A channel-major input of {inChannels} x {batch} x {height} x {width} needs {(long)inChannels * batch * height * width} values, got {input.Length}.");
+        }
+        // dW (co, ci*kh*kw) += dY (co, n*oh*ow) col^T, col's rows generated while the GEMM packs
+        // them rather than written out and read back (the stem's col is 147 x 401408 at batch 32).
+        fixed (float* image = input)
+        {
+            var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW);
+            Gemm.MultiplyImplicitTransposed(outChannels, k, columns, dOutput, columns, source, dWeight, k, accumulate: true);
+        }
+        if (dInput.IsEmpty)
+        {
+            return;
+        }
         int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
         for (int n0 = 0; n0 < batch; n0 += chunk)
         {
             int count = Math.Min(chunk, batch - n0);
             int chunkColumns = count * outPixels;
             ReadOnlySpan<float> dY = dOutput.Slice(n0 * outPixels);
-            Im2ColChannelMajor(input, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
-            Gemm.Multiply(false, true, outChannels, k, chunkColumns, dY, columns, col, chunkColumns, dWeight, k, accumulate: true);
-            if (dInput.IsEmpty)
-            {
-                continue;
-            }
             Gemm.Multiply(true, false, k, chunkColumns, outChannels, weight, k, dY, columns, col, chunkColumns, accumulate: false);
             Col2ImChannelMajor(col, batch, n0, count, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, dInput);
         }

@@ -146,7 +146,7 @@ public static unsafe class Gemm
             if (DepthChunks(m, n, k) is int chunks and > 1)
             {
                 MultiplyInDepthChunks(transA, transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate,
-                    rowBias.IsEmpty ? null : pBias, relu, rowScale.IsEmpty ? null : pScale, chunks);
+                    rowBias.IsEmpty ? null : pBias, relu, rowScale.IsEmpty ? null : pScale, chunks, null);
                 return;
             }
             int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
@@ -175,7 +175,7 @@ public static unsafe class Gemm
     // i-th k chunk, computed side by side into scratch and added in chunk order.
     private static void MultiplyInDepthChunks(
         bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb,
-        float* c, int ldc, bool accumulate, float* bias, bool relu, float* scale, int chunks)
+        float* c, int ldc, bool accumulate, float* bias, bool relu, float* scale, int chunks, Convolution.ImplicitColumns? columns)
     {
         long plane = (long)m * n;
         long needed = plane * chunks;
@@ -185,7 +185,7 @@ public static unsafe class Gemm
         }
         fixed (float* partials = t_depthPartials)
         {
-            var work = new DepthSplit(transA, transB, m, n, k, a, lda, b, ldb, partials, chunks);
+            var work = new DepthSplit(transA, transB, m, n, k, a, lda, b, ldb, partials, chunks, columns);
             int threads = Math.Min(Math.Min(MaxThreads, Environment.ProcessorCount), chunks);
             if (threads <= 1 || !Parallelism.TryRun(in work, threads))
             {
@@ -225,7 +225,8 @@ public static unsafe class Gemm
 
     // The chunks of a depth split, shared out whole among the threads.
     private readonly struct DepthSplit(
-        bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb, float* partials, int chunks) : IParallelWork
+        bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb, float* partials, int chunks,
+        Convolution.ImplicitColumns? columns) : IParallelWork
     {
         public void RunPart(int part, int parts)
         {
@@ -235,8 +236,8 @@ public static unsafe class Gemm
                 int k1 = (int)((long)k * (chunk + 1) / chunks);
                 float* aChunk = transA ? a + (long)k0 * lda : a + k0;
                 float* bChunk = transB ? b + k0 : b + (long)k0 * ldb;
-                var problem = new Problem(transA, transB, m, n, k1 - k0, aChunk, lda, bChunk, ldb,
-                    partials + (long)chunk * m * n, n, accumulate: false, bias: null, relu: false, scale: null);
+                var problem = new Problem(transA, transB, m, n, k1 - k0, aChunk, lda, columns.HasValue ? null : bChunk, ldb,
+                    partials + (long)chunk * m * n, n, accumulate: false, bias: null, relu: false, scale: null, columns, k0);
                 problem.RunPart(0, 1);
             }
         }
@@ -269,6 +270,45 @@ public static unsafe class Gemm
         {
             var problem = new Problem(false, false, m, n, k, pa, lda, null, n, pc, ldc, accumulate,
                 rowBias.IsEmpty ? null : pBias, relu, rowScale.IsEmpty ? null : pScale, b);
+            int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
+            if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
+            {
+                problem.RunPart(0, 1);
+            }
+        }
+    }
+
+    // c (m, n) (+)= a (m, k) * col (n, k)^T: a convolution's weight gradient dW = dY col^T, with
+    // col's rows generated from the image (Convolution.ImplicitColumns) while B is packed.
+    internal static void MultiplyImplicitTransposed(
+        int m, int n, int k, ReadOnlySpan<float> a, int lda, in Convolution.ImplicitColumns b,
+        Span<float> c, int ldc, bool accumulate)
+    {
+        if (m == 0 || n == 0 || k == 0)
+        {
+            if (!accumulate)
+            {
+                for (int i = 0; i < m; i++)
+                {
+                    c.Slice(i * ldc, n).Clear();
+                }
+            }
+            return;
+        }
+        if (b.Rows != n)
+        {
+            throw new ArgumentException($"The implicit columns have {b.Rows} rows, the product needs n = {n}.", nameof(b));
+        }
+        CheckOperand(nameof(a), a.Length, lda, m, k);
+        CheckOperand(nameof(c), c.Length, ldc, m, n);
+        fixed (float* pa = a, pc = c)
+        {
+            if (DepthChunks(m, n, k) is int chunks and > 1)
+            {
+                MultiplyInDepthChunks(false, true, m, n, k, pa, lda, null, k, pc, ldc, accumulate, null, false, null, chunks, b);
+                return;
+            }
+            var problem = new Problem(false, true, m, n, k, pa, lda, null, k, pc, ldc, accumulate, null, false, null, b);
             int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
             if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
             {
@@ -327,6 +367,9 @@ public static unsafe class Gemm
         private readonly bool _implicitB;
         private readonly Convolution.ImplicitColumns _columns;
 
+        // With an implicit, transposed B: the im2col column (pixel) where k = 0 of this product lies.
+        private readonly int _columnOffset;
+
         // The vector width is read once per product, so setting VectorBits while another thread
         // multiplies changes only the products that start after it.
         private readonly bool _wide;
@@ -336,8 +379,10 @@ public static unsafe class Gemm
         private int NC => NcFor(_wide);
 
         public Problem(bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb,
-            float* c, int ldc, bool accumulate, float* bias, bool relu, float* scale, Convolution.ImplicitColumns? columns = null)
+            float* c, int ldc, bool accumulate, float* bias, bool relu, float* scale, Convolution.ImplicitColumns? columns = null,
+            int columnOffset = 0)
         {
+            _columnOffset = columnOffset;
             _wide = s_wide;
             _implicitB = columns.HasValue;
             _columns = columns.GetValueOrDefault();
@@ -571,7 +616,7 @@ public static unsafe class Gemm
         // (columns past n are zero).
         private void PackB(int pc, int kc, int jc, int nc, float* dst, bool directB)
         {
-            if (_implicitB)
+            if (_implicitB && !_transB)
             {
                 PackImplicitB(pc, kc, jc, nc, dst);
                 return;
@@ -622,19 +667,35 @@ public static unsafe class Gemm
                     continue;
                 }
 
-                // op(B)[p, j] = b[j * ldb + p]: transpose 8 x 8 blocks, then the ragged edges.
-                float* cols = _b + (long)(jc + jr) * _ldb + pc;
+                // op(B)[p, j] = b[j * ldb + p]: transpose 8 x 8 blocks, then the ragged edges. An
+                // implicit B has the panel's rows of col generated into a buffer first.
+                float* cols;
+                long ldb;
+                if (_implicitB)
+                {
+                    cols = PackBuffers.ForCurrentThread().Row;
+                    ldb = kc;
+                    for (int j = 0; j < nr; j++)
+                    {
+                        _columns.FillRow(jc + jr + j, _columnOffset + pc, kc, cols + j * ldb);
+                    }
+                }
+                else
+                {
+                    cols = _b + (long)(jc + jr) * _ldb + pc;
+                    ldb = _ldb;
+                }
                 int j8 = Avx.IsSupported ? nr / 8 * 8 : 0;
                 int p8 = Avx.IsSupported ? kc / 8 * 8 : 0;
                 for (int j = 0; j < j8; j += 8)
                 {
                     for (int p = 0; p < p8; p += 8)
                     {
-                        float* s = cols + (long)j * _ldb + p;
+                        float* s = cols + j * ldb + p;
                         Transpose8x8(
-                            Vector256.Load(s), Vector256.Load(s + _ldb), Vector256.Load(s + 2 * _ldb),
-                            Vector256.Load(s + 3 * _ldb), Vector256.Load(s + 4 * _ldb), Vector256.Load(s + 5 * _ldb),
-                            Vector256.Load(s + 6 * _ldb), Vector256.Load(s + 7 * _ldb),
+                            Vector256.Load(s), Vector256.Load(s + ldb), Vector256.Load(s + 2 * ldb),
+                            Vector256.Load(s + 3 * ldb), Vector256.Load(s + 4 * ldb), Vector256.Load(s + 5 * ldb),
+                            Vector256.Load(s + 6 * ldb), Vector256.Load(s + 7 * ldb),
                             out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
                         float* d = panel + p * width + j;
                         o0.Store(d);
@@ -650,7 +711,7 @@ public static unsafe class Gemm
                 for (int j = 0; j < width; j++)
                 {
                     float* d = panel + j;
-                    float* s = cols + (long)j * _ldb;
+                    float* s = cols + j * ldb;
                     for (int p = j < j8 ? p8 : 0; p < kc; p++)
                     {
                         d[p * width] = j < nr ? s[p] : 0f;
@@ -1145,7 +1206,8 @@ public static unsafe class Gemm
         private static readonly int s_aFloats = Math.Max(McFor(true) * KcFor(true), McFor(false) * KcFor(false)) + MR;
         private static readonly int s_bFloats = Math.Max(KcFor(true) * NcFor(true), KcFor(false) * NcFor(false));
         private static readonly int s_tileFloats = MR * 64;
-        private static readonly int s_rowFloats = Math.Max(NcFor(true), NcFor(false));
+        private static readonly int s_rowFloats = Math.Max(
+            Math.Max(NcFor(true), NcFor(false)), Math.Max(NrFor(true) * KcFor(true), NrFor(false) * KcFor(false)));
         private const int Align = 16;
 
         private readonly float[] _storage;
@@ -1156,7 +1218,8 @@ public static unsafe class Gemm
         public float* EdgeBias { get; }
         public float* EdgeScale { get; }
 
-        // One row of an implicit B's column block (Convolution.ImplicitColumns).
+        // One row of an implicit B's column block (Convolution.ImplicitColumns), or the kc-long
+        // rows of one panel of a transposed implicit B.
         public float* Row { get; }
         public int AFloats => s_aFloats;
         public int BFloats => s_bFloats;
