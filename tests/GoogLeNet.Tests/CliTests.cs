@@ -123,6 +123,27 @@ public class CliTests
         Assert.Equal(0, JsonDocument.Parse(output).RootElement.GetProperty("spinMicroseconds").GetInt32());
     }
 
+    // 512 is the default wherever the CPU has AVX-512F; 256 runs everywhere.
+    [Fact]
+    public void BenchSetsTheVectorWidth()
+    {
+        var (code, output, error) = Run("bench", "--gemm", "64x64x64", "--warmup", "0", "--iters", "1", "--json");
+        Assert.True(code == 0, error);
+        int expected = System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? 512 : 256;
+        Assert.Equal(expected, JsonDocument.Parse(output).RootElement.GetProperty("vectorBits").GetInt32());
+
+        (code, output, error) = Run("bench", "--gemm", "64x64x64", "--warmup", "0", "--iters", "1", "--vector-bits", "256", "--json");
+        Assert.True(code == 0, error);
+        Assert.Equal(256, JsonDocument.Parse(output).RootElement.GetProperty("vectorBits").GetInt32());
+
+        (code, _, error) = Run("bench", "--gemm", "64x64x64", "--warmup", "0", "--iters", "1", "--vector-bits", "512", "--json");
+        Assert.Equal(expected == 512 ? 0 : 2, code);
+        if (expected == 256)
+        {
+            Assert.Contains("needs a CPU with AVX-512F", error);
+        }
+    }
+
     [Fact]
     public void BenchGemmPrintsGflopsOfTheMedian()
     {
@@ -153,6 +174,7 @@ public class CliTests
     [InlineData("--threads and --iters must be at least 1", "bench", "--fma-peak", "--threads", "0")]
     [InlineData("--mode expects train or infer", "bench", "--mode", "fit")]
     [InlineData("--spin-us must be at least 0", "bench", "--spin-us", "-1")]
+    [InlineData("--vector-bits expects 256 or 512", "bench", "--vector-bits", "128")]
     [InlineData("--gemm expects MxNxK", "bench", "--gemm", "64x64")]
     [InlineData("--gemm expects MxNxK", "bench", "--gemm", "64x-1x64")]
     [InlineData("Unknown preset 'resnet'", "summary", "--preset", "resnet")]
