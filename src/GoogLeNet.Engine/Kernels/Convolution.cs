@@ -414,6 +414,12 @@ public static unsafe class Convolution
             Winograd.ForwardChannelMajor(input, batch, inChannels, height, width, weight, bias, outChannels, relu, output, scale, winogradWeights);
             return;
         }
+        if (StemConvolution.Applies(inChannels, kernelH, kernelW, stride, padding))
+        {
+            StemConvolution.Forward(input, batch, inChannels, height, width, weight, bias, outChannels, kernelH, kernelW, padding,
+                outH, outW, relu, output, scale);
+            return;
+        }
         if (Gemm.ReadsBInPlace(outChannels, columns))
         {
             // Few columns (a small batch): a stored col is read in place, unpacked, which beats

@@ -842,10 +842,12 @@ public static unsafe class Gemm
     // bStride floats apart, c's ldc apart. Runs the same micro-kernel as Multiply, so sums follow
     // the same order; the AVX-512 kernel takes all panels at once (24 accumulators for 4), the
     // AVX2 one a panel at a time.
-    internal static void MicroKernel(int panels, int kc, float* a, float* b, int bStride, float* c, int ldc)
+    // With scale and bias (six entries each, or null) and relu, the tile gets Multiply's epilogue.
+    internal static void MicroKernel(int panels, int kc, float* a, float* b, int bStride, float* c, int ldc,
+        float* scale = null, float* bias = null, bool relu = false)
     {
         Debug.Assert(panels is >= 1 and <= MaxTilePanels);
-        Kernel(s_wide, panels, kc, a, b, bStride, c, ldc, loadC: false, scale: null, bias: null, relu: false);
+        Kernel(s_wide, panels, kc, a, b, bStride, c, ldc, loadC: false, scale, bias, relu);
     }
 
     // One MR x (vectors * 16) tile of C: c = aPanel * bPanel over kc (+ c when loadC), then

@@ -1,0 +1,90 @@
+using GoogLeNet.Engine.Kernels;
+using GoogLeNet.Engine.Kernels.Reference;
+using Xunit;
+
+namespace GoogLeNet.Tests.Kernels;
+
+/// <summary><see cref="StemConvolution"/> against the reference convolution and the implicit GEMM it replaces.</summary>
+[Collection(EngineThreadsCollection.Name)]
+public class StemConvolutionTests
+{
+    // Sums of up to 147 products of values in [-2, 2], as in ChannelMajorTests.
+    private const double Tolerance = 1e-5;
+
+    // (ci, co, h, w, k, padding, batch): the torchvision and d2l stems, output widths under, at and
+    // past a 64-column panel and not multiples of 16, bands of 8 output rows with a short last
+    // one, channel counts with a short last block of six, a 3x3 kernel.
+    public static TheoryData<int, int, int, int, int, int, int> Shapes => new()
+    {
+        { 3, 64, 37, 41, 7, 3, 2 },
+        { 1, 64, 96, 96, 7, 3, 1 },
+        { 3, 13, 150, 131, 7, 3, 1 },
+        { 3, 6, 9, 260, 7, 3, 1 },
+        { 2, 7, 20, 33, 3, 1, 3 },
+        { 3, 5, 7, 7, 7, 3, 2 },
+        { 5, 8, 11, 12, 5, 0, 2 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void MatchesReferenceAndTheImplicitGemmExactly(int ci, int co, int h, int w, int k, int padding, int batch)
+    {
+        Assert.True(StemConvolution.Applies(ci, k, k, 2, padding));
+        int oh = WindowMath.OutputSize(h, k, 2, padding, false);
+        int ow = WindowMath.OutputSize(w, k, 2, padding, false);
+        float[] x = GoldenFill.Fill("stem.x", ci * batch * h * w, 4.0);
+        float[] weight = GoldenFill.Fill("stem.w", co * ci * k * k, 4.0);
+        float[] bias = GoldenFill.Fill("stem.b", co, 1.0);
+        float[] scale = GoldenFill.Fill("stem.s", co, 2.0);
+        // The reference works batch-major: the same numbers, laid out (n, c, h, w).
+        float[] xBatchMajor = new float[x.Length];
+        Layout.ToBatchMajor(x, batch, ci, h * w, xBatchMajor);
+        var reference = new float[batch * co * oh * ow];
+        ReferenceConvolution.Forward(xBatchMajor, batch, ci, h, w, weight, bias, co, k, k, 2, padding, oh, ow, reference);
+        var expected = new float[reference.Length];
+        Layout.ToChannelMajor(reference, batch, co, oh * ow, expected);
+
+        float[] Run(bool stem, int threads, bool relu, bool scaled)
+        {
+            bool savedStem = StemConvolution.Enabled;
+            int savedThreads = Gemm.MaxThreads;
+            try
+            {
+                StemConvolution.Enabled = stem;
+                Gemm.MaxThreads = threads;
+                var y = new float[co * batch * oh * ow];
+                y.AsSpan().Fill(float.NaN); // every output is written
+                Convolution.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, k, k, 2, padding, oh, ow, relu,
+                    new float[ci * k * k * oh * ow * batch], y, scaled ? scale : default);
+                return y;
+            }
+            finally
+            {
+                StemConvolution.Enabled = savedStem;
+                Gemm.MaxThreads = savedThreads;
+            }
+        }
+
+        float[] plain = Run(stem: true, threads: 2, relu: false, scaled: false);
+        Compare.Close(expected, plain, Tolerance, "stem forward");
+        Assert.True(plain.AsSpan().SequenceEqual(Run(stem: false, threads: 2, relu: false, scaled: false)), "differs from the implicit GEMM");
+        Assert.True(plain.AsSpan().SequenceEqual(Run(stem: true, threads: 1, relu: false, scaled: false)), "differs between 1 and 2 threads");
+        // The folded-BatchNorm epilogue, relu(conv x scale + bias), as the GEMM applies it.
+        float[] folded = Run(stem: true, threads: 2, relu: true, scaled: true);
+        Assert.True(folded.AsSpan().SequenceEqual(Run(stem: false, threads: 2, relu: true, scaled: true)), "epilogue differs from the implicit GEMM");
+        Assert.Contains(folded, v => v == 0f);
+        Assert.DoesNotContain(folded, v => v < 0f || float.IsNaN(v));
+    }
+
+    [Fact]
+    public void TakesOnlyStrideTwoKernelsOfOneKSlice()
+    {
+        Assert.True(StemConvolution.Applies(3, 7, 7, 2, 3));
+        Assert.False(StemConvolution.Applies(3, 7, 7, 1, 3)); // stride 1
+        Assert.False(StemConvolution.Applies(6, 7, 7, 2, 3)); // 294 taps: more than one k slice
+        Assert.False(StemConvolution.Applies(64, 1, 1, 2, 0)); // a strided 1x1 is a plain GEMM
+        Assert.False(StemConvolution.Applies(3, 3, 3, 2, 3)); // padding as large as the kernel
+        Assert.Throws<ArgumentException>(() => StemConvolution.Forward(new float[3 * 16 * 16], 1, 3, 16, 16,
+            new float[4 * 3 * 49], default, 4, 7, 7, 3, 9, 8, false, new float[4 * 9 * 8]));
+    }
+}
