@@ -29,7 +29,7 @@ public static unsafe class Gemm
     // The runtime reports Vector512.IsHardwareAccelerated false on Intel's first AVX-512 cores
     // (Skylake-X, Cascade Lake), whose clock drops under 512-bit code, yet a product is all
     // multiply-adds: on a 2-core Cascade Lake VM SGEMM 4096^3 ran 88-120 GFLOP/s with the AVX2
-    // kernel and 176 with the AVX-512 one, batch-32 inference 21-29 against 37-41 img/s. So the
+    // kernel and 169-213 with the AVX-512 one, batch-32 inference 21-29 against 37-41 img/s. So the
     // kernel goes by the instruction set, not by the runtime's preference.
     private static bool s_wide = Avx512F.IsSupported;
 
@@ -149,11 +149,18 @@ public static unsafe class Gemm
                     rowBias.IsEmpty ? null : pBias, relu, rowScale.IsEmpty ? null : pScale, chunks, null);
                 return;
             }
-            int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
-            if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
-            {
-                problem.RunPart(0, 1);
-            }
+            Run(in problem, m, n, k);
+        }
+    }
+
+    // One product on as many threads as its size repays, or on the caller's alone when the
+    // engine's threads are busy (a product inside a parallel loop).
+    private static void Run(in Problem problem, int m, int n, int k)
+    {
+        int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
+        if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
+        {
+            problem.RunPart(0, 1);
         }
     }
 
@@ -270,11 +277,7 @@ public static unsafe class Gemm
         {
             var problem = new Problem(false, false, m, n, k, pa, lda, null, n, pc, ldc, accumulate,
                 rowBias.IsEmpty ? null : pBias, relu, rowScale.IsEmpty ? null : pScale, b);
-            int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
-            if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
-            {
-                problem.RunPart(0, 1);
-            }
+            Run(in problem, m, n, k);
         }
     }
 
@@ -308,12 +311,7 @@ public static unsafe class Gemm
                 MultiplyInDepthChunks(false, true, m, n, k, pa, lda, null, k, pc, ldc, accumulate, null, false, null, chunks, b);
                 return;
             }
-            var problem = new Problem(false, true, m, n, k, pa, lda, null, k, pc, ldc, accumulate, null, false, null, b);
-            int threads = (long)m * n * k < MinParallelWork ? 1 : Math.Min(MaxThreads, Environment.ProcessorCount);
-            if (threads <= 1 || !Parallelism.TryRun(in problem, threads))
-            {
-                problem.RunPart(0, 1);
-            }
+            Run(new Problem(false, true, m, n, k, pa, lda, null, k, pc, ldc, accumulate, null, false, null, b), m, n, k);
         }
     }
 
