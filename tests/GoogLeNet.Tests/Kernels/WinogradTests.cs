@@ -265,6 +265,15 @@ public class WinogradTests
         Assert.Equal(Run(1), Run(3));
     }
 
+    // Both block sizes follow the core's L2 (sysfs on Linux, 512 KiB otherwise): a group of tiles
+    // takes half of it, a weight-gradient block all of it, and neither may be left at zero.
+    [Fact]
+    public void BlockSizesFollowTheL2()
+    {
+        Assert.InRange(Winograd.GroupFloats, 128 * 1024 / 2 / sizeof(float), 8192 * 1024 / 2 / sizeof(float));
+        Assert.Equal(2 * Winograd.GroupFloats, Winograd.BlockFloats);
+    }
+
     [Fact]
     public void ConvolutionUsesWinogradOnlyWhereItApplies()
     {
