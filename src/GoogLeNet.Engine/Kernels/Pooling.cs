@@ -25,6 +25,14 @@ public static class Pooling
         {
             throw new ArgumentException($"Max pooling over {planes} planes of {height}x{width} -> {outH}x{outW} got spans that are too short.");
         }
+        if (Avx2.IsSupported && IsCentred(kernel, stride, padding))
+        {
+            fixed (float* inputPointer = input, outputPointer = output)
+            {
+                MaxPlanesCentred(inputPointer, planes, height, width, kernel, padding, outputPointer);
+            }
+            return;
+        }
         if (Avx2.IsSupported && (stride == 1 || stride == 2) && width < SeparableMinimumWidth)
         {
             fixed (float* inputPointer = input, outputPointer = output)
@@ -111,6 +119,109 @@ public static class Pooling
             }
         }
         return (first, ox);
+    }
+
+    // Stride 1 with the window centred on its output (the Inception blocks' pool branch, 3x3
+    // padding 1): output planes have the input's shape.
+    private static bool IsCentred(int kernel, int stride, int padding) => stride == 1 && kernel == 2 * padding + 1;
+
+    [ThreadStatic]
+    private static float[]? t_centredPlanes;
+
+    [ThreadStatic]
+    private static int[]? t_centredMasks;
+
+    // A centred window pools each plane as one flat run of vectors that ignores row ends: first
+    // over the window's rows (whole rows apart in the run), then over its columns, where taps
+    // that would cross a row end are masked to -infinity. Every lane of the run is an output
+    // whatever the width (rows of 12 cost two groups of eight row by row, 7 cost one for 7 outputs),
+    // and nothing is done per row. The passes use the plain max instruction; a plane holding a
+    // NaN is pooled by the row-by-row kernel instead, which propagates it.
+    private static unsafe void MaxPlanesCentred(float* input, int planes, int height, int width, int kernel, int padding, float* output)
+    {
+        int plane = height * width;
+        int run = (plane + 7) / 8 * 8;
+        int reach = padding * width;
+        // The plane's copy with -infinity rows above and below it (and past its end), and the
+        // row maxima with room for the column taps either side.
+        int copyStart = reach + 8;
+        int copyLength = copyStart + run + reach + 8;
+        int rowsStart = copyLength + padding + 8;
+        int size = rowsStart + run + padding + 8;
+        float[] scratch = t_centredPlanes is { } cached && cached.Length >= size
+            ? cached
+            : t_centredPlanes = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
+        int taps = kernel - 1;
+        int[] masks = t_centredMasks is { } cachedMasks && cachedMasks.Length >= taps * run
+            ? cachedMasks
+            : t_centredMasks = new int[Math.Max(taps * run, 1024)];
+        // masks[t][i]: -1 where column tap t (the window's columns but the centre) of output i
+        // lies inside i's row.
+        for (int t = 0; t < taps; t++)
+        {
+            int dx = t < padding ? t - padding : t - padding + 1;
+            for (int i = 0; i < run; i++)
+            {
+                int column = i % width + dx;
+                masks[t * run + i] = column >= 0 && column < width ? -1 : 0;
+            }
+        }
+        Vector256<float> negativeInfinity = Vector256.Create(float.NegativeInfinity);
+        fixed (float* scratchPointer = scratch)
+        fixed (int* maskPointer = masks)
+        {
+            new Span<float>(scratchPointer, size).Fill(float.NegativeInfinity);
+            float* copy = scratchPointer + copyStart;
+            float* rows = scratchPointer + rowsStart;
+            for (int p = 0; p < planes; p++)
+            {
+                float* x = input + (long)p * plane;
+                float* y = output + (long)p * plane;
+                Vector256<float> nan = Vector256<float>.Zero;
+                for (int i = 0; i < run; i += 8)
+                {
+                    Vector256<float> v = i + 8 <= plane
+                        ? Avx.LoadVector256(x + i)
+                        : Vector256.ConditionalSelect(LanesBelow(plane - i).AsSingle(),
+                            Avx.MaskLoad(x + i, LanesBelow(plane - i).AsSingle()), negativeInfinity);
+                    nan |= Vector256.IsNaN(v);
+                    v.Store(copy + i);
+                }
+                if (nan != Vector256<float>.Zero)
+                {
+                    MaxPlanesVector<WithoutArgmax>(x, 1, height, width, kernel, 1, padding, height, width, y, null);
+                    continue;
+                }
+                for (int i = 0; i < run; i += 8)
+                {
+                    Vector256<float> best = Avx.LoadVector256(copy + i);
+                    for (int shift = width; shift <= reach; shift += width)
+                    {
+                        best = Vector256.MaxNative(best, Avx.LoadVector256(copy + i - shift));
+                        best = Vector256.MaxNative(best, Avx.LoadVector256(copy + i + shift));
+                    }
+                    best.Store(rows + i);
+                }
+                for (int i = 0; i < run; i += 8)
+                {
+                    Vector256<float> best = Avx.LoadVector256(rows + i);
+                    for (int t = 0; t < taps; t++)
+                    {
+                        int dx = t < padding ? t - padding : t - padding + 1;
+                        Vector256<float> inside = Avx.LoadVector256(maskPointer + t * run + i).AsSingle();
+                        best = Vector256.MaxNative(best, Vector256.ConditionalSelect(inside, Avx.LoadVector256(rows + i + dx), negativeInfinity));
+                    }
+                    if (i + 8 <= plane)
+                    {
+                        best.Store(y + i);
+                    }
+                    else
+                    {
+                        Avx.MaskStore(y + i, LanesBelow(plane - i).AsSingle(), best);
+                    }
+                }
+            }
+        }
     }
 
     // [s0 s2 s4 ... s14]
