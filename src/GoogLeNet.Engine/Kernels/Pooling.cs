@@ -152,20 +152,7 @@ public static class Pooling
             ? cached
             : t_centredPlanes = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
         int taps = kernel - 1;
-        int[] masks = t_centredMasks is { } cachedMasks && cachedMasks.Length >= taps * run
-            ? cachedMasks
-            : t_centredMasks = new int[Math.Max(taps * run, 1024)];
-        // masks[t][i]: -1 where column tap t (the window's columns but the centre) of output i
-        // lies inside i's row.
-        for (int t = 0; t < taps; t++)
-        {
-            int dx = t < padding ? t - padding : t - padding + 1;
-            for (int i = 0; i < run; i++)
-            {
-                int column = i % width + dx;
-                masks[t * run + i] = column >= 0 && column < width ? -1 : 0;
-            }
-        }
+        int[] masks = ColumnTapMasks(width, padding, run);
         Vector256<float> negativeInfinity = Vector256.Create(float.NegativeInfinity);
         fixed (float* scratchPointer = scratch)
         fixed (int* maskPointer = masks)
@@ -207,7 +194,7 @@ public static class Pooling
                     Vector256<float> best = Avx.LoadVector256(rows + i);
                     for (int t = 0; t < taps; t++)
                     {
-                        int dx = t < padding ? t - padding : t - padding + 1;
+                        int dx = ColumnTap(t, padding);
                         Vector256<float> inside = Avx.LoadVector256(maskPointer + t * run + i).AsSingle();
                         best = Vector256.MaxNative(best, Vector256.ConditionalSelect(inside, Avx.LoadVector256(rows + i + dx), negativeInfinity));
                     }
@@ -218,6 +205,137 @@ public static class Pooling
                     else
                     {
                         Avx.MaskStore(y + i, LanesBelow(plane - i).AsSingle(), best);
+                    }
+                }
+            }
+        }
+    }
+
+    // Column tap t of a centred window (its columns but the centre: leftwards from the centre,
+    // then rightwards) is dx away.
+    private static int ColumnTap(int t, int padding) => t < padding ? -(t + 1) : t - padding + 1;
+
+    // masks[t * run + i]: -1 where column tap t of output i of a flat run lies inside i's row.
+    private static int[] ColumnTapMasks(int width, int padding, int run)
+    {
+        int taps = 2 * padding;
+        int[] masks = t_centredMasks is { } cached && cached.Length >= taps * run
+            ? cached
+            : t_centredMasks = new int[Math.Max(taps * run, 1024)];
+        for (int t = 0; t < taps; t++)
+        {
+            int dx = ColumnTap(t, padding);
+            for (int i = 0; i < run; i++)
+            {
+                int column = i % width + dx;
+                masks[t * run + i] = column >= 0 && column < width ? -1 : 0;
+            }
+        }
+        return masks;
+    }
+
+    [ThreadStatic]
+    private static int[]? t_centredIndices;
+
+    // The centred window with the first maximum's index, as MaxPlanesVector<WithArgmax> records
+    // it: the first in row-major order. Columns are pooled first, then rows, so that the row
+    // decides first and the column within it second. Each pass starts from the window's centre
+    // (always inside the plane), takes taps before the centre on ties (>=, nearest first, so the
+    // furthest of equal ones wins) and taps after it only when greater. Taps outside the plane
+    // read NaN, which no comparison takes; NaN planes go to the row-by-row kernel.
+    private static unsafe void MaxPlanesCentredIndexed(float* input, int planes, int height, int width, int kernel, int padding, float* output, int* indices)
+    {
+        int plane = height * width;
+        int run = (plane + 7) / 8 * 8;
+        int reach = padding * width;
+        int copyStart = padding + 8;
+        int copyLength = copyStart + run + padding + 8;
+        int rowsStart = copyLength + reach + 8;
+        int size = rowsStart + run + reach + 8;
+        float[] scratch = t_centredPlanes is { } cached && cached.Length >= size
+            ? cached
+            : t_centredPlanes = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
+        int[] rowIndices = t_centredIndices is { } cachedIndices && cachedIndices.Length >= size
+            ? cachedIndices
+            : t_centredIndices = GC.AllocateUninitializedArray<int>(Math.Max(size, 4096));
+        int taps = kernel - 1;
+        int[] masks = ColumnTapMasks(width, padding, run);
+        Vector256<float> notANumber = Vector256.Create(float.NaN);
+        Vector256<int> lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        fixed (float* scratchPointer = scratch)
+        fixed (int* maskPointer = masks, rowIndexPointer = rowIndices)
+        {
+            new Span<float>(scratchPointer, size).Fill(float.NaN);
+            float* copy = scratchPointer + copyStart;
+            float* rows = scratchPointer + rowsStart;
+            int* where = rowIndexPointer + rowsStart;
+            for (int p = 0; p < planes; p++)
+            {
+                float* x = input + (long)p * plane;
+                float* y = output + (long)p * plane;
+                int* argmax = indices + (long)p * plane;
+                Vector256<float> nan = Vector256<float>.Zero;
+                for (int i = 0; i < run; i += 8)
+                {
+                    Vector256<float> v = i + 8 <= plane ? Avx.LoadVector256(x + i) : Avx.MaskLoad(x + i, LanesBelow(plane - i).AsSingle());
+                    nan |= Vector256.IsNaN(v);
+                    v.Store(copy + i);
+                }
+                if (nan != Vector256<float>.Zero)
+                {
+                    MaxPlanesVector<WithArgmax>(x, 1, height, width, kernel, 1, padding, height, width, y, argmax);
+                    continue;
+                }
+                // Each row's window: its best value and the flat index of its first maximum.
+                for (int i = 0; i < run; i += 8)
+                {
+                    Vector256<float> best = Avx.LoadVector256(copy + i);
+                    Vector256<int> at = lanes + Vector256.Create(i);
+                    for (int t = 0; t < taps; t++)
+                    {
+                        int dx = ColumnTap(t, padding);
+                        Vector256<float> inside = Avx.LoadVector256(maskPointer + t * run + i).AsSingle();
+                        Vector256<float> v = Vector256.ConditionalSelect(inside, Avx.LoadVector256(copy + i + dx), notANumber);
+                        Vector256<float> take = dx < 0 ? Vector256.GreaterThanOrEqual(v, best) : Vector256.GreaterThan(v, best);
+                        best = Vector256.ConditionalSelect(take, v, best);
+                        at = Vector256.ConditionalSelect(take.AsInt32(), lanes + Vector256.Create(i + dx), at);
+                    }
+                    if (i + 8 > plane)
+                    {
+                        // Past the plane's end: rows that the row pass must not take.
+                        best = Vector256.ConditionalSelect(LanesBelow(plane - i).AsSingle(), best, notANumber);
+                    }
+                    best.Store(rows + i);
+                    at.Store(where + i);
+                }
+                for (int i = 0; i < run; i += 8)
+                {
+                    Vector256<float> best = Avx.LoadVector256(rows + i);
+                    Vector256<int> at = Avx.LoadVector256(where + i);
+                    for (int shift = -width; shift >= -reach; shift -= width)
+                    {
+                        Vector256<float> v = Avx.LoadVector256(rows + i + shift);
+                        Vector256<float> take = Vector256.GreaterThanOrEqual(v, best);
+                        best = Vector256.ConditionalSelect(take, v, best);
+                        at = Vector256.ConditionalSelect(take.AsInt32(), Avx.LoadVector256(where + i + shift), at);
+                    }
+                    for (int shift = width; shift <= reach; shift += width)
+                    {
+                        Vector256<float> v = Avx.LoadVector256(rows + i + shift);
+                        Vector256<float> take = Vector256.GreaterThan(v, best);
+                        best = Vector256.ConditionalSelect(take, v, best);
+                        at = Vector256.ConditionalSelect(take.AsInt32(), Avx.LoadVector256(where + i + shift), at);
+                    }
+                    if (i + 8 <= plane)
+                    {
+                        best.Store(y + i);
+                        at.Store(argmax + i);
+                    }
+                    else
+                    {
+                        Vector256<int> mask = LanesBelow(plane - i);
+                        Avx.MaskStore(y + i, mask.AsSingle(), best);
+                        Avx2.MaskStore(argmax + i, mask, at);
                     }
                 }
             }
@@ -249,6 +367,11 @@ public static class Pooling
         fixed (float* inputPointer = input, outputPointer = output)
         fixed (int* indexPointer = indices)
         {
+            if (Avx2.IsSupported && IsCentred(kernel, stride, padding))
+            {
+                MaxPlanesCentredIndexed(inputPointer, planes, height, width, kernel, padding, outputPointer, indexPointer);
+                return;
+            }
             if (Avx2.IsSupported && (stride == 1 || stride == 2))
             {
                 MaxPlanesVector<WithArgmax>(inputPointer, planes, height, width, kernel, stride, padding, outH, outW, outputPointer, indexPointer);
