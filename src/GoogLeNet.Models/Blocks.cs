@@ -89,11 +89,18 @@ public sealed class ConvBlock : Layer
         return _relu.Forward(Norm.Forward(convolved));
     }
 
-    /// <summary>The gradient with respect to the convolution's output, the inverse of <see cref="ForwardAfterConvolution"/>.</summary>
-    internal Tensor BackwardToConvolution(Tensor dOutput)
+    /// <summary>
+    /// The gradient with respect to the convolution's output, the inverse of <see cref="ForwardAfterConvolution"/>,
+    /// written to <paramref name="destination"/> (without BatchNorm straight from the ReLU's mask).
+    /// </summary>
+    internal void BackwardToConvolution(Tensor dOutput, Memory<float> destination)
     {
-        Tensor d = _relu.Backward(dOutput);
-        return Norm is null ? d : Norm.Backward(d);
+        if (Norm is null)
+        {
+            _relu.BackwardInto(dOutput, destination);
+            return;
+        }
+        Norm.Backward(_relu.Backward(dOutput)).Span.CopyTo(destination.Span);
     }
 
     public override Tensor? Backward(Tensor dOutput)
@@ -362,10 +369,11 @@ public sealed class Inception : Layer
         ConvBlock[] blocks = _stackedBlocks;
         Tensor dReduced3x3 = _branchTails[1].Backward(GradientSlice(1, dOutput, pixels))!;
         Tensor dReduced5x5 = _branchTails[2].Backward(GradientSlice(2, dOutput, pixels))!;
-        Span<float> dStacked = _stackedGradient.AsSpan(0, rows * pixels);
-        blocks[0].BackwardToConvolution(dReduced3x3).Span.CopyTo(dStacked);
-        blocks[1].BackwardToConvolution(dReduced5x5).Span.CopyTo(dStacked.Slice(Spec.Ch3x3Reduce * pixels));
-        blocks[2].BackwardToConvolution(GradientSlice(0, dOutput, pixels)).Span.CopyTo(dStacked.Slice((Spec.Ch3x3Reduce + Spec.Ch5x5Reduce) * pixels));
+        Memory<float> stacked = _stackedGradient.AsMemory(0, rows * pixels);
+        blocks[0].BackwardToConvolution(dReduced3x3, stacked.Slice(0, Spec.Ch3x3Reduce * pixels));
+        blocks[1].BackwardToConvolution(dReduced5x5, stacked.Slice(Spec.Ch3x3Reduce * pixels, Spec.Ch5x5Reduce * pixels));
+        blocks[2].BackwardToConvolution(GradientSlice(0, dOutput, pixels), stacked.Slice((Spec.Ch3x3Reduce + Spec.Ch5x5Reduce) * pixels));
+        Span<float> dStacked = stacked.Span;
 
         // dW (rows, in) = dS (rows, n*p) X^T; dX (in, n*p) = W^T dS, over all three at once.
         Gemm.Multiply(false, true, rows, inChannels, pixels, dStacked, pixels, input.Span, pixels,

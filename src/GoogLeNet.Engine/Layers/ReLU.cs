@@ -33,8 +33,19 @@ public sealed class ReLU(string name) : Layer(name)
     {
         Tensor output = RequireForward(_adopted ?? _output);
         Tensor dInput = Ensure(ref _dInput, output.Shape);
+        BackwardInto(dOutput, dInput.Data.AsMemory(dInput.Offset, dInput.Length));
+        return dInput;
+    }
+
+    /// <summary>Backward into a caller's buffer (a slice of a larger gradient) instead of this layer's own.</summary>
+    public void BackwardInto(Tensor dOutput, Memory<float> dInput)
+    {
+        Tensor output = RequireForward(_adopted ?? _output);
+        if (dInput.Length != output.Length)
+        {
+            throw new ArgumentException($"{Name}: the input gradient needs {output.Length} values, got {dInput.Length}.");
+        }
         Parallelism.For(output.Length, 1, (output, dOutput, dInput), static (s, start, count) =>
             Elementwise.ReluBackward(s.output.Span.Slice(start, count), s.dOutput.Span.Slice(start, count), s.dInput.Span.Slice(start, count)));
-        return dInput;
     }
 }
