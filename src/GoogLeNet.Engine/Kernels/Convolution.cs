@@ -316,6 +316,7 @@ public static unsafe class Convolution
             ReadOnlySpan<float> b = image;
             if (!pointwise)
             {
+                RequireColumns(col, k, outPixels);
                 Im2ColParallel(image, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
                 b = col.Slice(0, k * outPixels);
             }
@@ -346,6 +347,7 @@ public static unsafe class Convolution
             ReadOnlySpan<float> colOfImage = image;
             if (!pointwise)
             {
+                RequireColumns(col, k, outPixels);
                 Im2ColParallel(image, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, col);
                 colOfImage = col.Slice(0, k * outPixels);
             }
@@ -374,6 +376,17 @@ public static unsafe class Convolution
                 Gemm.Multiply(true, false, k, outPixels, outChannels, weight, k, dY, outPixels, col, outPixels, accumulate: false);
                 Col2ImParallel(col, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, dImage);
             }
+        }
+    }
+
+    // The im2col passes write col through pointers: a scratch shorter than one image's matrix
+    // must be refused before they run.
+    private static void RequireColumns(Span<float> col, int rows, int outPixels)
+    {
+        long needed = (long)rows * outPixels;
+        if (col.Length < needed)
+        {
+            throw new ArgumentException($"The convolution's col scratch must hold one image's im2col matrix, {rows} x {outPixels} = {needed} floats; got {col.Length}.", nameof(col));
         }
     }
 
@@ -424,6 +437,7 @@ public static unsafe class Convolution
         {
             // Few columns (a small batch): a stored col is read in place, unpacked, which beats
             // generating packed panels.
+            RequireColumns(col, k, outPixels);
             int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
             for (int n0 = 0; n0 < batch; n0 += chunk)
             {
@@ -495,6 +509,7 @@ public static unsafe class Convolution
         {
             return;
         }
+        RequireColumns(col, k, outPixels);
         int chunk = ImagesPerColumnPass(batch, inChannels, kernelH, kernelW, outH, outW, col.Length);
         for (int n0 = 0; n0 < batch; n0 += chunk)
         {
