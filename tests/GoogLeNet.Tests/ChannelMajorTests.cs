@@ -72,6 +72,11 @@ public class ChannelMajorTests
         data.Add(3, 40, 45, 45, 3, 1, 1, 3);
         data.Add(3, 40, 75, 75, 7, 2, 3, 1);
         data.Add(4, 170, 5, 7, 3, 1, 1, 1);
+        // Stride 1 with padding reads a zero-padded copy of the batch: a 5x5 kernel over rows
+        // of 45 (three whole-vector copies with an overrun each) and a 3x3 plane narrower
+        // than any vector.
+        data.Add(3, 40, 45, 45, 5, 1, 2, 1);
+        data.Add(5, 161, 3, 3, 3, 1, 1, 1);
         return data;
     }
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -115,15 +116,24 @@ public static unsafe class Convolution
     /// </summary>
     internal readonly struct ImplicitColumns(
         float* image, int batch, int first, int channels, int height, int width,
-        int kernelH, int kernelW, int stride, int padding, int outH, int outW)
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW, float* padded = null)
     {
+        /// <summary>Floats that <see cref="FillRow"/> may write past dst + count (whole-vector copies of a row's end).</summary>
+        public const int Overrun = 16;
+
         public int Rows => channels * kernelH * kernelW;
 
-        // dst[0, count) = col[k, j0 .. j0 + count). Called once per row of every packed block,
-        // so it walks the output rows by increments and copies with inline vector loops: the
-        // rows are short (56 columns and less) and calls or divisions per row would dominate.
+        // dst[0, count) = col[k, j0 .. j0 + count); dst[count, count + Overrun) may be
+        // overwritten. Called once per row of every packed block, so it walks the output rows by
+        // increments and copies with inline vector loops: the rows are short (56 columns and
+        // less) and calls or divisions per row would dominate.
         public void FillRow(int k, int j0, int count, float* dst)
         {
+            if (padded != null)
+            {
+                FillRowPadded(k, j0, count, dst);
+                return;
+            }
             int taps = kernelH * kernelW;
             int ci = k / taps;
             int ky = k % taps / kernelW;
@@ -179,6 +189,51 @@ public static unsafe class Convolution
             }
         }
 
+        // Stride 1 from the zero-padded copy of the batch (PadImages): every output row of col's
+        // row k is outW consecutive floats of one padded row, copied in whole vectors that may
+        // run past the row (the next row's copy, or the caller's Overrun, takes the excess).
+        private void FillRowPadded(int k, int j0, int count, float* dst)
+        {
+            int taps = kernelH * kernelW;
+            int ci = k / taps;
+            int ky = k % taps / kernelW;
+            int kx = k % kernelW;
+            int outPixels = outH * outW;
+            int paddedW = width + 2 * padding;
+            int paddedPlane = (height + 2 * padding) * paddedW;
+            int n = j0 / outPixels;
+            int oy = j0 % outPixels / outW;
+            int ox = j0 % outW;
+            float* plane = padded + (long)(ci * batch + first + n) * paddedPlane + ky * paddedW + kx;
+            float* end = dst + count;
+            while (dst < end)
+            {
+                int length = (int)Math.Min(outW - ox, end - dst);
+                float* src = plane + oy * paddedW + ox;
+                if (Vector512.IsHardwareAccelerated || Avx512F.IsSupported)
+                {
+                    for (int c = 0; c < length; c += 16)
+                    {
+                        Vector512.Store(Vector512.Load(src + c), dst + c);
+                    }
+                }
+                else
+                {
+                    for (int c = 0; c < length; c += 8)
+                    {
+                        Vector256.Store(Vector256.Load(src + c), dst + c);
+                    }
+                }
+                dst += length;
+                ox = 0;
+                if (++oy == outH)
+                {
+                    oy = 0;
+                    plane += paddedPlane;
+                }
+            }
+        }
+
         private static void Zero(float* d, int from, int to)
         {
             for (int i = from; i < to; i++)
@@ -186,6 +241,52 @@ public static unsafe class Convolution
                 d[i] = 0f;
             }
         }
+    }
+
+    [ThreadStatic]
+    private static float[]? t_padded;
+
+    /// <summary>Whether implicit columns read a zero-padded copy of the batch (stride 1 with padding, the 5x5 layers).</summary>
+    public static bool PaddedColumns { get; set; } = true;
+
+    // Stride 1 with padding: the batch (c, n, h, w) copied into zero-bordered planes
+    // (c, n, h + 2p, w + 2p) of the calling thread's pinned scratch, so that every output row of
+    // col is a plain run of a padded row. Null when the copy does not apply.
+    private static float* PadImages(float* image, int batch, int channels, int height, int width, int stride, int padding)
+    {
+        if (!PaddedColumns || stride != 1 || padding == 0)
+        {
+            return null;
+        }
+        int paddedW = width + 2 * padding;
+        int paddedPlane = (height + 2 * padding) * paddedW;
+        long size = (long)channels * batch * paddedPlane + ImplicitColumns.Overrun;
+        if (t_padded is null || t_padded.Length < size)
+        {
+            t_padded = GC.AllocateUninitializedArray<float>((int)Math.Min(Math.Max(size, 1 << 16), int.MaxValue), pinned: true);
+            new Span<float>(t_padded).Clear();
+        }
+        float* padded = (float*)Unsafe.AsPointer(ref t_padded[0]);
+        var state = (image: (nint)image, padded: (nint)padded, height, width, padding, paddedW, paddedPlane);
+        Parallelism.For(channels * batch, paddedPlane, state, static (s, start, count) =>
+        {
+            for (int plane = start; plane < start + count; plane++)
+            {
+                float* target = (float*)s.padded + (long)plane * s.paddedPlane;
+                float* source = (float*)s.image + (long)plane * s.height * s.width;
+                // Border rows, then each row's left and right borders around its copy.
+                new Span<float>(target, s.padding * s.paddedW).Clear();
+                new Span<float>(target + (long)(s.height + s.padding) * s.paddedW, s.padding * s.paddedW).Clear();
+                for (int y = 0; y < s.height; y++)
+                {
+                    float* row = target + (long)(y + s.padding) * s.paddedW;
+                    new Span<float>(row, s.padding).Clear();
+                    new ReadOnlySpan<float>(source + (long)y * s.width, s.width).CopyTo(new Span<float>(row + s.padding, s.width));
+                    new Span<float>(row + s.padding + s.width, s.padding).Clear();
+                }
+            }
+        });
+        return padded;
     }
 
     // One channel plane (h, w) into the kh*kw rows of col that belong to it; the rows are
@@ -450,7 +551,8 @@ public static unsafe class Convolution
         }
         fixed (float* image = input)
         {
-            var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW);
+            float* padded = PadImages(image, batch, inChannels, height, width, stride, padding);
+            var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, padded);
             Gemm.MultiplyImplicit(outChannels, columns, k, weight, k, source, output, columns, accumulate: false, rowBias: bias, relu: relu, rowScale: scale);
         }
     }
@@ -502,7 +604,8 @@ public static unsafe class Convolution
         // them rather than written out and read back (the stem's col is 147 x 401408 at batch 32).
         fixed (float* image = input)
         {
-            var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW);
+            float* padded = PadImages(image, batch, inChannels, height, width, stride, padding);
+            var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, padded);
             Gemm.MultiplyImplicitTransposed(outChannels, k, columns, dOutput, columns, source, dWeight, k, accumulate: true);
         }
         if (dInput.IsEmpty)

@@ -1226,7 +1226,8 @@ public static unsafe class Gemm
 
         private PackBuffers()
         {
-            _storage = GC.AllocateUninitializedArray<float>(s_aFloats + s_bFloats + s_tileFloats + s_rowFloats + 4 * Align, pinned: true);
+            _storage = GC.AllocateUninitializedArray<float>(
+                s_aFloats + s_bFloats + s_tileFloats + s_rowFloats + Convolution.ImplicitColumns.Overrun + 4 * Align, pinned: true);
             float* start = (float*)Unsafe.AsPointer(ref _storage[0]);
             float* aligned = (float*)(((nint)start + 63) & ~(nint)63);
             A = aligned;
