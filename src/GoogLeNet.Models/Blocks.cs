@@ -68,6 +68,20 @@ public sealed class ConvBlock : Layer
     }
 
     /// <summary>
+    /// Inference: this block then <paramref name="pool"/> in one pass where the convolution can
+    /// pool its own output (the stem, <see cref="Conv2d.CanFusePool"/>); null where it cannot.
+    /// </summary>
+    internal Tensor? TryForwardPooled(Tensor input, MaxPool2d pool)
+    {
+        if (IsTraining || !Conv.CanFusePool(pool))
+        {
+            return null;
+        }
+        _foldedInput = input;
+        return Conv.ForwardFoldedPooled(input, Norm, pool);
+    }
+
+    /// <summary>
     /// Marks a forward pass that ran outside this block (the Inception block's stacked 1x1 GEMM):
     /// Backward then runs the layers again on this input, as after a folded forward.
     /// </summary>

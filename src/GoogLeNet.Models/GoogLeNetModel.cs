@@ -146,6 +146,8 @@ public sealed class GoogLeNetModel
         }
     }
 
+    private Tensor? _pooledStemInput;
+
     public GoogLeNetOutput Forward(Tensor input)
     {
         ValidateInput(input);
@@ -162,8 +164,18 @@ public sealed class GoogLeNetModel
         Tensor? aux2 = null;
         ModuleProfile? profile = Profile;
         profile?.CountForwardPass();
+        _pooledStemInput = null;
         for (int i = 0; i < _trunk.Length; i++)
         {
+            if (!IsTraining && _trunk[i] is ConvBlock stem && i + 1 < _trunk.Length && _trunk[i + 1] is MaxPool2d pool
+                && RunPooled(stem, pool, x, profile) is { } pooled)
+            {
+                // The stem and its pool ran as one (inference): the pool layer kept nothing.
+                _pooledStemInput = x;
+                x = pooled;
+                i++;
+                continue;
+            }
             x = Run(_trunk[i], x, profile);
             if (aux && i == _aux1Tap)
             {
@@ -185,6 +197,14 @@ public sealed class GoogLeNetModel
     {
         Tensor? d = dLogits;
         ModuleProfile? profile = Profile;
+        if (_pooledStemInput is { } stemInput)
+        {
+            // After an inference forward that fused the stem with its pool, the pool has no
+            // forward of its own to go back through: run the two apart once.
+            int stem = Array.FindIndex(_trunk, l => l is ConvBlock);
+            _trunk[stem + 1].Forward(_trunk[stem].Forward(stemInput));
+            _pooledStemInput = null;
+        }
         for (int i = _trunk.Length - 1; i >= 0 && d is not null; i--)
         {
             if (i == _aux2Tap && dAux2 is not null)
@@ -204,6 +224,18 @@ public sealed class GoogLeNetModel
         Tensor dInput = EnsureShape(ref _inputGradient, d.Shape);
         Engine.Kernels.Layout.ToBatchMajor(d.Span, d.Shape[0], d.Shape[1], d.Shape[2] * d.Shape[3], dInput.Span);
         return dInput;
+    }
+
+    // The stem's time goes to its row of the profile; the pool's row stays empty.
+    private static Tensor? RunPooled(ConvBlock stem, MaxPool2d pool, Tensor input, ModuleProfile? profile)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        Tensor? output = stem.TryForwardPooled(input, pool);
+        if (output is not null)
+        {
+            profile?.Add(stem.Name, start, backward: false);
+        }
+        return output;
     }
 
     private static Tensor Run(Layer layer, Tensor input, ModuleProfile? profile)

@@ -94,7 +94,7 @@ public static class Pooling
 
     // Stride 2: eight outputs at a time take the even lanes of the window's shifted rows (the
     // stem and stage pools). Returns the outputs [first, last) it wrote; the caller does the rest.
-    private static unsafe (int First, int Last) MaxStride2Columns(ReadOnlySpan<float> rowMax, int kernel, int padding, int outW, Span<float> dst)
+    internal static unsafe (int First, int Last) MaxStride2Columns(ReadOnlySpan<float> rowMax, int kernel, int padding, int outW, Span<float> dst)
     {
         if (!Avx2.IsSupported)
         {

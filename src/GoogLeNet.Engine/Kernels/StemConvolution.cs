@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -41,19 +42,24 @@ public static unsafe class StemConvolution
 
     // input (ci, n, h, w); weight (co, ci, kh, kw); bias and scale (co) or empty;
     // output (co, n, oh, ow) = relu?(conv(input, weight) * scale + bias), stride 2.
+    //
+    // With a pool, output is instead (co, n, ph, pw), the max pooling of that result: bands of
+    // pooled rows compute the convolution rows they need into cache and pool them there, so the
+    // convolution's output (the network's largest tensor) is never written out and read back.
     public static void Forward(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, int kernelH, int kernelW, int padding,
-        int outH, int outW, bool relu, Span<float> output, ReadOnlySpan<float> scale = default)
+        int outH, int outW, bool relu, Span<float> output, ReadOnlySpan<float> scale = default, PoolWindow? pool = null)
     {
         if (!Applies(inChannels, kernelH, kernelW, 2, padding))
         {
             throw new ArgumentException($"The stem kernel takes stride-2 kernels of 3x3 and more with padding under the kernel and at most {MaxTaps} taps; got {inChannels} x {kernelH} x {kernelW}, padding {padding}.");
         }
         int taps = inChannels * kernelH * kernelW;
+        long outputPlane = pool is { } pooled ? (long)pooled.OutH * pooled.OutW : (long)outH * outW;
         if (input.Length < (long)inChannels * batch * height * width
             || weight.Length < (long)outChannels * taps
-            || output.Length < (long)outChannels * batch * outH * outW
+            || output.Length < outChannels * batch * outputPlane
             || (!bias.IsEmpty && bias.Length < outChannels) || (!scale.IsEmpty && scale.Length < outChannels))
         {
             throw new ArgumentException($"The stem convolution {inChannels} x {batch} x {height} x {width} -> {outChannels} x {outH} x {outW} got too short a span.");
@@ -62,6 +68,7 @@ public static unsafe class StemConvolution
         {
             throw new ArgumentException($"A {kernelH}x{kernelW} stride-2 convolution with padding {padding} of {height} x {width} gives {WindowMath.OutputSize(height, kernelH, 2, padding, false)} x {WindowMath.OutputSize(width, kernelW, 2, padding, false)}, not {outH} x {outW}.");
         }
+        pool?.Check(outH, outW);
 
         // Weights as A panels of six output channels (a[p * 6 + r]), the channel count rounded up
         // with zero rows, and the epilogue's per-channel values padded alike.
@@ -88,11 +95,17 @@ public static unsafe class StemConvolution
             }
             var shape = new Shape(batch, inChannels, height, width, outChannels, kernelH, kernelW, padding, outH, outW,
                 blocks, SplitRowLength(width, kernelW, padding, outW));
+            var epilogue = new Epilogue((nint)packed, scale.IsEmpty ? 0 : (nint)paddedScale, bias.IsEmpty ? 0 : (nint)paddedBias, relu);
+            if (pool is { } window)
+            {
+                int pooledBands = (window.OutH + BandRows - 1) / BandRows;
+                Parallelism.For(batch * pooledBands, (long)2 * BandRows * outW * taps * padded, (shape, x: (nint)x, y: (nint)y, epilogue, window, pooledBands),
+                    static (s, start, count) => RunPooledBands(s.shape, (float*)s.x, s.epilogue, (float*)s.y, s.window, s.pooledBands, start, count));
+                return;
+            }
             int bands = (outH + BandRows - 1) / BandRows;
-            Parallelism.For(batch * bands, (long)BandRows * outW * taps * padded, (shape, x: (nint)x, a: (nint)packed, y: (nint)y,
-                scale: scale.IsEmpty ? 0 : (nint)paddedScale, bias: bias.IsEmpty ? 0 : (nint)paddedBias, relu, bands),
-                static (s, start, count) => RunBands(s.shape, (float*)s.x, (float*)s.a, (float*)s.y,
-                    (float*)s.scale, (float*)s.bias, s.relu, s.bands, start, count));
+            Parallelism.For(batch * bands, (long)BandRows * outW * taps * padded, (shape, x: (nint)x, y: (nint)y, epilogue, bands),
+                static (s, start, count) => RunBands(s.shape, (float*)s.x, s.epilogue, (float*)s.y, s.bands, start, count));
         }
     }
 
@@ -111,61 +124,145 @@ public static unsafe class StemConvolution
         return Math.Max((width + 2 * padding + 1) / 2, panels * PanelColumns + (kernelW - 1) / 2);
     }
 
+    // The packed weights and the epilogue's padded per-channel values (0 where absent).
+    private readonly record struct Epilogue(nint Weights, nint Scale, nint Bias, bool Relu);
+
     [ThreadStatic]
     private static float[]? t_band;
 
-    // Units [start, start + count): unit = image * bands + band.
-    private static void RunBands(in Shape s, float* x, float* a, float* y, float* scale, float* bias, bool relu, int bands, int start, int count)
+    // The calling thread's split rows, panel and edge tile, and (pooling) a band of
+    // convolution rows of every output channel with a row of their maxima.
+    private static float* Scratch(in Shape s, int pooledRows, out float* split, out float* panel, out float* edge)
+    {
+        int splitLength = s.CIn * (2 * BandRows + s.KernelH - 2) * 2 * s.RowLength;
+        long needed = splitLength + (long)s.Taps * PanelColumns + Rows * PanelColumns + (long)s.Blocks * Rows * pooledRows * s.OutW + s.OutW;
+        if (t_band is null || t_band.Length < needed)
+        {
+            t_band = GC.AllocateUninitializedArray<float>(checked((int)needed), pinned: true);
+        }
+        float* scratch = (float*)Unsafe.AsPointer(ref t_band[0]);
+        split = scratch;
+        panel = split + splitLength;
+        edge = panel + s.Taps * PanelColumns;
+        return edge + Rows * PanelColumns;
+    }
+
+    // Units [start, start + count): unit = image * bands + band of BandRows output rows.
+    private static void RunBands(in Shape s, float* x, in Epilogue e, float* y, int bands, int start, int count)
+    {
+        Scratch(s, 0, out float* split, out float* panel, out float* edge);
+        long planeOut = (long)s.OutH * s.OutW;
+        for (int unit = start; unit < start + count; unit++)
+        {
+            int image = unit / bands;
+            int oy0 = unit % bands * BandRows;
+            int oy1 = Math.Min(s.OutH, oy0 + BandRows);
+            ComputeRows(s, x, e, image, oy0, oy1, y + image * planeOut + (long)oy0 * s.OutW, s.Batch * planeOut, split, panel, edge);
+        }
+    }
+
+    // Units [start, start + count): unit = image * bands + band of BandRows pooled rows. Each
+    // band computes the convolution rows its windows cover (one row more than twice its own for
+    // a 3x3/2 pool: the row its neighbour shares is computed by both).
+    private static void RunPooledBands(in Shape s, float* x, in Epilogue e, float* y, PoolWindow pool, int bands, int start, int count)
+    {
+        int maxRows = (BandRows - 1) * pool.Stride + pool.Kernel;
+        float* rows = Scratch(s, maxRows, out float* split, out float* panel, out float* edge);
+        float* rowMax = rows + (long)s.Blocks * Rows * maxRows * s.OutW;
+        long channelRows = (long)maxRows * s.OutW;
+        long pooledPlane = (long)pool.OutH * pool.OutW;
+        var maxima = new Span<float>(rowMax, s.OutW);
+        for (int unit = start; unit < start + count; unit++)
+        {
+            int image = unit / bands;
+            int py0 = unit % bands * BandRows;
+            int py1 = Math.Min(pool.OutH, py0 + BandRows);
+            int r0 = Math.Max(0, py0 * pool.Stride - pool.Padding);
+            int r1 = Math.Min(s.OutH, (py1 - 1) * pool.Stride - pool.Padding + pool.Kernel);
+            for (int oy = r0; oy < r1; oy += BandRows)
+            {
+                ComputeRows(s, x, e, image, oy, Math.Min(r1, oy + BandRows), rows + (long)(oy - r0) * s.OutW, channelRows, split, panel, edge);
+            }
+            for (int co = 0; co < s.COut; co++)
+            {
+                float* channel = rows + co * channelRows;
+                float* target = y + ((long)co * s.Batch + image) * pooledPlane;
+                for (int py = py0; py < py1; py++)
+                {
+                    int y0 = Math.Max(py * pool.Stride - pool.Padding, 0);
+                    int y1 = Math.Min(py * pool.Stride - pool.Padding + pool.Kernel, s.OutH);
+                    new ReadOnlySpan<float>(channel + (long)(y0 - r0) * s.OutW, s.OutW).CopyTo(maxima);
+                    for (int iy = y0 + 1; iy < y1; iy++)
+                    {
+                        TensorPrimitives.Max(maxima, new ReadOnlySpan<float>(channel + (long)(iy - r0) * s.OutW, s.OutW), maxima);
+                    }
+                    PoolColumns(maxima, pool, new Span<float>(target + (long)py * pool.OutW, pool.OutW));
+                }
+            }
+        }
+    }
+
+    // dst[px] = max of row over columns [px * stride - padding, + kernel) inside the row;
+    // NaN wins, as in Pooling.MaxForward.
+    private static void PoolColumns(ReadOnlySpan<float> row, PoolWindow pool, Span<float> dst)
+    {
+        (int first, int last) = pool.Stride == 2 ? Pooling.MaxStride2Columns(row, pool.Kernel, pool.Padding, pool.OutW, dst) : (pool.OutW, pool.OutW);
+        for (int px = 0; px < pool.OutW; px++)
+        {
+            if (px == first && last > first)
+            {
+                px = last - 1;
+                continue;
+            }
+            int x0 = Math.Max(px * pool.Stride - pool.Padding, 0);
+            int x1 = Math.Min(px * pool.Stride - pool.Padding + pool.Kernel, row.Length);
+            float best = float.NegativeInfinity;
+            for (int ix = x0; ix < x1; ix++)
+            {
+                best = MathF.Max(best, row[ix]);
+            }
+            dst[px] = best;
+        }
+    }
+
+    // Output rows [oy0, oy1) (at most BandRows) of one image, all output channels: row oy of
+    // channel co goes to target + co * ldc + (oy - oy0) * outW.
+    private static void ComputeRows(in Shape s, float* x, in Epilogue e, int image, int oy0, int oy1, float* target, long ldc,
+        float* split, float* panel, float* edge)
     {
         int taps = s.Taps;
         int splitRows = 2 * BandRows + s.KernelH - 2;
-        int splitLength = s.CIn * splitRows * 2 * s.RowLength;
-        int needed = splitLength + taps * PanelColumns + Rows * PanelColumns;
-        if (t_band is null || t_band.Length < needed)
+        int ldcInt = checked((int)ldc);
+        float* a = (float*)e.Weights;
+        float* scale = (float*)e.Scale;
+        float* bias = (float*)e.Bias;
+        // Padded input rows 2 * oy0 .. 2 * (oy1 - 1) + kh - 1, i.e. image rows from 2 * oy0 - padding.
+        int rows = 2 * (oy1 - oy0 - 1) + s.KernelH;
+        SplitRows(s, x, image, 2 * oy0 - s.Padding, rows, splitRows, split);
+        for (int oy = oy0; oy < oy1; oy++)
         {
-            t_band = GC.AllocateUninitializedArray<float>(needed, pinned: true);
-        }
-        long planeOut = (long)s.OutH * s.OutW;
-        int ldc = checked((int)(s.Batch * planeOut));
-        fixed (float* scratch = t_band)
-        {
-            float* split = scratch;
-            float* panel = split + splitLength;
-            float* edge = panel + taps * PanelColumns;
-            for (int unit = start; unit < start + count; unit++)
+            for (int ox = 0; ox < s.OutW; ox += PanelColumns)
             {
-                int image = unit / bands;
-                int oy0 = unit % bands * BandRows;
-                int oy1 = Math.Min(s.OutH, oy0 + BandRows);
-                // Padded input rows 2 * oy0 .. 2 * (oy1 - 1) + kh - 1, i.e. image rows from 2 * oy0 - padding.
-                int rows = 2 * (oy1 - oy0 - 1) + s.KernelH;
-                SplitRows(s, x, image, 2 * oy0 - s.Padding, rows, splitRows, split);
-                for (int oy = oy0; oy < oy1; oy++)
+                int columns = Math.Min(PanelColumns, s.OutW - ox);
+                int vectors = (columns + Gemm.TileColumns - 1) / Gemm.TileColumns;
+                FillPanel(s, split, splitRows, 2 * (oy - oy0), ox, vectors * Gemm.TileColumns, panel);
+                float* c = target + (long)(oy - oy0) * s.OutW + ox;
+                for (int block = 0; block < s.Blocks; block++)
                 {
-                    for (int ox = 0; ox < s.OutW; ox += PanelColumns)
+                    int channels = Math.Min(Rows, s.COut - block * Rows);
+                    float* blockScale = scale == null ? null : scale + block * Rows;
+                    float* blockBias = bias == null ? null : bias + block * Rows;
+                    float* aPanel = a + (long)block * Rows * taps;
+                    float* cBlock = c + block * Rows * ldc;
+                    if (channels == Rows && columns == vectors * Gemm.TileColumns)
                     {
-                        int columns = Math.Min(PanelColumns, s.OutW - ox);
-                        int vectors = (columns + Gemm.TileColumns - 1) / Gemm.TileColumns;
-                        FillPanel(s, split, splitRows, 2 * (oy - oy0), ox, vectors * Gemm.TileColumns, panel);
-                        float* c = y + (long)image * planeOut + (long)oy * s.OutW + ox;
-                        for (int block = 0; block < s.Blocks; block++)
-                        {
-                            int channels = Math.Min(Rows, s.COut - block * Rows);
-                            float* blockScale = scale == null ? null : scale + block * Rows;
-                            float* blockBias = bias == null ? null : bias + block * Rows;
-                            float* aPanel = a + (long)block * Rows * taps;
-                            float* cBlock = c + block * Rows * ldc;
-                            if (channels == Rows && columns == vectors * Gemm.TileColumns)
-                            {
-                                Gemm.MicroKernel(vectors, taps, aPanel, panel, PanelColumns, cBlock, ldc, blockScale, blockBias, relu);
-                                continue;
-                            }
-                            Gemm.MicroKernel(vectors, taps, aPanel, panel, PanelColumns, edge, PanelColumns, blockScale, blockBias, relu);
-                            for (int r = 0; r < channels; r++)
-                            {
-                                new ReadOnlySpan<float>(edge + r * PanelColumns, columns).CopyTo(new Span<float>(cBlock + r * ldc, columns));
-                            }
-                        }
+                        Gemm.MicroKernel(vectors, taps, aPanel, panel, PanelColumns, cBlock, ldcInt, blockScale, blockBias, e.Relu);
+                        continue;
+                    }
+                    Gemm.MicroKernel(vectors, taps, aPanel, panel, PanelColumns, edge, PanelColumns, blockScale, blockBias, e.Relu);
+                    for (int r = 0; r < channels; r++)
+                    {
+                        new ReadOnlySpan<float>(edge + r * PanelColumns, columns).CopyTo(new Span<float>(cBlock + r * ldc, columns));
                     }
                 }
             }
@@ -222,6 +319,19 @@ public static unsafe class StemConvolution
                     d += PanelColumns;
                 }
             }
+        }
+    }
+}
+
+/// <summary>A max pooling window applied to a convolution's output (see <see cref="StemConvolution.Forward"/>): square, with the pooled size.</summary>
+public readonly record struct PoolWindow(int Kernel, int Stride, int Padding, int OutH, int OutW)
+{
+    internal void Check(int height, int width)
+    {
+        if (Kernel < 1 || Stride < 1 || Padding < 0 || Padding > Kernel / 2 || OutH < 1 || OutW < 1
+            || (OutH - 1) * Stride - Padding >= height || (OutW - 1) * Stride - Padding >= width)
+        {
+            throw new ArgumentException($"Pooling {height} x {width} with a {Kernel}x{Kernel}/{Stride} window, padding {Padding}, cannot give {OutH} x {OutW}.");
         }
     }
 }

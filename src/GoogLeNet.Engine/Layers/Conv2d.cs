@@ -11,6 +11,7 @@ public sealed class Conv2d : Layer
     private Tensor? _output;
     private Tensor? _dInput;
     private float[] _col = [];
+    private Tensor? _pooledOutput;
     private float[] _foldedScale = [];
     private float[] _foldedBias = [];
     private WinogradWeights? _winogradWeights;
@@ -123,6 +124,44 @@ public sealed class Conv2d : Layer
             _winogradWeights ??= new WinogradWeights();
         }
         Run(input, _weight.Value.Span, _foldedBias, relu: true, output, scaled ? _foldedScale : default, _winogradWeights);
+        _input = null;
+        return output;
+    }
+
+    /// <summary>Whether <see cref="ForwardFoldedPooled"/> can fuse <paramref name="pool"/>: a channel-major stride-2 stem (<see cref="StemConvolution"/>).</summary>
+    public bool CanFusePool(MaxPool2d pool) =>
+        ChannelMajor && StemConvolution.Applies(InChannels, KernelSize, KernelSize, Stride, Padding);
+
+    /// <summary>
+    /// <see cref="ForwardFolded"/> followed by <paramref name="pool"/> in one pass: the
+    /// convolution's rows are pooled while in cache and only the pooled tensor is written (to
+    /// this layer's buffer, not the pool's). Inference only: neither layer keeps anything for
+    /// Backward.
+    /// </summary>
+    public Tensor ForwardFoldedPooled(Tensor input, BatchNorm2d? norm, MaxPool2d pool)
+    {
+        if (!CanFusePool(pool))
+        {
+            throw new InvalidOperationException($"{Name}: only a channel-major stride-2 stem convolution can run with its pool.");
+        }
+        int[] shape = OutputShapeFor(input); // checked and cached per input shape
+        int oh = shape[2], ow = shape[3];
+        int ph = WindowMath.OutputSize(oh, pool.KernelSize, pool.Stride, pool.Padding, pool.CeilMode);
+        int pw = WindowMath.OutputSize(ow, pool.KernelSize, pool.Stride, pool.Padding, pool.CeilMode);
+        if (ph < 1 || pw < 1)
+        {
+            throw new ShapeException($"{pool.Name}: the {Name} output {oh}x{ow} is smaller than the {pool.KernelSize}x{pool.KernelSize} pooling window.");
+        }
+        Tensor output = Ensure(ref _pooledOutput, stackalloc int[] { input.Shape[0], OutChannels, ph, pw });
+        if (_foldedBias.Length != OutChannels)
+        {
+            _foldedBias = new float[OutChannels];
+            _foldedScale = new float[OutChannels];
+        }
+        bool scaled = Fold(norm, _foldedScale, _foldedBias);
+        StemConvolution.Forward(input.Span, input.Shape[0], InChannels, input.Shape[2], input.Shape[3], _weight.Value.Span, _foldedBias,
+            OutChannels, KernelSize, KernelSize, Padding, oh, ow, relu: true, output.Span, scaled ? _foldedScale : default,
+            new PoolWindow(pool.KernelSize, pool.Stride, pool.Padding, ph, pw));
         _input = null;
         return output;
     }

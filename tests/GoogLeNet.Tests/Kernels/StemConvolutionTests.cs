@@ -1,5 +1,7 @@
+using GoogLeNet.Engine;
 using GoogLeNet.Engine.Kernels;
 using GoogLeNet.Engine.Kernels.Reference;
+using GoogLeNet.Models;
 using Xunit;
 
 namespace GoogLeNet.Tests.Kernels;
@@ -74,6 +76,98 @@ public class StemConvolutionTests
         Assert.True(folded.AsSpan().SequenceEqual(Run(stem: false, threads: 2, relu: true, scaled: true)), "epilogue differs from the implicit GEMM");
         Assert.Contains(folded, v => v == 0f);
         Assert.DoesNotContain(folded, v => v < 0f || float.IsNaN(v));
+    }
+
+    // (stem shape, stride-2 pool kernel / padding / ceil): torchvision's and the paper's 3x3/2 in
+    // ceil mode, d2l's 3x3/2 padded by one, a 2x2/2 pool; bands of 8 pooled rows with a short
+    // last one and a last window past the edge; a NaN in the input must reach the pooled output.
+    public static TheoryData<int, int, int, int, int, int, int, int, int, bool> PooledShapes => new()
+    {
+        { 3, 64, 37, 41, 7, 3, 2, 3, 0, true },
+        { 1, 64, 96, 96, 7, 3, 1, 3, 1, false },
+        { 3, 13, 150, 131, 7, 3, 1, 3, 0, true },
+        { 2, 7, 40, 33, 3, 1, 3, 2, 0, false },
+        { 3, 5, 7, 7, 7, 3, 2, 3, 1, false },
+    };
+
+    [Theory]
+    [MemberData(nameof(PooledShapes))]
+    public void PooledOutputEqualsConvolutionThenPoolingExactly(int ci, int co, int h, int w, int k, int padding, int batch,
+        int poolKernel, int poolPadding, bool ceil)
+    {
+        const int poolStride = 2;
+        int oh = WindowMath.OutputSize(h, k, 2, padding, false);
+        int ow = WindowMath.OutputSize(w, k, 2, padding, false);
+        int ph = WindowMath.OutputSize(oh, poolKernel, poolStride, poolPadding, ceil);
+        int pw = WindowMath.OutputSize(ow, poolKernel, poolStride, poolPadding, ceil);
+        float[] x = GoldenFill.Fill("stempool.x", ci * batch * h * w, 4.0);
+        x[(batch - 1) * h * w + h / 2 * w + w / 3] = float.NaN;
+        float[] weight = GoldenFill.Fill("stempool.w", co * ci * k * k, 4.0);
+        float[] bias = GoldenFill.Fill("stempool.b", co, 1.0);
+        float[] scale = GoldenFill.Fill("stempool.s", co, 2.0);
+        var convolved = new float[co * batch * oh * ow];
+        StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow, relu: true, convolved, scale);
+        var expected = new float[co * batch * ph * pw];
+        Pooling.MaxForward(convolved, co * batch, oh, ow, poolKernel, poolStride, poolPadding, ph, pw, expected);
+        Assert.Contains(expected, float.IsNaN);
+
+        int savedThreads = Gemm.MaxThreads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2 })
+            {
+                Gemm.MaxThreads = threads;
+                var pooled = new float[expected.Length];
+                pooled.AsSpan().Fill(-7f); // every output is written
+                StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow, relu: true, pooled, scale,
+                    new PoolWindow(poolKernel, poolStride, poolPadding, ph, pw));
+                Assert.Equal(expected, pooled);
+            }
+        }
+        finally
+        {
+            Gemm.MaxThreads = savedThreads;
+        }
+        Assert.Throws<ArgumentException>(() => StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow,
+            relu: true, new float[expected.Length], scale, new PoolWindow(poolKernel, poolStride, poolPadding, ph + 2, pw)));
+    }
+
+    // Inference runs the stem and its pool as one; with the stem kernel off they run apart. The
+    // logits and, through the re-run that Backward makes, the input gradient must not differ.
+    [Theory]
+    [InlineData(Preset.Torchvision)]
+    [InlineData(Preset.D2l)]
+    [InlineData(Preset.Paper)]
+    public void ModelWithPooledStemEqualsTheLayersApart(Preset preset)
+    {
+        var options = GoogLeNetOptions.For(preset) with { InputHeight = 53, InputWidth = 50, Classes = 7 };
+        int channels = options.InputChannels;
+        float[] x = GoldenFill.Fill("stempool.model.x", 2 * channels * 53 * 50, 2.0);
+        float[] dLogits = GoldenFill.Fill("stempool.model.dy", 2 * 7, 1.0);
+
+        (float[] Logits, float[] DInput) Run(bool stem)
+        {
+            bool saved = StemConvolution.Enabled;
+            try
+            {
+                StemConvolution.Enabled = stem;
+                var model = new GoogLeNetModel(options) { ComputeInputGradient = true };
+                GoldenFill.FillAll(model.Parameters.All);
+                Tensor logits = model.Forward(Tensor.FromArray(x, [2, channels, 53, 50])).Logits;
+                Tensor dInput = model.Backward(Tensor.FromArray(dLogits, logits.Shape))!;
+                return (logits.Span.ToArray(), dInput.Span.ToArray());
+            }
+            finally
+            {
+                StemConvolution.Enabled = saved;
+            }
+        }
+
+        var fused = Run(stem: true);
+        var apart = Run(stem: false);
+        Assert.Equal(apart.Logits, fused.Logits);
+        Assert.Equal(apart.DInput, fused.DInput);
+        Assert.Contains(fused.DInput, v => v != 0f);
     }
 
     [Fact]
