@@ -147,6 +147,7 @@ public sealed class GoogLeNetModel
     }
 
     private Tensor? _pooledStemInput;
+    private int _pooledStemIndex;
 
     public GoogLeNetOutput Forward(Tensor input)
     {
@@ -172,6 +173,7 @@ public sealed class GoogLeNetModel
             {
                 // The stem and its pool ran as one (inference): the pool layer kept nothing.
                 _pooledStemInput = x;
+                _pooledStemIndex = i;
                 x = pooled;
                 i++;
                 continue;
@@ -201,8 +203,7 @@ public sealed class GoogLeNetModel
         {
             // After an inference forward that fused the stem with its pool, the pool has no
             // forward of its own to go back through: run the two apart once.
-            int stem = Array.FindIndex(_trunk, l => l is ConvBlock);
-            _trunk[stem + 1].Forward(_trunk[stem].Forward(stemInput));
+            _trunk[_pooledStemIndex + 1].Forward(_trunk[_pooledStemIndex].Forward(stemInput));
             _pooledStemInput = null;
         }
         for (int i = _trunk.Length - 1; i >= 0 && d is not null; i--)

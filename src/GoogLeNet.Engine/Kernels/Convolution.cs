@@ -261,10 +261,13 @@ public static unsafe class Convolution
         int paddedW = width + 2 * padding;
         int paddedPlane = (height + 2 * padding) * paddedW;
         long size = (long)channels * batch * paddedPlane + ImplicitColumns.Overrun;
+        if (size > Array.MaxLength)
+        {
+            return null;
+        }
         if (t_padded is null || t_padded.Length < size)
         {
-            t_padded = GC.AllocateUninitializedArray<float>((int)Math.Min(Math.Max(size, 1 << 16), int.MaxValue), pinned: true);
-            new Span<float>(t_padded).Clear();
+            t_padded = GC.AllocateUninitializedArray<float>((int)Math.Max(size, 1 << 16), pinned: true);
         }
         float* padded = (float*)Unsafe.AsPointer(ref t_padded[0]);
         var state = (image: (nint)image, padded: (nint)padded, height, width, padding, paddedW, paddedPlane);
