@@ -144,13 +144,7 @@ public static class Pooling
         int reach = padding * width;
         // The plane's copy with -infinity rows above and below it (and past its end), and the
         // row maxima with room for the column taps either side.
-        int copyStart = reach + 8;
-        int copyLength = copyStart + run + reach + 8;
-        int rowsStart = copyLength + padding + 8;
-        int size = rowsStart + run + padding + 8;
-        float[] scratch = t_centredPlanes is { } cached && cached.Length >= size
-            ? cached
-            : t_centredPlanes = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
+        float[] scratch = CentredScratch(run, reach, padding, out int copyStart, out int rowsStart, out int size);
         int taps = kernel - 1;
         int[] masks = ColumnTapMasks(width, padding, run);
         Vector256<float> negativeInfinity = Vector256.Create(float.NegativeInfinity);
@@ -211,6 +205,18 @@ public static class Pooling
         }
     }
 
+    // The calling thread's scratch for the two passes of a centred window: the plane's copy and
+    // then the first pass's result, each a run with its slack (and a vector) before and after it.
+    private static float[] CentredScratch(int run, int copySlack, int rowsSlack, out int copyStart, out int rowsStart, out int size)
+    {
+        copyStart = copySlack + 8;
+        rowsStart = copyStart + run + copySlack + 8 + rowsSlack + 8;
+        size = rowsStart + run + rowsSlack + 8;
+        return t_centredPlanes is { } cached && cached.Length >= size
+            ? cached
+            : t_centredPlanes = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
+    }
+
     // Column tap t of a centred window (its columns but the centre: leftwards from the centre,
     // then rightwards) is dx away.
     private static int ColumnTap(int t, int padding) => t < padding ? -(t + 1) : t - padding + 1;
@@ -248,13 +254,7 @@ public static class Pooling
         int plane = height * width;
         int run = (plane + 7) / 8 * 8;
         int reach = padding * width;
-        int copyStart = padding + 8;
-        int copyLength = copyStart + run + padding + 8;
-        int rowsStart = copyLength + reach + 8;
-        int size = rowsStart + run + reach + 8;
-        float[] scratch = t_centredPlanes is { } cached && cached.Length >= size
-            ? cached
-            : t_centredPlanes = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
+        float[] scratch = CentredScratch(run, padding, reach, out int copyStart, out int rowsStart, out int size);
         int[] rowIndices = t_centredIndices is { } cachedIndices && cachedIndices.Length >= size
             ? cachedIndices
             : t_centredIndices = GC.AllocateUninitializedArray<int>(Math.Max(size, 4096));
