@@ -43,6 +43,14 @@ public static unsafe class Winograd
     // ones and 1 MiB groups slower everywhere; 256 KiB is the guess where the size is unknown.
     internal static int GroupFloats { get; set; } = s_l2Bytes / 2 / sizeof(float);
 
+    // The input gradient's groups get half as much again (three quarters of the L2). Its
+    // transformed weights span all the layer's output channels, so it gains from fewer, larger
+    // groups where the forward pass lost: on the Cascade Lake VM, same process, two rounds,
+    // input gradient 81-82 -> 76-77 ms (d2l conv3, batch 128), 37 -> 35 (d2l 3b), 27 -> 23
+    // (d2l 4e), 96-98 -> 90-91 (torchvision conv3, batch 32), 33 -> 27-28 (4e), while the
+    // forward pass with such groups went 63-66 -> 67 (d2l conv3) and 37 -> 43 (torchvision 3b).
+    private static int InputGradientGroupFloats => GroupFloats / 2 * 3;
+
     private static int L2Bytes()
     {
         const int Fallback = 512 * 1024;
@@ -129,7 +137,7 @@ public static unsafe class Winograd
             TransformWeights(weight, outChannels, inChannels, transposeAndRotate: false, scratch);
             u = scratch;
         }
-        Run(input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output);
+        Run(input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output, GroupFloats);
     }
 
     // dOutput (co, n, h, w); weight (co, ci, 3, 3); dInput (ci, n, h, w), overwritten. The input
@@ -143,7 +151,7 @@ public static unsafe class Winograd
         Check(dInput.Length, inChannels, batch, height, width, "dInput");
         Span<float> u = PackedWeights(inChannels, outChannels);
         TransformWeights(weight, outChannels, inChannels, transposeAndRotate: true, u);
-        Run(dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput);
+        Run(dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats);
     }
 
     // input (ci, n, h, w); dOutput (co, n, h, w); dWeight (co, ci, 3, 3) += the weight gradient.
@@ -414,9 +422,11 @@ public static unsafe class Winograd
     }
 
     /// <summary>Tiles per group for this many input channels: a multiple of the micro-tile width whose V fits <see cref="GroupFloats"/>.</summary>
-    internal static int GroupTiles(int inChannels, int tiles)
+    internal static int GroupTiles(int inChannels, int tiles) => GroupTiles(inChannels, tiles, GroupFloats);
+
+    private static int GroupTiles(int inChannels, int tiles, int groupFloats)
     {
-        int fit = GroupFloats / (Positions * inChannels) / Panel * Panel;
+        int fit = groupFloats / (Positions * inChannels) / Panel * Panel;
         int needed = (tiles + Panel - 1) / Panel * Panel;
         return Math.Clamp(Math.Min(fit, needed), Panel, MaxGroupTiles);
     }
@@ -424,12 +434,12 @@ public static unsafe class Winograd
     // Tile t is (image, ty, tx) = (t / (th * tw), t / tw % th, t % tw).
     private static void Run(
         ReadOnlySpan<float> input, int batch, int cIn, int height, int width, ReadOnlySpan<float> u, int cOut,
-        ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output)
+        ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output, int groupFloats)
     {
         int tilesWide = TilesWide(width);
         int tilesHigh = (height + 1) / 2;
         int tiles = batch * tilesHigh * tilesWide;
-        int group = GroupTiles(cIn, tiles);
+        int group = GroupTiles(cIn, tiles, groupFloats);
         int groups = (tiles + group - 1) / group;
         int blocks = Blocks(cOut);
         // With few groups the output channels are split as well, so every thread has work; each
