@@ -158,17 +158,7 @@ public static class Pooling
             {
                 float* x = input + (long)p * plane;
                 float* y = output + (long)p * plane;
-                Vector256<float> nan = Vector256<float>.Zero;
-                for (int i = 0; i < run; i += 8)
-                {
-                    Vector256<float> v = i + 8 <= plane
-                        ? Avx.LoadVector256(x + i)
-                        : Vector256.ConditionalSelect(LanesBelow(plane - i).AsSingle(),
-                            Avx.MaskLoad(x + i, LanesBelow(plane - i).AsSingle()), negativeInfinity);
-                    nan |= Vector256.IsNaN(v);
-                    v.Store(copy + i);
-                }
-                if (nan != Vector256<float>.Zero)
+                if (CopyFindingNaN(x, plane, copy))
                 {
                     MaxPlanesVector<WithoutArgmax>(x, 1, height, width, kernel, 1, padding, height, width, y, null);
                     continue;
@@ -203,6 +193,22 @@ public static class Pooling
                 }
             }
         }
+    }
+
+    // copy[0, plane) = x, then -infinity up to the next whole vector; whether x holds a NaN.
+    private static unsafe bool CopyFindingNaN(float* x, int plane, float* copy)
+    {
+        Vector256<float> nan = Vector256<float>.Zero;
+        for (int i = 0; i < plane; i += 8)
+        {
+            Vector256<float> v = i + 8 <= plane
+                ? Avx.LoadVector256(x + i)
+                : Vector256.ConditionalSelect(LanesBelow(plane - i).AsSingle(),
+                    Avx.MaskLoad(x + i, LanesBelow(plane - i).AsSingle()), Vector256.Create(float.NegativeInfinity));
+            nan |= Vector256.IsNaN(v);
+            v.Store(copy + i);
+        }
+        return nan != Vector256<float>.Zero;
     }
 
     // The calling thread's scratch for the two passes of a centred window: the plane's copy and
@@ -274,14 +280,7 @@ public static class Pooling
                 float* x = input + (long)p * plane;
                 float* y = output + (long)p * plane;
                 int* argmax = indices + (long)p * plane;
-                Vector256<float> nan = Vector256<float>.Zero;
-                for (int i = 0; i < run; i += 8)
-                {
-                    Vector256<float> v = i + 8 <= plane ? Avx.LoadVector256(x + i) : Avx.MaskLoad(x + i, LanesBelow(plane - i).AsSingle());
-                    nan |= Vector256.IsNaN(v);
-                    v.Store(copy + i);
-                }
-                if (nan != Vector256<float>.Zero)
+                if (CopyFindingNaN(x, plane, copy))
                 {
                     MaxPlanesVector<WithArgmax>(x, 1, height, width, kernel, 1, padding, height, width, y, argmax);
                     continue;
