@@ -1,6 +1,6 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace GoogLeNet.Engine.Kernels;
 
@@ -130,11 +130,14 @@ public static unsafe class StemConvolution
     [ThreadStatic]
     private static float[]? t_band;
 
-    // The calling thread's split rows, panel and edge tile, and (pooling) a band of
-    // convolution rows of every output channel with a row of their maxima.
-    private static float* Scratch(in Shape s, int pooledRows, out float* split, out float* panel, out float* edge)
+    // Split input rows for convRows output rows of every input channel.
+    private static int SplitRowCount(in Shape s, int convRows) => 2 * convRows + s.KernelH - 2;
+
+    // The calling thread's split rows for up to convRows output rows, panel and edge tile, and
+    // (pooling) a band of pooledRows convolution rows of every output channel with a row of their maxima.
+    private static float* Scratch(in Shape s, int convRows, int pooledRows, out float* split, out float* panel, out float* edge)
     {
-        int splitLength = s.CIn * (2 * BandRows + s.KernelH - 2) * 2 * s.RowLength;
+        int splitLength = s.CIn * SplitRowCount(s, convRows) * 2 * s.RowLength;
         long needed = splitLength + (long)s.Taps * PanelColumns + Rows * PanelColumns + (long)s.Blocks * Rows * pooledRows * s.OutW + s.OutW;
         if (t_band is null || t_band.Length < needed)
         {
@@ -150,14 +153,15 @@ public static unsafe class StemConvolution
     // Units [start, start + count): unit = image * bands + band of BandRows output rows.
     private static void RunBands(in Shape s, float* x, in Epilogue e, float* y, int bands, int start, int count)
     {
-        Scratch(s, 0, out float* split, out float* panel, out float* edge);
+        Scratch(s, BandRows, 0, out float* split, out float* panel, out float* edge);
+        int splitRows = SplitRowCount(s, BandRows);
         long planeOut = (long)s.OutH * s.OutW;
         for (int unit = start; unit < start + count; unit++)
         {
             int image = unit / bands;
             int oy0 = unit % bands * BandRows;
             int oy1 = Math.Min(s.OutH, oy0 + BandRows);
-            ComputeRows(s, x, e, image, oy0, oy1, y + image * planeOut + (long)oy0 * s.OutW, s.Batch * planeOut, split, panel, edge);
+            ComputeRows(s, x, e, image, oy0, oy1, y + image * planeOut + (long)oy0 * s.OutW, s.Batch * planeOut, split, splitRows, panel, edge);
         }
     }
 
@@ -167,7 +171,9 @@ public static unsafe class StemConvolution
     private static void RunPooledBands(in Shape s, float* x, in Epilogue e, float* y, PoolWindow pool, int bands, int start, int count)
     {
         int maxRows = (BandRows - 1) * pool.Stride + pool.Kernel;
-        float* rows = Scratch(s, maxRows, out float* split, out float* panel, out float* edge);
+        // All of a band's convolution rows in one pass, so the input rows they share are split once.
+        float* rows = Scratch(s, maxRows, maxRows, out float* split, out float* panel, out float* edge);
+        int splitRows = SplitRowCount(s, maxRows);
         float* rowMax = rows + (long)s.Blocks * Rows * maxRows * s.OutW;
         long channelRows = (long)maxRows * s.OutW;
         long pooledPlane = (long)pool.OutH * pool.OutW;
@@ -179,10 +185,7 @@ public static unsafe class StemConvolution
             int py1 = Math.Min(pool.OutH, py0 + BandRows);
             int r0 = Math.Max(0, py0 * pool.Stride - pool.Padding);
             int r1 = Math.Min(s.OutH, (py1 - 1) * pool.Stride - pool.Padding + pool.Kernel);
-            for (int oy = r0; oy < r1; oy += BandRows)
-            {
-                ComputeRows(s, x, e, image, oy, Math.Min(r1, oy + BandRows), rows + (long)(oy - r0) * s.OutW, channelRows, split, panel, edge);
-            }
+            ComputeRows(s, x, e, image, r0, r1, rows, channelRows, split, splitRows, panel, edge);
             for (int co = 0; co < s.COut; co++)
             {
                 float* channel = rows + co * channelRows;
@@ -191,14 +194,35 @@ public static unsafe class StemConvolution
                 {
                     int y0 = Math.Max(py * pool.Stride - pool.Padding, 0);
                     int y1 = Math.Min(py * pool.Stride - pool.Padding + pool.Kernel, s.OutH);
-                    new ReadOnlySpan<float>(channel + (long)(y0 - r0) * s.OutW, s.OutW).CopyTo(maxima);
-                    for (int iy = y0 + 1; iy < y1; iy++)
-                    {
-                        TensorPrimitives.Max(maxima, new ReadOnlySpan<float>(channel + (long)(iy - r0) * s.OutW, s.OutW), maxima);
-                    }
+                    MaxOfRows(channel + (long)(y0 - r0) * s.OutW, y1 - y0, s.OutW, rowMax);
                     PoolColumns(maxima, pool, new Span<float>(target + (long)py * pool.OutW, pool.OutW));
                 }
             }
+        }
+    }
+
+    // dst[i] = max over rows r < count of first[r * width + i]; NaN wins (IEEE maximum, as
+    // Pooling.MaxForward).
+    private static void MaxOfRows(float* first, int count, int width, float* dst)
+    {
+        int i = 0;
+        for (; i + 8 <= width; i += 8)
+        {
+            Vector256<float> best = Vector256.Load(first + i);
+            for (int r = 1; r < count; r++)
+            {
+                best = Vector256.Max(best, Vector256.Load(first + (long)r * width + i));
+            }
+            best.Store(dst + i);
+        }
+        for (; i < width; i++)
+        {
+            float best = first[i];
+            for (int r = 1; r < count; r++)
+            {
+                best = MathF.Max(best, first[(long)r * width + i]);
+            }
+            dst[i] = best;
         }
     }
 
@@ -225,13 +249,13 @@ public static unsafe class StemConvolution
         }
     }
 
-    // Output rows [oy0, oy1) (at most BandRows) of one image, all output channels: row oy of
-    // channel co goes to target + co * ldc + (oy - oy0) * outW.
+    // Output rows [oy0, oy1) of one image, all output channels: row oy of channel co goes to
+    // target + co * ldc + (oy - oy0) * outW. split holds splitRows rows per input channel, enough
+    // for the band (SplitRowCount).
     private static void ComputeRows(in Shape s, float* x, in Epilogue e, int image, int oy0, int oy1, float* target, long ldc,
-        float* split, float* panel, float* edge)
+        float* split, int splitRows, float* panel, float* edge)
     {
         int taps = s.Taps;
-        int splitRows = 2 * BandRows + s.KernelH - 2;
         int ldcInt = checked((int)ldc);
         float* a = (float*)e.Weights;
         float* scale = (float*)e.Scale;
@@ -286,14 +310,53 @@ public static unsafe class StemConvolution
                     new Span<float>(even, 2 * length).Clear();
                     continue;
                 }
-                float* source = plane + (long)iy * s.Width;
-                for (int j = 0; j < length; j++)
-                {
-                    int ix = 2 * j - s.Padding;
-                    even[j] = (uint)ix < (uint)s.Width ? source[ix] : 0f;
-                    odd[j] = (uint)(ix + 1) < (uint)s.Width ? source[ix + 1] : 0f;
-                }
+                SplitRow(plane + (long)iy * s.Width, s.Width, s.Padding, length, even, odd);
             }
+        }
+    }
+
+    // even[j] = row[2j - padding], odd[j] = row[2j + 1 - padding] for j in [0, length), zero
+    // outside [0, width). Whole vectors wherever all their reads lie inside the row, a
+    // permutation splitting each pair of loads; the padded ends one value at a time.
+    private static void SplitRow(float* row, int width, int padding, int length, float* even, float* odd)
+    {
+        int j = Math.Min((padding + 1) / 2, length); // the first j whose reads start inside the row
+        SplitScalar(row, width, padding, 0, j, even, odd);
+        if (Avx512F.IsSupported)
+        {
+            Vector512<int> evenLanes = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            Vector512<int> oddLanes = evenLanes + Vector512<int>.One;
+            for (; j + 16 <= length && 2 * j - padding + 32 <= width; j += 16)
+            {
+                float* from = row + 2 * j - padding;
+                Vector512<float> low = Vector512.Load(from), high = Vector512.Load(from + 16);
+                Avx512F.PermuteVar16x32x2(low, evenLanes, high).Store(even + j);
+                Avx512F.PermuteVar16x32x2(low, oddLanes, high).Store(odd + j);
+            }
+        }
+        if (Avx2.IsSupported)
+        {
+            for (; j + 8 <= length && 2 * j - padding + 16 <= width; j += 8)
+            {
+                float* from = row + 2 * j - padding;
+                Vector256<float> a = Vector256.Load(from), b = Vector256.Load(from + 8);
+                // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], likewise the odd lanes.
+                Vector256<float> evens = Avx.Shuffle(a, b, 0b10_00_10_00);
+                Vector256<float> odds = Avx.Shuffle(a, b, 0b11_01_11_01);
+                Avx2.Permute4x64(evens.AsDouble(), 0b11_01_10_00).AsSingle().Store(even + j);
+                Avx2.Permute4x64(odds.AsDouble(), 0b11_01_10_00).AsSingle().Store(odd + j);
+            }
+        }
+        SplitScalar(row, width, padding, j, length, even, odd);
+    }
+
+    private static void SplitScalar(float* row, int width, int padding, int from, int to, float* even, float* odd)
+    {
+        for (int j = from; j < to; j++)
+        {
+            int ix = 2 * j - padding;
+            even[j] = (uint)ix < (uint)width ? row[ix] : 0f;
+            odd[j] = (uint)(ix + 1) < (uint)width ? row[ix + 1] : 0f;
         }
     }
 
