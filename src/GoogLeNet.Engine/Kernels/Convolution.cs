@@ -251,10 +251,11 @@ public static unsafe class Convolution
 
     // Stride 1 with padding: the batch (c, n, h, w) copied into zero-bordered planes
     // (c, n, h + 2p, w + 2p) of the calling thread's pinned scratch, so that every output row of
-    // col is a plain run of a padded row. Null when the copy does not apply.
-    private static float* PadImages(float* image, int batch, int channels, int height, int width, int stride, int padding)
+    // col is a plain run of a padded row; ImplicitColumns.Overrun floats past the last plane are
+    // readable. Null when the copy does not apply (force: whatever PaddedColumns says).
+    internal static float* PadImages(float* image, int batch, int channels, int height, int width, int stride, int padding, bool force = false)
     {
-        if (!PaddedColumns || stride != 1 || padding == 0)
+        if ((!PaddedColumns && !force) || stride != 1 || padding == 0)
         {
             return null;
         }
@@ -531,6 +532,12 @@ public static unsafe class Convolution
             Winograd.ForwardChannelMajor(input, batch, inChannels, height, width, weight, bias, outChannels, relu, output, scale, winogradWeights);
             return;
         }
+        if (DirectConvolution.ChosenForward(batch, inChannels, height, width, outChannels, kernelH, kernelW, stride, padding))
+        {
+            DirectConvolution.ForwardChannelMajor(input, batch, inChannels, height, width, weight, bias, outChannels, kernelH, kernelW, padding,
+                relu, output, scale);
+            return;
+        }
         if (StemConvolution.Applies(inChannels, kernelH, kernelW, stride, padding))
         {
             StemConvolution.Forward(input, batch, inChannels, height, width, weight, bias, outChannels, kernelH, kernelW, padding,
@@ -613,6 +620,14 @@ public static unsafe class Convolution
         }
         if (dInput.IsEmpty)
         {
+            return;
+        }
+        // dX is the forward convolution of dY with the kernels transposed and turned by 180
+        // degrees, padded by k - 1 - p, where the direct kernel takes it.
+        if (kernelH == kernelW && DirectConvolution.Chosen(batch, outChannels, outH, outW, kernelH, kernelW, stride, kernelH - 1 - padding))
+        {
+            DirectConvolution.ForwardChannelMajor(dOutput, batch, outChannels, outH, outW, weight, default, inChannels, kernelH, kernelW,
+                kernelH - 1 - padding, relu: false, dInput, transposeAndRotate: true);
             return;
         }
         RequireColumns(col, k, outPixels);
