@@ -119,13 +119,29 @@ public sealed class ConvBlock : Layer
 
     public override Tensor? Backward(Tensor dOutput)
     {
+        RerunFoldedForward();
+        return _body.Backward(dOutput);
+    }
+
+    /// <summary>
+    /// Backward from the gradient with respect to the ReLU's input, for a caller that applied the
+    /// ReLU's gradient itself (<see cref="MaxPool2d.BackwardThroughRelu"/>): BatchNorm (if any)
+    /// and the convolution.
+    /// </summary>
+    internal Tensor? BackwardBelowRelu(Tensor dPreActivation)
+    {
+        RerunFoldedForward();
+        return Conv.Backward(Norm is null ? dPreActivation : Norm.Backward(dPreActivation));
+    }
+
+    // The folded forward kept nothing for the backward pass: run the layers one by one.
+    private void RerunFoldedForward()
+    {
         if (_foldedInput is not null)
         {
-            // The folded forward kept nothing for the backward pass: run the layers one by one.
             _body.Forward(_foldedInput);
             _foldedInput = null;
         }
-        return _body.Backward(dOutput);
     }
 }
 

@@ -216,6 +216,15 @@ public sealed class GoogLeNetModel
             {
                 AddInPlace(d, RunBackward(RequireAux(_aux1), dAux1, profile)!);
             }
+            if (FoldReluIntoPoolBackward && i > 0 && _trunk[i] is MaxPool2d pool && _trunk[i - 1] is ConvBlock below
+                && i - 1 != _aux1Tap && i - 1 != _aux2Tap && RunBackwardThroughRelu(pool, d, profile) is { } dPreActivation)
+            {
+                // The pool applied the block's ReLU gradient in its scatter (conv1 -> maxpool1,
+                // conv3 -> maxpool2): one pass over the block's output fewer.
+                d = RunBackwardBelowRelu(below, dPreActivation, profile);
+                i--;
+                continue;
+            }
             d = RunBackward(_trunk[i], d, profile);
         }
         if (d is null || d.Shape[0] == 1)
@@ -260,6 +269,28 @@ public sealed class GoogLeNetModel
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         Tensor? dInput = layer.Backward(dOutput);
         profile.Add(layer.Name, start, backward: true);
+        return dInput;
+    }
+
+    /// <summary>Whether Backward lets a max pool apply the ReLU gradient of the ConvBlock before it (on by default; off to compare).</summary>
+    internal static bool FoldReluIntoPoolBackward { get; set; } = true;
+
+    private static Tensor? RunBackwardThroughRelu(MaxPool2d pool, Tensor dOutput, ModuleProfile? profile)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        Tensor? dInput = pool.BackwardThroughRelu(dOutput);
+        if (dInput is not null)
+        {
+            profile?.Add(pool.Name, start, backward: true);
+        }
+        return dInput;
+    }
+
+    private static Tensor? RunBackwardBelowRelu(ConvBlock block, Tensor dPreActivation, ModuleProfile? profile)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        Tensor? dInput = block.BackwardBelowRelu(dPreActivation);
+        profile?.Add(block.Name, start, backward: true);
         return dInput;
     }
 

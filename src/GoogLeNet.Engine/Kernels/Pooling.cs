@@ -569,6 +569,34 @@ public static class Pooling
     }
 
     /// <summary>
+    /// <see cref="MaxBackwardIndexed"/> for a pool whose input is a ReLU's output, giving the
+    /// gradient with respect to the ReLU's input: an output whose maximum (pooled) is not
+    /// positive passes nothing, as the ReLU's gradient at its argmax is zero, and the rest
+    /// scatter as before. Equal bit for bit to the scatter followed by
+    /// <see cref="Elementwise.ReluBackward"/>, without that pass over the larger tensor.
+    /// </summary>
+    public static void MaxBackwardIndexedThroughRelu(
+        ReadOnlySpan<int> indices, ReadOnlySpan<float> pooled, ReadOnlySpan<float> dOutput, int planes, int inPlane, int outPlane,
+        Span<float> dInput)
+    {
+        dInput.Slice(0, planes * inPlane).Clear();
+        for (int p = 0; p < planes; p++)
+        {
+            ReadOnlySpan<int> argmax = indices.Slice(p * outPlane, outPlane);
+            ReadOnlySpan<float> maxima = pooled.Slice(p * outPlane, outPlane);
+            ReadOnlySpan<float> dy = dOutput.Slice(p * outPlane, outPlane);
+            Span<float> dx = dInput.Slice(p * inPlane, inPlane);
+            for (int o = 0; o < argmax.Length; o++)
+            {
+                if (maxima[o] > 0f)
+                {
+                    dx[argmax[o]] += dy[o];
+                }
+            }
+        }
+    }
+
+    /// <summary>
     /// Routes each output gradient to the first input of its window that equals the output (the
     /// first maximum, PyTorch's choice; NaN matches NaN). Overwrites dInput.
     /// </summary>

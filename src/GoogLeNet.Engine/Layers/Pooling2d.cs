@@ -106,6 +106,30 @@ public sealed class MaxPool2d : WindowPool2d
                 s.dInput.Span.Slice(start * s.inPlane, count * s.inPlane)));
         return dInput;
     }
+
+    /// <summary>
+    /// Backward for a pool whose input is the output of a ReLU: returns the gradient with respect
+    /// to the ReLU's input (the ReLU's own backward is then skipped), equal bit for bit to
+    /// Backward followed by the ReLU's. Null when the last forward kept no argmax (inference
+    /// mode), where the caller runs the two apart.
+    /// </summary>
+    public Tensor? BackwardThroughRelu(Tensor dOutput)
+    {
+        Tensor input = RequireForward(_input);
+        if (!_indexed)
+        {
+            return null;
+        }
+        Tensor dInput = Ensure(ref _dInput, input.Shape);
+        int inPlane = input.Shape[2] * input.Shape[3];
+        int outPlane = dOutput.Shape[2] * dOutput.Shape[3];
+        int planes = input.Shape[0] * input.Shape[1];
+        Parallelism.For(planes, inPlane, (argmax: _argmax, pooled: _output!, dOutput, dInput, inPlane, outPlane), static (s, start, count) =>
+            Pooling.MaxBackwardIndexedThroughRelu(s.argmax.AsSpan(start * s.outPlane, count * s.outPlane),
+                s.pooled.Span.Slice(start * s.outPlane, count * s.outPlane), s.dOutput.Span.Slice(start * s.outPlane, count * s.outPlane),
+                count, s.inPlane, s.outPlane, s.dInput.Span.Slice(start * s.inPlane, count * s.inPlane)));
+        return dInput;
+    }
 }
 
 /// <summary>Square average pooling; count_include_pad and ceil mode follow PyTorch.</summary>
