@@ -610,13 +610,21 @@ public static unsafe class Convolution
         {
             throw new ArgumentException($"A channel-major input of {inChannels} x {batch} x {height} x {width} needs {(long)inChannels * batch * height * width} values, got {input.Length}.");
         }
-        // dW (co, ci*kh*kw) += dY (co, n*oh*ow) col^T, col's rows generated while the GEMM packs
-        // them rather than written out and read back (the stem's col is 147 x 401408 at batch 32).
-        fixed (float* image = input)
+        if (StemConvolution.TakesWeightGradient(inChannels, outChannels, kernelH, kernelW, stride, padding))
         {
-            float* padded = PadImages(image, batch, inChannels, height, width, stride, padding);
-            var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, padded);
-            Gemm.MultiplyImplicitTransposed(outChannels, k, columns, dOutput, columns, source, dWeight, k, accumulate: true);
+            StemConvolution.BackwardWeights(input, batch, inChannels, height, width, dOutput, outChannels, kernelH, kernelW, padding,
+                outH, outW, dWeight);
+        }
+        else
+        {
+            // dW (co, ci*kh*kw) += dY (co, n*oh*ow) col^T, col's rows generated while the GEMM
+            // packs them rather than written out and read back.
+            fixed (float* image = input)
+            {
+                float* padded = PadImages(image, batch, inChannels, height, width, stride, padding);
+                var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, padded);
+                Gemm.MultiplyImplicitTransposed(outChannels, k, columns, dOutput, columns, source, dWeight, k, accumulate: true);
+            }
         }
         if (dInput.IsEmpty)
         {

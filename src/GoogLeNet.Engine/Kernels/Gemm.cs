@@ -849,10 +849,10 @@ public static unsafe class Gemm
     // AVX2 one a panel at a time.
     // With scale and bias (six entries each, or null) and relu, the tile gets Multiply's epilogue.
     internal static void MicroKernel(int panels, int kc, float* a, float* b, int bStride, float* c, int ldc,
-        float* scale = null, float* bias = null, bool relu = false)
+        float* scale = null, float* bias = null, bool relu = false, bool accumulate = false)
     {
         Debug.Assert(panels is >= 1 and <= MaxTilePanels);
-        Kernel(s_wide, panels, kc, a, b, bStride, c, ldc, loadC: false, scale, bias, relu);
+        Kernel(s_wide, panels, kc, a, b, bStride, c, ldc, loadC: accumulate, scale, bias, relu);
     }
 
     // One MR x (vectors * 16) tile of C: c = aPanel * bPanel over kc (+ c when loadC), then
@@ -902,7 +902,7 @@ public static unsafe class Gemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(
+    internal static void Transpose8x8(
         Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
         Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7,
         out Vector256<float> o0, out Vector256<float> o1, out Vector256<float> o2, out Vector256<float> o3,

@@ -130,6 +130,233 @@ public static unsafe class StemConvolution
     [ThreadStatic]
     private static float[]? t_band;
 
+    /// <summary>Whether <see cref="Convolution.BackwardChannelMajor"/> takes <see cref="BackwardWeights"/> for this layer.</summary>
+    public static bool TakesWeightGradient(int inChannels, int outChannels, int kernelH, int kernelW, int stride, int padding) =>
+        Applies(inChannels, kernelH, kernelW, stride, padding) && outChannels <= PanelColumns;
+
+    // The weight gradient sums over the batch's pixels in this many parts, each its own pixels
+    // in order, then adds the parts in order: the result does not depend on the thread count.
+    private const int Parts = 16;
+
+    [ThreadStatic]
+    private static float[]? t_parts;
+
+    [ThreadStatic]
+    private static float[]? t_operands;
+
+    // input (ci, n, h, w); dOutput (co, n, oh, ow); dWeight (co, ci, kh, kw) += the weight
+    // gradient of the stride-2 convolution.
+    //
+    // The implicit GEMM ran this as dY (co, pixels) col^T with k = every pixel of the batch
+    // (401408 at torchvision's batch 32) and packed both operands for a 64 x 147 (or 64 x 49)
+    // result: 91-93 and 55-56 GFLOP/s. Here the taps are the micro-kernel's rows and the output
+    // channels its columns, so C^T (taps, co) stays a few tiles that every pixel adds to: for
+    // each output row the split input rows give each tap's pixels as one run (FillPanel), six
+    // taps are interleaved pixel by pixel into the A panel, dY's row is transposed into the B
+    // panel (pixels, co), and the micro-kernel accumulates.
+    public static void BackwardWeights(
+        ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
+        ReadOnlySpan<float> dOutput, int outChannels, int kernelH, int kernelW, int padding, int outH, int outW, Span<float> dWeight)
+    {
+        if (!TakesWeightGradient(inChannels, outChannels, kernelH, kernelW, 2, padding))
+        {
+            throw new ArgumentException($"The stem weight gradient takes stride-2 kernels of 3x3 and more with padding under the kernel, at most {MaxTaps} taps and {PanelColumns} output channels; got {inChannels} x {kernelH} x {kernelW} -> {outChannels}, padding {padding}.");
+        }
+        int taps = inChannels * kernelH * kernelW;
+        if (outH != WindowMath.OutputSize(height, kernelH, 2, padding, false) || outW != WindowMath.OutputSize(width, kernelW, 2, padding, false))
+        {
+            throw new ArgumentException($"A {kernelH}x{kernelW} stride-2 convolution with padding {padding} of {height} x {width} gives {WindowMath.OutputSize(height, kernelH, 2, padding, false)} x {WindowMath.OutputSize(width, kernelW, 2, padding, false)}, not {outH} x {outW}.");
+        }
+        if (input.Length < (long)inChannels * batch * height * width || dOutput.Length < (long)outChannels * batch * outH * outW
+            || dWeight.Length < outChannels * taps)
+        {
+            throw new ArgumentException($"The stem weight gradient {inChannels} x {batch} x {height} x {width} -> {outChannels} x {outH} x {outW} got too short a span.");
+        }
+        int blocks = (taps + Rows - 1) / Rows;
+        int tapRows = blocks * Rows;
+        var shape = new Shape(batch, inChannels, height, width, outChannels, kernelH, kernelW, padding, outH, outW,
+            blocks, SplitRowLength(width, kernelW, padding, outW));
+        int bands = (outH + BandRows - 1) / BandRows;
+        int units = batch * bands;
+        int parts = Math.Min(Parts, units);
+        int partLength = tapRows * PanelColumns;
+        if (t_parts is null || t_parts.Length < parts * partLength)
+        {
+            t_parts = GC.AllocateUninitializedArray<float>(Parts * partLength, pinned: true);
+        }
+        fixed (float* x = input, dy = dOutput, dw = dWeight, sums = t_parts)
+        {
+            Parallelism.For(parts, (long)units / parts * BandRows * outW * taps * outChannels,
+                (shape, x: (nint)x, dy: (nint)dy, sums: (nint)sums, parts, units, partLength),
+                static (t, start, count) =>
+                {
+                    for (int part = start; part < start + count; part++)
+                    {
+                        float* sum = (float*)t.sums + (long)part * t.partLength;
+                        new Span<float>(sum, t.partLength).Clear();
+                        int bandCount = (t.shape.OutH + BandRows - 1) / BandRows;
+                        for (int unit = (int)((long)part * t.units / t.parts); unit < (int)((long)(part + 1) * t.units / t.parts); unit++)
+                        {
+                            AccumulateBand(t.shape, (float*)t.x, (float*)t.dy, unit / bandCount, unit % bandCount * BandRows, sum);
+                        }
+                    }
+                });
+            // dW (co, tap) += the parts' C^T (tap, co), in part order.
+            for (int part = 0; part < parts; part++)
+            {
+                float* sum = sums + (long)part * partLength;
+                for (int tap = 0; tap < taps; tap++)
+                {
+                    for (int co = 0; co < outChannels; co++)
+                    {
+                        dw[(long)co * taps + tap] += sum[tap * PanelColumns + co];
+                    }
+                }
+            }
+        }
+    }
+
+    // Pixels per product of the weight gradient: its A (all taps) and B (all output channels)
+    // for this many pixels stay within the L2 (230 and 98 KB for torchvision's 147 taps).
+    private const int GradientPixels = 384;
+
+    // C^T (tapRows, 64) += the products of output rows [oy0, oy0 + BandRows) of one image, in
+    // chunks of whole rows of at most GradientPixels pixels (at least one row).
+    private static void AccumulateBand(in Shape s, float* x, float* dy, int image, int oy0, float* sum)
+    {
+        int tapRows = s.Blocks * Rows;
+        int chunkRows = Math.Max(1, GradientPixels / s.OutW);
+        int maxPixels = chunkRows * s.OutW;
+        Scratch(s, BandRows, 0, out float* split, out float* panel, out float* _);
+        // Each block's A ends in the eight floats that the last pixel's interleaving store reaches.
+        int blockStride = Rows * maxPixels + 8;
+        int operandLength = s.Blocks * blockStride + maxPixels * PanelColumns;
+        if (t_operands is null || t_operands.Length < operandLength)
+        {
+            t_operands = GC.AllocateUninitializedArray<float>(operandLength, pinned: true);
+        }
+        float* a = (float*)Unsafe.AsPointer(ref t_operands[0]);
+        float* b = a + (long)s.Blocks * blockStride;
+        int splitRows = SplitRowCount(s, BandRows);
+        int oy1 = Math.Min(s.OutH, oy0 + BandRows);
+        SplitRows(s, x, image, 2 * oy0 - s.Padding, 2 * (oy1 - oy0 - 1) + s.KernelH, splitRows, split);
+        int vectors = (s.COut + Gemm.TileColumns - 1) / Gemm.TileColumns;
+        long channelStride = (long)s.Batch * s.OutH * s.OutW;
+        for (int first = oy0; first < oy1; first += chunkRows)
+        {
+            int last = Math.Min(oy1, first + chunkRows);
+            int pixels = (last - first) * s.OutW;
+            for (int oy = first; oy < last; oy++)
+            {
+                for (int ox = 0; ox < s.OutW; ox += PanelColumns)
+                {
+                    int columns = Math.Min(PanelColumns, s.OutW - ox);
+                    FillPanel(s, split, splitRows, 2 * (oy - oy0), ox, (columns + Gemm.TileColumns - 1) / Gemm.TileColumns * Gemm.TileColumns, panel);
+                    // Taps past the last are zero rows of A (the panel's last block runs into
+                    // the edge tile after it, unused here).
+                    for (int tap = s.Taps; tap < tapRows; tap++)
+                    {
+                        new Span<float>(panel + tap * PanelColumns, columns).Clear();
+                    }
+                    int k0 = (oy - first) * s.OutW + ox;
+                    for (int block = 0; block < s.Blocks; block++)
+                    {
+                        Interleave(panel + block * Rows * PanelColumns, columns, a + (long)block * blockStride + k0 * Rows);
+                    }
+                }
+            }
+            // The chunk's rows are one run of each channel's plane.
+            Transpose(dy + ((long)image * s.OutH + first) * s.OutW, channelStride, s.COut, pixels, b);
+            for (int block = 0; block < s.Blocks; block++)
+            {
+                Gemm.MicroKernel(vectors, pixels, a + (long)block * blockStride, b, PanelColumns, sum + block * Rows * PanelColumns,
+                    PanelColumns, accumulate: true);
+            }
+        }
+    }
+
+    // a[k * 6 + r] = rows[r * 64 + k] for k < count: six rows of a panel, pixel by pixel.
+    private static void Interleave(float* rows, int count, float* a)
+    {
+        int k = 0;
+        if (Avx.IsSupported)
+        {
+            for (; k + 8 <= count; k += 8)
+            {
+                Gemm.Transpose8x8(
+                    Vector256.Load(rows + k), Vector256.Load(rows + PanelColumns + k), Vector256.Load(rows + 2 * PanelColumns + k),
+                    Vector256.Load(rows + 3 * PanelColumns + k), Vector256.Load(rows + 4 * PanelColumns + k), Vector256.Load(rows + 5 * PanelColumns + k),
+                    Vector256<float>.Zero, Vector256<float>.Zero,
+                    out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
+                // Eight floats where six belong: each store's last two are the next pixel's to overwrite.
+                float* d = a + k * Rows;
+                o0.Store(d);
+                o1.Store(d + Rows);
+                o2.Store(d + 2 * Rows);
+                o3.Store(d + 3 * Rows);
+                o4.Store(d + 4 * Rows);
+                o5.Store(d + 5 * Rows);
+                o6.Store(d + 6 * Rows);
+                o7.Store(d + 7 * Rows);
+            }
+        }
+        for (; k < count; k++)
+        {
+            for (int r = 0; r < Rows; r++)
+            {
+                a[k * Rows + r] = rows[r * PanelColumns + k];
+            }
+        }
+    }
+
+    // b[k * 64 + co] = dy[co * channelStride + k] for co < channels, k < count: one output row's
+    // pixels of every output channel, pixel by pixel. Columns past the channels keep whatever
+    // they held: the sums they feed are never read.
+    private static void Transpose(float* dy, long channelStride, int channels, int count, float* b)
+    {
+        int co = 0;
+        if (Avx.IsSupported)
+        {
+            for (; co + 8 <= channels; co += 8)
+            {
+                float* source = dy + co * channelStride;
+                int k = 0;
+                for (; k + 8 <= count; k += 8)
+                {
+                    Gemm.Transpose8x8(
+                        Vector256.Load(source + k), Vector256.Load(source + channelStride + k), Vector256.Load(source + 2 * channelStride + k),
+                        Vector256.Load(source + 3 * channelStride + k), Vector256.Load(source + 4 * channelStride + k),
+                        Vector256.Load(source + 5 * channelStride + k), Vector256.Load(source + 6 * channelStride + k),
+                        Vector256.Load(source + 7 * channelStride + k),
+                        out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
+                    float* d = b + k * PanelColumns + co;
+                    o0.Store(d);
+                    o1.Store(d + PanelColumns);
+                    o2.Store(d + 2 * PanelColumns);
+                    o3.Store(d + 3 * PanelColumns);
+                    o4.Store(d + 4 * PanelColumns);
+                    o5.Store(d + 5 * PanelColumns);
+                    o6.Store(d + 6 * PanelColumns);
+                    o7.Store(d + 7 * PanelColumns);
+                }
+                for (; k < count; k++)
+                {
+                    for (int c = co; c < co + 8; c++)
+                    {
+                        b[k * PanelColumns + c] = dy[c * channelStride + k];
+                    }
+                }
+            }
+        }
+        for (; co < channels; co++)
+        {
+            for (int k = 0; k < count; k++)
+            {
+                b[k * PanelColumns + co] = dy[co * channelStride + k];
+            }
+        }
+    }
+
     // Split input rows for convRows output rows of every input channel.
     private static int SplitRowCount(in Shape s, int convRows) => 2 * convRows + s.KernelH - 2;
 

@@ -78,6 +78,52 @@ public class StemConvolutionTests
         Assert.DoesNotContain(folded, v => v < 0f || float.IsNaN(v));
     }
 
+    // The weight gradient: taps as the micro-kernel's rows, output channels as its columns,
+    // summed over the batch's pixels in a fixed number of parts (rows of 4, 17, 21, 48, 66 and
+    // 130 output pixels: tails past the 8-pixel transposes and the 64-pixel panels; 5, 6, 7, 8,
+    // 13 and 64 channels: tails past the 8-channel transposes). Accumulates into dWeight.
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void WeightGradientMatchesTheReference(int ci, int co, int h, int w, int k, int padding, int batch)
+    {
+        int oh = WindowMath.OutputSize(h, k, 2, padding, false);
+        int ow = WindowMath.OutputSize(w, k, 2, padding, false);
+        Assert.True(StemConvolution.TakesWeightGradient(ci, co, k, k, 2, padding));
+        float[] x = GoldenFill.Fill("stem.x", ci * batch * h * w, 4.0);
+        float[] dy = GoldenFill.Fill("stem.dy", co * batch * oh * ow, 4.0);
+        float[] xBatchMajor = new float[x.Length];
+        Layout.ToBatchMajor(x, batch, ci, h * w, xBatchMajor);
+        float[] dyBatchMajor = new float[dy.Length];
+        Layout.ToBatchMajor(dy, batch, co, oh * ow, dyBatchMajor);
+        var expected = new float[co * ci * k * k];
+        ReferenceConvolution.Backward(xBatchMajor, batch, ci, h, w, new float[expected.Length], co, k, k, 2, padding, oh, ow, dyBatchMajor,
+            expected, new float[co], new float[x.Length]);
+
+        float[] Run(int threads)
+        {
+            int saved = Gemm.MaxThreads;
+            try
+            {
+                Gemm.MaxThreads = threads;
+                float[] dw = Enumerable.Repeat(1f, expected.Length).ToArray(); // accumulates
+                StemConvolution.BackwardWeights(x, batch, ci, h, w, dy, co, k, k, padding, oh, ow, dw);
+                return dw;
+            }
+            finally
+            {
+                Gemm.MaxThreads = saved;
+            }
+        }
+
+        float[] two = Run(2);
+        Compare.Close(expected.Select(v => v + 1f).ToArray(), two, WeightGradientTolerance, "dWeight");
+        Assert.Equal(two, Run(1));
+    }
+
+    // Sums over every output pixel of the batch (up to 4,950 here) of products of values in
+    // [-2, 2], in parts: measured below 1e-6 of the largest; the reference adds in another order.
+    private const double WeightGradientTolerance = 1e-5;
+
     // (stem shape, stride-2 pool kernel / padding / ceil): torchvision's and the paper's 3x3/2 in
     // ceil mode, d2l's 3x3/2 padded by one, a 2x2/2 pool; bands of 8 pooled rows with a short
     // last one and a last window past the edge; a NaN in the input must reach the pooled output.
