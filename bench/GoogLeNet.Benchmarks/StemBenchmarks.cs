@@ -15,7 +15,8 @@ public sealed record StemShape(string Name, int Batch, int InChannels, int Size)
 
 /// <summary>
 /// The stem's forward pass through Convolution.ForwardChannelMajor, as StemConvolution against
-/// the implicit im2col GEMM it replaces (their outputs are identical).
+/// the implicit im2col GEMM it replaces (their outputs are identical), and its weight gradient
+/// (StemConvolution.BackwardWeights against the implicit GEMM).
 /// </summary>
 [Config(typeof(GemmBenchmarks.Config))]
 public class StemBenchmarks
@@ -38,6 +39,7 @@ public class StemBenchmarks
     private float[] _bias = [];
     private float[] _output = [];
     private float[] _col = [];
+    private float[] _dWeight = [];
 
     [GlobalSetup]
     public void Setup()
@@ -49,6 +51,7 @@ public class StemBenchmarks
         _bias = GemmBenchmarks.Fill(random, 64);
         _output = new float[64 * s.Batch * s.OutSize * s.OutSize];
         _col = new float[1 << 20];
+        _dWeight = new float[_weight.Length];
         Gemm.MaxThreads = Environment.ProcessorCount;
         StemConvolution.Enabled = Kernel == "stem";
     }
@@ -62,5 +65,15 @@ public class StemBenchmarks
         StemShape s = Shape;
         Convolution.ForwardChannelMajor(_input, s.Batch, s.InChannels, s.Size, s.Size, _weight, _bias, 64, 7, 7, 2, 3,
             s.OutSize, s.OutSize, relu: true, _col, _output);
+    }
+
+    // The weight gradient alone (the stem's input needs none): StemConvolution.BackwardWeights
+    // against the implicit GEMM; the output buffer stands in for dOutput.
+    [Benchmark]
+    public void WeightGradient()
+    {
+        StemShape s = Shape;
+        Convolution.BackwardChannelMajor(_input, s.Batch, s.InChannels, s.Size, s.Size, _weight, 64, 7, 7, 2, 3,
+            s.OutSize, s.OutSize, _output, _col, _dWeight, default, default);
     }
 }
