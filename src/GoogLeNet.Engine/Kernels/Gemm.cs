@@ -689,21 +689,7 @@ public static unsafe class Gemm
                 {
                     for (int p = 0; p < p8; p += 8)
                     {
-                        float* s = cols + j * ldb + p;
-                        Transpose8x8(
-                            Vector256.Load(s), Vector256.Load(s + ldb), Vector256.Load(s + 2 * ldb),
-                            Vector256.Load(s + 3 * ldb), Vector256.Load(s + 4 * ldb), Vector256.Load(s + 5 * ldb),
-                            Vector256.Load(s + 6 * ldb), Vector256.Load(s + 7 * ldb),
-                            out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
-                        float* d = panel + p * width + j;
-                        o0.Store(d);
-                        o1.Store(d + width);
-                        o2.Store(d + 2 * width);
-                        o3.Store(d + 3 * width);
-                        o4.Store(d + 4 * width);
-                        o5.Store(d + 5 * width);
-                        o6.Store(d + 6 * width);
-                        o7.Store(d + 7 * width);
+                        TransposeBlock(cols + j * ldb + p, ldb, 8, panel + p * width + j, width);
                     }
                 }
                 for (int j = 0; j < width; j++)
@@ -901,8 +887,31 @@ public static unsafe class Gemm
         }
     }
 
+    // The 8 x 8 block at source (rows sourceStride floats apart; rows from `rows` on read as
+    // zero) to destination transposed (rows destinationStride apart). AVX only.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void Transpose8x8(
+    internal static void TransposeBlock(float* source, long sourceStride, int rows, float* destination, long destinationStride)
+    {
+        Transpose8x8(
+            Vector256.Load(source), Vector256.Load(source + sourceStride), Vector256.Load(source + 2 * sourceStride),
+            Vector256.Load(source + 3 * sourceStride),
+            rows > 4 ? Vector256.Load(source + 4 * sourceStride) : Vector256<float>.Zero,
+            rows > 5 ? Vector256.Load(source + 5 * sourceStride) : Vector256<float>.Zero,
+            rows > 6 ? Vector256.Load(source + 6 * sourceStride) : Vector256<float>.Zero,
+            rows > 7 ? Vector256.Load(source + 7 * sourceStride) : Vector256<float>.Zero,
+            out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
+        o0.Store(destination);
+        o1.Store(destination + destinationStride);
+        o2.Store(destination + 2 * destinationStride);
+        o3.Store(destination + 3 * destinationStride);
+        o4.Store(destination + 4 * destinationStride);
+        o5.Store(destination + 5 * destinationStride);
+        o6.Store(destination + 6 * destinationStride);
+        o7.Store(destination + 7 * destinationStride);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(
         Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
         Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7,
         out Vector256<float> o0, out Vector256<float> o1, out Vector256<float> o2, out Vector256<float> o3,

@@ -283,21 +283,8 @@ public static unsafe class StemConvolution
         {
             for (; k + 8 <= count; k += 8)
             {
-                Gemm.Transpose8x8(
-                    Vector256.Load(rows + k), Vector256.Load(rows + PanelColumns + k), Vector256.Load(rows + 2 * PanelColumns + k),
-                    Vector256.Load(rows + 3 * PanelColumns + k), Vector256.Load(rows + 4 * PanelColumns + k), Vector256.Load(rows + 5 * PanelColumns + k),
-                    Vector256<float>.Zero, Vector256<float>.Zero,
-                    out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
                 // Eight floats where six belong: each store's last two are the next pixel's to overwrite.
-                float* d = a + k * Rows;
-                o0.Store(d);
-                o1.Store(d + Rows);
-                o2.Store(d + 2 * Rows);
-                o3.Store(d + 3 * Rows);
-                o4.Store(d + 4 * Rows);
-                o5.Store(d + 5 * Rows);
-                o6.Store(d + 6 * Rows);
-                o7.Store(d + 7 * Rows);
+                Gemm.TransposeBlock(rows + k, PanelColumns, Rows, a + k * Rows, Rows);
             }
         }
         for (; k < count; k++)
@@ -323,21 +310,7 @@ public static unsafe class StemConvolution
                 int k = 0;
                 for (; k + 8 <= count; k += 8)
                 {
-                    Gemm.Transpose8x8(
-                        Vector256.Load(source + k), Vector256.Load(source + channelStride + k), Vector256.Load(source + 2 * channelStride + k),
-                        Vector256.Load(source + 3 * channelStride + k), Vector256.Load(source + 4 * channelStride + k),
-                        Vector256.Load(source + 5 * channelStride + k), Vector256.Load(source + 6 * channelStride + k),
-                        Vector256.Load(source + 7 * channelStride + k),
-                        out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
-                    float* d = b + k * PanelColumns + co;
-                    o0.Store(d);
-                    o1.Store(d + PanelColumns);
-                    o2.Store(d + 2 * PanelColumns);
-                    o3.Store(d + 3 * PanelColumns);
-                    o4.Store(d + 4 * PanelColumns);
-                    o5.Store(d + 5 * PanelColumns);
-                    o6.Store(d + 6 * PanelColumns);
-                    o7.Store(d + 7 * PanelColumns);
+                    Gemm.TransposeBlock(source + k, channelStride, 8, b + k * PanelColumns + co, PanelColumns);
                 }
                 for (; k < count; k++)
                 {
