@@ -29,12 +29,12 @@ public static unsafe class DirectConvolution
     /// <summary>Whether <see cref="Convolution.ForwardChannelMajor"/> and its input gradient take this kernel where it applies.</summary>
     public static bool Enabled { get; set; } = true;
 
-    // 5x5 and larger: the 3x3 layers run as Winograd or, on planes too small for its tiles, as
-    // GEMMs whose im2col is only nine taps deep. Rows of at least six pixels fill the A panel;
+    // Whether ForwardChannelMajor can run this shape at all (whatever Enabled says). 5x5 and
+    // larger: the 3x3 layers run as Winograd or, on planes too small for its tiles, as GEMMs
+    // whose im2col is only nine taps deep. Rows of at least six pixels fill the A panel;
     // narrower planes (3x3) would waste half of it.
     public static bool Applies(int kernelH, int kernelW, int stride, int padding, int outW) =>
-        Enabled && stride == 1 && kernelH >= 5 && kernelW >= 5 && padding > 0 && padding < kernelH && padding < kernelW
-        && outW >= Rows;
+        stride == 1 && kernelH >= 5 && kernelW >= 5 && padding > 0 && padding < kernelH && padding < kernelW && outW >= Rows;
 
     /// <summary>
     /// Whether <see cref="Convolution.BackwardChannelMajor"/> runs an input gradient through this
@@ -51,9 +51,9 @@ public static unsafe class DirectConvolution
     public static bool Chosen(int batch, int inChannels, int height, int width, int kernelH, int kernelW, int stride, int padding)
     {
         int outW = width + 2 * padding - kernelW + 1;
-        return Applies(kernelH, kernelW, stride, padding, outW)
+        return Enabled && Applies(kernelH, kernelW, stride, padding, outW)
             && 10L * ((outW + Rows - 1) / Rows * Rows) <= 11L * outW
-            && (long)inChannels * batch * (height + 2 * padding) * (width + 2 * padding) + Convolution.ImplicitColumns.Overrun <= Array.MaxLength;
+            && PaddedFits(batch, inChannels, height, width, padding);
     }
 
     /// <summary>
@@ -64,6 +64,10 @@ public static unsafe class DirectConvolution
     /// </summary>
     public static bool ChosenForward(int batch, int inChannels, int height, int width, int outChannels, int kernelH, int kernelW, int stride, int padding) =>
         outChannels <= MaxColumns && Chosen(batch, inChannels, height, width, kernelH, kernelW, stride, padding);
+
+    // The zero-padded copy of the input (and its overrun) within one array.
+    private static bool PaddedFits(int batch, int inChannels, int height, int width, int padding) =>
+        (long)inChannels * batch * (height + 2 * padding) * (width + 2 * padding) + Convolution.ImplicitColumns.Overrun <= Array.MaxLength;
 
     [ThreadStatic]
     private static float[]? t_weights;
@@ -92,6 +96,10 @@ public static unsafe class DirectConvolution
             || (!bias.IsEmpty && bias.Length < outChannels) || (!scale.IsEmpty && scale.Length < outChannels))
         {
             throw new ArgumentException($"The direct convolution {inChannels} x {batch} x {height} x {width} -> {outChannels} x {outH} x {outW} got too short a span.");
+        }
+        if (!PaddedFits(batch, inChannels, height, width, padding))
+        {
+            throw new ArgumentException($"The zero-padded copy of a {inChannels} x {batch} x {height} x {width} input (padding {padding}) would exceed one array.");
         }
 
         // B (taps, columns): row p = (ci, ky, kx) holds that tap's weight for every output

@@ -123,6 +123,17 @@ public class DirectConvolutionTests
         Assert.False(DirectConvolution.Chosen(128, 32, 12, 12, 5, 5, 1, 0)); // unpadded
         Assert.True(DirectConvolution.ChosenForward(128, 16, 12, 12, 64, 5, 5, 1, 2));
         Assert.False(DirectConvolution.ChosenForward(128, 32, 12, 12, 96, 5, 5, 1, 2)); // two panels: the GEMM
+        bool saved = DirectConvolution.Enabled;
+        try
+        {
+            DirectConvolution.Enabled = false;
+            Assert.False(DirectConvolution.Chosen(128, 32, 12, 12, 5, 5, 1, 2));
+            Assert.True(DirectConvolution.Applies(5, 5, 1, 2, 12)); // a direct call still runs
+        }
+        finally
+        {
+            DirectConvolution.Enabled = saved;
+        }
     }
 
     [Fact]
