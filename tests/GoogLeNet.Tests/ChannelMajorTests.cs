@@ -5,6 +5,8 @@ using GoogLeNet.Engine.Layers;
 using GoogLeNet.Models;
 using Xunit;
 
+using static GoogLeNet.Tests.Layouts;
+
 namespace GoogLeNet.Tests;
 
 /// <summary>
@@ -23,19 +25,6 @@ public class ChannelMajorTests
     // relative for these sizes; 1e-5 leaves room and still catches any wrong element.
     private const double LayerTolerance = 1e-5;
 
-    private static float[] ToChannelMajor(float[] x, int batch, int channels, int pixels)
-    {
-        var y = new float[x.Length];
-        Layout.ToChannelMajor(x, batch, channels, pixels, y);
-        return y;
-    }
-
-    private static float[] ToBatchMajor(ReadOnlySpan<float> x, int batch, int channels, int pixels)
-    {
-        var y = new float[x.Length];
-        Layout.ToBatchMajor(x, batch, channels, pixels, y);
-        return y;
-    }
 
     [Fact]
     public void LayoutRoundTripIsExactAndPutsEachChannelsImagesSideBySide()

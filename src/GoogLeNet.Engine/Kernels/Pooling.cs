@@ -551,41 +551,33 @@ public static class Pooling
     private static Vector256<int> LanesBelow(int count) =>
         Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(count));
 
-    /// <summary>dInput (overwritten) receives each output's gradient at the index MaxForwardIndexed recorded.</summary>
-    public static void MaxBackwardIndexed(
-        ReadOnlySpan<int> indices, ReadOnlySpan<float> dOutput, int planes, int inPlane, int outPlane, Span<float> dInput)
-    {
-        dInput.Slice(0, planes * inPlane).Clear();
-        for (int p = 0; p < planes; p++)
-        {
-            ReadOnlySpan<int> argmax = indices.Slice(p * outPlane, outPlane);
-            ReadOnlySpan<float> dy = dOutput.Slice(p * outPlane, outPlane);
-            Span<float> dx = dInput.Slice(p * inPlane, inPlane);
-            for (int o = 0; o < argmax.Length; o++)
-            {
-                dx[argmax[o]] += dy[o];
-            }
-        }
-    }
-
     /// <summary>
-    /// <see cref="MaxBackwardIndexed"/> for a pool whose input is a ReLU's output, giving the
-    /// gradient with respect to the ReLU's input: an output whose maximum (pooled) is not
-    /// positive passes nothing, as the ReLU's gradient at its argmax is zero, and the rest
-    /// scatter as before. Equal bit for bit to the scatter followed by
-    /// <see cref="Elementwise.ReluBackward"/>, without that pass over the larger tensor.
+    /// dInput (overwritten) receives each output's gradient at the index MaxForwardIndexed
+    /// recorded. With <paramref name="reluPooled"/> (the pooled maxima of a pool whose input is a
+    /// ReLU's output) dInput is the gradient with respect to the ReLU's input instead: an output
+    /// whose maximum is not positive passes nothing, as the ReLU's gradient at its argmax is zero.
+    /// That equals the scatter followed by <see cref="Elementwise.ReluBackward"/> bit for bit,
+    /// without its pass over the larger tensor.
     /// </summary>
-    public static void MaxBackwardIndexedThroughRelu(
-        ReadOnlySpan<int> indices, ReadOnlySpan<float> pooled, ReadOnlySpan<float> dOutput, int planes, int inPlane, int outPlane,
-        Span<float> dInput)
+    public static void MaxBackwardIndexed(
+        ReadOnlySpan<int> indices, ReadOnlySpan<float> dOutput, int planes, int inPlane, int outPlane, Span<float> dInput,
+        ReadOnlySpan<float> reluPooled = default)
     {
         dInput.Slice(0, planes * inPlane).Clear();
         for (int p = 0; p < planes; p++)
         {
             ReadOnlySpan<int> argmax = indices.Slice(p * outPlane, outPlane);
-            ReadOnlySpan<float> maxima = pooled.Slice(p * outPlane, outPlane);
             ReadOnlySpan<float> dy = dOutput.Slice(p * outPlane, outPlane);
             Span<float> dx = dInput.Slice(p * inPlane, inPlane);
+            if (reluPooled.IsEmpty)
+            {
+                for (int o = 0; o < argmax.Length; o++)
+                {
+                    dx[argmax[o]] += dy[o];
+                }
+                continue;
+            }
+            ReadOnlySpan<float> maxima = reluPooled.Slice(p * outPlane, outPlane);
             for (int o = 0; o < argmax.Length; o++)
             {
                 if (maxima[o] > 0f)

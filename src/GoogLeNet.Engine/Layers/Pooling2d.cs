@@ -86,18 +86,14 @@ public sealed class MaxPool2d : WindowPool2d
     public override Tensor Backward(Tensor dOutput)
     {
         Tensor input = RequireForward(_input);
+        if (_indexed)
+        {
+            return Scatter(input, dOutput, throughRelu: false);
+        }
         Tensor dInput = Ensure(ref _dInput, input.Shape);
         int inPlane = input.Shape[2] * input.Shape[3];
         int outPlane = dOutput.Shape[2] * dOutput.Shape[3];
         int planes = input.Shape[0] * input.Shape[1];
-        if (_indexed)
-        {
-            Parallelism.For(planes, inPlane, (argmax: _argmax, dOutput, dInput, inPlane, outPlane), static (s, start, count) =>
-                Pooling.MaxBackwardIndexed(s.argmax.AsSpan(start * s.outPlane, count * s.outPlane),
-                    s.dOutput.Span.Slice(start * s.outPlane, count * s.outPlane), count, s.inPlane, s.outPlane,
-                    s.dInput.Span.Slice(start * s.inPlane, count * s.inPlane)));
-            return dInput;
-        }
         Tensor output = _output!;
         Parallelism.For(planes, inPlane, (self: this, input, output, dOutput, dInput, inPlane, outPlane), static (s, start, count) =>
             Pooling.MaxBackward(s.input.Span.Slice(start * s.inPlane, count * s.inPlane), s.output.Span.Slice(start * s.outPlane, count * s.outPlane),
@@ -116,18 +112,21 @@ public sealed class MaxPool2d : WindowPool2d
     public Tensor? BackwardThroughRelu(Tensor dOutput)
     {
         Tensor input = RequireForward(_input);
-        if (!_indexed)
-        {
-            return null;
-        }
+        return _indexed ? Scatter(input, dOutput, throughRelu: true) : null;
+    }
+
+    // The training backward: each output's gradient to its recorded argmax (Pooling.MaxBackwardIndexed).
+    private Tensor Scatter(Tensor input, Tensor dOutput, bool throughRelu)
+    {
         Tensor dInput = Ensure(ref _dInput, input.Shape);
         int inPlane = input.Shape[2] * input.Shape[3];
         int outPlane = dOutput.Shape[2] * dOutput.Shape[3];
         int planes = input.Shape[0] * input.Shape[1];
-        Parallelism.For(planes, inPlane, (argmax: _argmax, pooled: _output!, dOutput, dInput, inPlane, outPlane), static (s, start, count) =>
-            Pooling.MaxBackwardIndexedThroughRelu(s.argmax.AsSpan(start * s.outPlane, count * s.outPlane),
-                s.pooled.Span.Slice(start * s.outPlane, count * s.outPlane), s.dOutput.Span.Slice(start * s.outPlane, count * s.outPlane),
-                count, s.inPlane, s.outPlane, s.dInput.Span.Slice(start * s.inPlane, count * s.inPlane)));
+        Parallelism.For(planes, inPlane, (argmax: _argmax, pooled: throughRelu ? _output : null, dOutput, dInput, inPlane, outPlane),
+            static (s, start, count) => Pooling.MaxBackwardIndexed(s.argmax.AsSpan(start * s.outPlane, count * s.outPlane),
+                s.dOutput.Span.Slice(start * s.outPlane, count * s.outPlane), count, s.inPlane, s.outPlane,
+                s.dInput.Span.Slice(start * s.inPlane, count * s.inPlane),
+                s.pooled is null ? default : s.pooled.Span.Slice(start * s.outPlane, count * s.outPlane)));
         return dInput;
     }
 }

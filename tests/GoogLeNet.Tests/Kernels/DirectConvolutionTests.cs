@@ -3,6 +3,8 @@ using GoogLeNet.Engine.Kernels;
 using GoogLeNet.Engine.Kernels.Reference;
 using Xunit;
 
+using static GoogLeNet.Tests.Layouts;
+
 namespace GoogLeNet.Tests.Kernels;
 
 /// <summary><see cref="DirectConvolution"/> (forward, and the input gradient it runs) against the reference convolution.</summary>
@@ -53,8 +55,11 @@ public class DirectConvolutionTests
         {
             var y = new float[expected.Length];
             y.AsSpan().Fill(float.NaN); // every output is written
-            WithThreads(threads, () => DirectConvolution.ForwardChannelMajor(xc, batch, ci, h, w, weight, bias, co, k, k, padding,
-                relu, y, scaled ? scale : default));
+            EngineThreads.With(threads, () =>
+            {
+                DirectConvolution.ForwardChannelMajor(xc, batch, ci, h, w, weight, bias, co, k, k, padding, relu, y, scaled ? scale : default);
+                return y;
+            });
             return ToBatchMajor(y, batch, co, oh * ow);
         }
         // The input gradient: dY convolved with the kernels transposed and turned, padded by k - 1 - p.
@@ -62,8 +67,12 @@ public class DirectConvolutionTests
         {
             var dx = new float[x.Length];
             dx.AsSpan().Fill(float.NaN);
-            WithThreads(threads, () => DirectConvolution.ForwardChannelMajor(dyc, batch, co, oh, ow, weight, default, ci, k, k, k - 1 - padding,
-                relu: false, dx, transposeAndRotate: true));
+            EngineThreads.With(threads, () =>
+            {
+                DirectConvolution.ForwardChannelMajor(dyc, batch, co, oh, ow, weight, default, ci, k, k, k - 1 - padding,
+                    relu: false, dx, transposeAndRotate: true);
+                return dx;
+            });
             return ToBatchMajor(dx, batch, ci, h * w);
         }
 
@@ -144,33 +153,5 @@ public class DirectConvolutionTests
         Assert.Contains("5x5", ex.Message);
         Assert.Throws<ArgumentException>(() => DirectConvolution.ForwardChannelMajor(new float[143], 1, 1, 12, 12,
             new float[25], default, 1, 5, 5, 2, false, new float[144]));
-    }
-
-    private static void WithThreads(int threads, Action run)
-    {
-        int saved = Gemm.MaxThreads;
-        try
-        {
-            Gemm.MaxThreads = threads;
-            run();
-        }
-        finally
-        {
-            Gemm.MaxThreads = saved;
-        }
-    }
-
-    private static float[] ToChannelMajor(float[] x, int batch, int channels, int plane)
-    {
-        var result = new float[x.Length];
-        Layout.ToChannelMajor(x, batch, channels, plane, result);
-        return result;
-    }
-
-    private static float[] ToBatchMajor(float[] x, int batch, int channels, int plane)
-    {
-        var result = new float[x.Length];
-        Layout.ToBatchMajor(x, batch, channels, plane, result);
-        return result;
     }
 }

@@ -91,29 +91,16 @@ public class StemConvolutionTests
         Assert.True(StemConvolution.TakesWeightGradient(ci, co, k, k, 2, padding));
         float[] x = GoldenFill.Fill("stem.x", ci * batch * h * w, 4.0);
         float[] dy = GoldenFill.Fill("stem.dy", co * batch * oh * ow, 4.0);
-        float[] xBatchMajor = new float[x.Length];
-        Layout.ToBatchMajor(x, batch, ci, h * w, xBatchMajor);
-        float[] dyBatchMajor = new float[dy.Length];
-        Layout.ToBatchMajor(dy, batch, co, oh * ow, dyBatchMajor);
         var expected = new float[co * ci * k * k];
-        ReferenceConvolution.Backward(xBatchMajor, batch, ci, h, w, new float[expected.Length], co, k, k, 2, padding, oh, ow, dyBatchMajor,
-            expected, new float[co], new float[x.Length]);
+        ReferenceConvolution.Backward(Layouts.ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, new float[expected.Length], co, k, k, 2,
+            padding, oh, ow, Layouts.ToBatchMajor(dy, batch, co, oh * ow), expected, new float[co], new float[x.Length]);
 
-        float[] Run(int threads)
+        float[] Run(int threads) => EngineThreads.With(threads, () =>
         {
-            int saved = Gemm.MaxThreads;
-            try
-            {
-                Gemm.MaxThreads = threads;
-                float[] dw = Enumerable.Repeat(1f, expected.Length).ToArray(); // accumulates
-                StemConvolution.BackwardWeights(x, batch, ci, h, w, dy, co, k, k, padding, oh, ow, dw);
-                return dw;
-            }
-            finally
-            {
-                Gemm.MaxThreads = saved;
-            }
-        }
+            float[] dw = Enumerable.Repeat(1f, expected.Length).ToArray(); // accumulates
+            StemConvolution.BackwardWeights(x, batch, ci, h, w, dy, co, k, k, padding, oh, ow, dw);
+            return dw;
+        });
 
         float[] two = Run(2);
         Compare.Close(expected.Select(v => v + 1f).ToArray(), two, WeightGradientTolerance, "dWeight");

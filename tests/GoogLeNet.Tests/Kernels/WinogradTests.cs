@@ -2,6 +2,8 @@ using GoogLeNet.Engine.Kernels;
 using GoogLeNet.Engine.Kernels.Reference;
 using Xunit;
 
+using static GoogLeNet.Tests.Layouts;
+
 namespace GoogLeNet.Tests.Kernels;
 
 /// <summary>
@@ -37,26 +39,12 @@ public class WinogradTests
         { 1, 8, 50, 5, 5 },
     };
 
-    private static float[] ChannelMajor(float[] x, int batch, int channels, int pixels)
-    {
-        var y = new float[x.Length];
-        Layout.ToChannelMajor(x, batch, channels, pixels, y);
-        return y;
-    }
-
-    private static float[] BatchMajor(float[] x, int batch, int channels, int pixels)
-    {
-        var y = new float[x.Length];
-        Layout.ToBatchMajor(x, batch, channels, pixels, y);
-        return y;
-    }
-
     // The reference on channel-major tensors.
     private static float[] Reference(float[] x, int batch, int ci, int co, int h, int w, float[] weight, float[] bias)
     {
         var y = new float[batch * co * h * w];
-        ReferenceConvolution.Forward(BatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, bias, co, 3, 3, 1, 1, h, w, y);
-        return ChannelMajor(y, batch, co, h * w);
+        ReferenceConvolution.Forward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, bias, co, 3, 3, 1, 1, h, w, y);
+        return ToChannelMajor(y, batch, co, h * w);
     }
 
     [Theory]
@@ -93,12 +81,12 @@ public class WinogradTests
         var dW = new float[weight.Length];
         var dB = new float[co];
         var expected = new float[x.Length];
-        ReferenceConvolution.Backward(BatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
-            BatchMajor(dy, batch, co, h * w), dW, dB, expected);
+        ReferenceConvolution.Backward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
+            ToBatchMajor(dy, batch, co, h * w), dW, dB, expected);
         var actual = new float[x.Length];
         actual.AsSpan().Fill(float.NaN); // overwritten, never read
         Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, actual);
-        Compare.Close(ChannelMajor(expected, batch, ci, h * w), actual, Tolerance, "dInput");
+        Compare.Close(ToChannelMajor(expected, batch, ci, h * w), actual, Tolerance, "dInput");
     }
 
     [Theory]
@@ -109,8 +97,8 @@ public class WinogradTests
         float[] weight = GoldenFill.Fill("wino.w", co * ci * 9, 2.0);
         float[] dy = GoldenFill.Fill("wino.dy", batch * co * h * w, 2.0);
         var expected = new float[weight.Length];
-        ReferenceConvolution.Backward(BatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
-            BatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
+        ReferenceConvolution.Backward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
+            ToBatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
         // Accumulates: starting from 1 everywhere leaves expected + 1.
         float[] actual = Enumerable.Repeat(1f, weight.Length).ToArray();
         Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, actual);
@@ -142,8 +130,8 @@ public class WinogradTests
         // tile rows): the sums regroup, so they agree to rounding, not bit for bit.
         float[] whole = Run(1 << 21);
         var expected = new float[whole.Length];
-        ReferenceConvolution.Backward(BatchMajor(x, batch, ci, h * w), batch, ci, h, w, GoldenFill.Fill("wino.blocks.w", co * ci * 9, 2.0),
-            co, 3, 3, 1, 1, h, w, BatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
+        ReferenceConvolution.Backward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, GoldenFill.Fill("wino.blocks.w", co * ci * 9, 2.0),
+            co, 3, 3, 1, 1, h, w, ToBatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
         Compare.Close(expected, whole, Tolerance, "one block");
         Compare.Close(expected, Run(16 * (ci + co) * 16), Tolerance, "blocks of 16 tiles");
         Compare.Close(expected, Run(16 * (ci + co)), Tolerance, "blocks of 1 tile");
