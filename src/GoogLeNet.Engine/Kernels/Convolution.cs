@@ -506,7 +506,7 @@ public static unsafe class Convolution
     // GEMM Y (co, n*oh*ow) = W (co, ci*kh*kw) col (ci*kh*kw, n*oh*ow); the 1x1 convolution reads
     // the input as col. Other kernels read col through ImplicitColumns without storing it, unless
     // the product is narrow enough for the GEMM to read a stored col in place. 3x3 stride-1
-    // convolutions run as Winograd F(2x2, 3x3) when it pays; winogradWeights (inference) keeps
+    // convolutions run as Winograd F(2x2, 3x3) or F(4x4, 3x3) when it pays; winogradWeights (inference) keeps
     // the weights' transform between calls.
     public static void ForwardChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,

@@ -5,12 +5,14 @@ using System.Runtime.Intrinsics.X86;
 namespace GoogLeNet.Engine.Kernels;
 
 /// <summary>
-/// 3x3 convolution with stride 1 and padding 1 by Winograd's minimal filtering F(2x2, 3x3)
-/// (Lavin and Gray, 2015): each 2x2 output tile costs 16 multiplications per channel pair
-/// instead of 36. Channel-major tensors (C, N, H, W) only.
+/// 3x3 convolution with stride 1 and padding 1 by Winograd's minimal filtering (Lavin and Gray,
+/// 2015): F(2x2, 3x3), where each 2x2 output tile costs 16 multiplications per channel pair
+/// instead of 36, and F(4x4, 3x3), where each 4x4 tile costs 36 instead of 144, on the planes
+/// and channel counts where it runs faster (<see cref="TakesLargeTiles"/>; forward pass and
+/// input gradient). Channel-major tensors (C, N, H, W) only.
 /// </summary>
 /// <remarks>
-/// Y = A^T [ (G g G^T) .* (B^T d B) ] A for a 4x4 input tile d and a 3x3 kernel g, with
+/// Y = A^T [ (G g G^T) .* (B^T d B) ] A for an input tile d and a 3x3 kernel g; for 2x2 tiles
 /// <code>
 /// B^T = | 1  0 -1  0 |   G = | 1    0    0   |   A^T = | 1  1  1  0 |
 ///       | 0  1  1  0 |       | 1/2  1/2  1/2 |         | 0  1 -1 -1 |
@@ -24,13 +26,12 @@ namespace GoogLeNet.Engine.Kernels;
 /// from the GEMM micro-kernel (U pre-packed in its panel form) and go straight through the output
 /// transform. Groups (and, when there are few, ranges of output channels) are the units the
 /// threads share; every output is computed the same way whichever thread takes it, so results
-/// do not depend on the thread count. The transforms only add, subtract and halve, so the result
-/// differs from the direct sum by a few float32 roundings (WinogradTests bounds it).
+/// do not depend on the thread count. The 2x2 transforms only add, subtract and halve, so the
+/// result differs from the direct sum by a few float32 roundings; the 4x4 ones (see Large) by
+/// several times more (WinogradTests bounds both). The weight gradient runs on 2x2 tiles.
 /// </remarks>
 public static unsafe class Winograd
 {
-    private const int Positions = 16;
-
     // Read once: both block sizes below follow it. Declared before them, as static fields are
     // initialised in textual order.
     private static readonly int s_l2Bytes = L2Bytes();
@@ -115,6 +116,34 @@ public static unsafe class Winograd
     private static bool FillsTiles(int height, int width) =>
         3L * height * width >= 2L * ((height + 1) / 2 * 2) * ((width + 1) / 2 * 2);
 
+    /// <summary>Forces F(4x4, 3x3) (true) or F(2x2, 3x3) (false) for the forward pass and input gradient; null chooses by the plane (<see cref="TakesLargeTiles"/>).</summary>
+    internal static bool? LargeTilesForced { get; set; }
+
+    // F(4x4, 3x3) multiplies 36 times per 16 outputs where F(2x2, 3x3) multiplies 16 times per
+    // 4, so its products cost 0.56 as much, but three things can take the gain back:
+    // - its transforms run eight tiles of a tile row per vector, which a narrow plane leaves
+    //   partly empty (a 12- or 14-wide plane fills three or four of eight lanes, where 2x2 tiles
+    //   fill six or seven); taken where its vectors are three quarters full;
+    // - tiles past the plane's edge, as above;
+    // - V holds 36 positions per tile, so fewer tiles fit a group: with a single 16-tile panel
+    //   per group the micro-kernel loads a vector per six multiply-adds and ran slower. On the
+    //   Cascade Lake VM (best of 20 calls, alternating) the forward pass of 64 -> 192 channels
+    //   (groups of 48 tiles) went 67 -> 51 ms (d2l conv3, 24x24, batch 128) and 77 -> 65
+    //   (torchvision conv3, 56x56, batch 32), 96 -> 128 (3a, 28x28, 32 tiles) 25 -> 21 and its
+    //   input gradient 26 -> 23; with 16-tile groups (3b forward, 128 channels in; input
+    //   gradients from 192) 59 -> 74, 30 -> 38 and 87 -> 91 ms.
+    internal static bool TakesLargeTiles(int inChannels, int height, int width, int groupFloats)
+    {
+        if (LargeTilesForced is bool forced)
+        {
+            return forced;
+        }
+        int tilesWide = (width + 3) / 4;
+        return 3L * height * width >= 2L * ((height + 3) / 4 * 4) * (tilesWide * 4)
+            && 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8)
+            && groupFloats / (Large.Positions * inChannels) >= 2 * Panel;
+    }
+
     // input (ci, n, h, w); weight (co, ci, 3, 3); bias (co) or empty; scale (co) or empty;
     // output (co, n, h, w) = relu?(conv(input, weight) * scale + bias). With a cache, the weights'
     // transform is reused while they stay the same.
@@ -126,18 +155,26 @@ public static unsafe class Winograd
         Check(input.Length, inChannels, batch, height, width, "input");
         Check(output.Length, outChannels, batch, height, width, "output");
         CheckEpilogue(bias.Length, scale.Length, outChannels);
+        bool large = TakesLargeTiles(inChannels, height, width, GroupFloats);
         ReadOnlySpan<float> u;
         if (cache is not null)
         {
-            u = cache.For(weight, outChannels, inChannels);
+            u = cache.For(weight, outChannels, inChannels, large);
         }
         else
         {
-            Span<float> scratch = PackedWeights(outChannels, inChannels);
-            TransformWeights(weight, outChannels, inChannels, transposeAndRotate: false, scratch);
+            Span<float> scratch = PackedWeights(outChannels, inChannels, large);
+            TransformWeights(weight, outChannels, inChannels, large, transposeAndRotate: false, scratch);
             u = scratch;
         }
-        Run(input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output, GroupFloats);
+        if (large)
+        {
+            Run<Large>(input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output, GroupFloats);
+        }
+        else
+        {
+            Run<Small>(input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output, GroupFloats);
+        }
     }
 
     // dOutput (co, n, h, w); weight (co, ci, 3, 3); dInput (ci, n, h, w), overwritten. The input
@@ -149,9 +186,17 @@ public static unsafe class Winograd
     {
         Check(dOutput.Length, outChannels, batch, height, width, "dOutput");
         Check(dInput.Length, inChannels, batch, height, width, "dInput");
-        Span<float> u = PackedWeights(inChannels, outChannels);
-        TransformWeights(weight, outChannels, inChannels, transposeAndRotate: true, u);
-        Run(dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats);
+        bool large = TakesLargeTiles(outChannels, height, width, InputGradientGroupFloats);
+        Span<float> u = PackedWeights(inChannels, outChannels, large);
+        TransformWeights(weight, outChannels, inChannels, large, transposeAndRotate: true, u);
+        if (large)
+        {
+            Run<Large>(dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats);
+        }
+        else
+        {
+            Run<Small>(dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats);
+        }
     }
 
     // input (ci, n, h, w); dOutput (co, n, h, w); dWeight (co, ci, 3, 3) += the weight gradient.
@@ -171,11 +216,11 @@ public static unsafe class Winograd
         int tilesWide = TilesWide(width);
         int tilesHigh = (height + 1) / 2;
         int tiles = batch * tilesHigh * tilesWide;
-        int block = Math.Clamp(BlockFloats / (Positions * (inChannels + outChannels)), 1, tiles);
+        int block = Math.Clamp(BlockFloats / (Small.Positions * (inChannels + outChannels)), 1, tiles);
         var s = new Shape(batch, inChannels, outChannels, height, width, tilesWide, tilesHigh, tiles, block, block + Slack, 1);
-        int uSize = Positions * outChannels * inChannels;
-        int vSize = Positions * s.VStride;
-        int gSize = Positions * s.GStride;
+        int uSize = Small.Positions * outChannels * inChannels;
+        int vSize = Small.Positions * s.VStride;
+        int gSize = Small.Positions * s.GStride;
         float[] scratch = WeightGradientScratch(uSize + vSize + gSize);
         fixed (float* x = input, dy = dOutput, dw = dWeight, pScratch = scratch)
         {
@@ -189,10 +234,10 @@ public static unsafe class Winograd
                 state.count = Math.Min(block, tiles - first);
                 state.accumulate = first > 0;
                 Parallelism.For(inChannels, (long)state.count * 64, state,
-                    static (t, start, count) => TransformInput(t.s, (float*)t.x, (float*)t.v, t.first, t.count, start, count));
+                    static (t, start, count) => Small.TransformInput(t.s, (float*)t.x, (float*)t.v, t.first, t.count, start, count));
                 Parallelism.For(outChannels, (long)state.count * 64, state,
                     static (t, start, count) => TransformOutputGradient(t.s, (float*)t.dy, (float*)t.dm, t.first, t.count, start, count));
-                Parallelism.For(Positions, (long)state.count * inChannels * outChannels, state, static (t, start, count) =>
+                Parallelism.For(Small.Positions, (long)state.count * inChannels * outChannels, state, static (t, start, count) =>
                 {
                     for (int xi = start; xi < start + count; xi++)
                     {
@@ -230,14 +275,14 @@ public static unsafe class Winograd
     // dw[o][i] (3, 3) += G^T dU[xi][o][i] G for output channels [start, start + count).
     private static void AccumulateKernelGradients(float* du, float* dw, int outChannels, int inChannels, int start, int count)
     {
-        float* d = stackalloc float[Positions];
+        float* d = stackalloc float[Small.Positions];
         float* half = stackalloc float[12];
         long plane = (long)outChannels * inChannels;
         for (int o = start; o < start + count; o++)
         {
             for (int i = 0; i < inChannels; i++)
             {
-                for (int xi = 0; xi < Positions; xi++)
+                for (int xi = 0; xi < Small.Positions; xi++)
                 {
                     d[xi] = du[xi * plane + (long)o * inChannels + i];
                 }
@@ -282,10 +327,10 @@ public static unsafe class Winograd
             {
                 float* source = dy + ((long)c * s.Batch + image) * plane;
                 float* even0 = buffer, odd0 = buffer + stride, even1 = buffer + 2 * stride, odd1 = buffer + 3 * stride;
-                SplitRow(source + (long)oy * s.Width, s.Width, s.TilesWide, even0, odd0);
+                Small.SplitRow(source + (long)oy * s.Width, s.Width, s.TilesWide, even0, odd0);
                 if (oy + 1 < s.Height)
                 {
-                    SplitRow(source + (long)(oy + 1) * s.Width, s.Width, s.TilesWide, even1, odd1);
+                    Small.SplitRow(source + (long)(oy + 1) * s.Width, s.Width, s.TilesWide, even1, odd1);
                 }
                 else
                 {
@@ -341,13 +386,17 @@ public static unsafe class Winograd
 
     private static int Blocks(int channels) => (channels + Rows - 1) / Rows;
 
-    /// <summary>Floats of U for a convolution to <paramref name="outChannels"/> from <paramref name="inChannels"/>: 16 positions x whole six-row panels.</summary>
-    public static int PackedWeightLength(int outChannels, int inChannels) => Positions * Blocks(outChannels) * Rows * inChannels;
+    private static int PositionsOf(bool large) => large ? Large.Positions : Small.Positions;
+
+    // Floats of U for a convolution to outChannels from inChannels: 16 or 36 positions x whole
+    // six-row panels.
+    internal static int PackedWeightLength(int outChannels, int inChannels, bool large) =>
+        PositionsOf(large) * Blocks(outChannels) * Rows * inChannels;
 
     // The calling thread's U, grown once to the largest layer.
-    private static Span<float> PackedWeights(int outChannels, int inChannels)
+    private static Span<float> PackedWeights(int outChannels, int inChannels, bool large)
     {
-        int size = PackedWeightLength(outChannels, inChannels);
+        int size = PackedWeightLength(outChannels, inChannels, large);
         if (t_packedWeights is null || t_packedWeights.Length < size)
         {
             t_packedWeights = new float[size];
@@ -360,23 +409,25 @@ public static unsafe class Winograd
     // lie together, so it streams in from memory in one run), input channel c (zero past the last
     // output channel). (output, input) is (co, ci), or (ci, co) with every kernel rotated by 180
     // degrees for the input gradient.
-    public static void TransformWeights(ReadOnlySpan<float> weight, int outChannels, int inChannels, bool transposeAndRotate, Span<float> u)
+    internal static void TransformWeights(ReadOnlySpan<float> weight, int outChannels, int inChannels, bool large, bool transposeAndRotate, Span<float> u)
     {
         int rows = transposeAndRotate ? inChannels : outChannels;
         int cols = transposeAndRotate ? outChannels : inChannels;
-        if (weight.Length < outChannels * inChannels * 9 || u.Length < PackedWeightLength(rows, cols))
+        int length = PackedWeightLength(rows, cols, large);
+        if (weight.Length < outChannels * inChannels * 9 || u.Length < length)
         {
-            throw new ArgumentException($"Weights of {outChannels} x {inChannels} x 3 x 3 need {outChannels * inChannels * 9} values and their transform {PackedWeightLength(rows, cols)}.");
+            throw new ArgumentException($"Weights of {outChannels} x {inChannels} x 3 x 3 need {outChannels * inChannels * 9} values and their transform {length}.");
         }
-        u.Slice(0, PackedWeightLength(rows, cols)).Clear();
+        u.Slice(0, length).Clear();
         fixed (float* w = weight, pu = u)
         {
             Parallelism.For(outChannels, inChannels * 64,
-                (w: (nint)w, u: (nint)pu, outChannels, inChannels, transposeAndRotate, blocks: Blocks(rows), cols),
+                (w: (nint)w, u: (nint)pu, outChannels, inChannels, large, transposeAndRotate, cols),
                 static (s, start, count) =>
                 {
+                    int positions = PositionsOf(s.large);
                     float* g = stackalloc float[9];
-                    float* t = stackalloc float[Positions];
+                    float* t = stackalloc float[Large.Positions];
                     for (int o = start; o < start + count; o++)
                     {
                         for (int i = 0; i < s.inChannels; i++)
@@ -386,12 +437,19 @@ public static unsafe class Winograd
                             {
                                 g[j] = kernel[s.transposeAndRotate ? 8 - j : j];
                             }
-                            TransformKernel(g, t);
+                            if (s.large)
+                            {
+                                Large.TransformKernel(g, t);
+                            }
+                            else
+                            {
+                                Small.TransformKernel(g, t);
+                            }
                             int row = s.transposeAndRotate ? i : o;
                             int col = s.transposeAndRotate ? o : i;
-                            for (int xi = 0; xi < Positions; xi++)
+                            for (int xi = 0; xi < positions; xi++)
                             {
-                                ((float*)s.u)[(((long)(row / Rows) * Positions + xi) * s.cols + col) * Rows + row % Rows] = t[xi];
+                                ((float*)s.u)[(((long)(row / Rows) * positions + xi) * s.cols + col) * Rows + row % Rows] = t[xi];
                             }
                         }
                     }
@@ -399,47 +457,26 @@ public static unsafe class Winograd
         }
     }
 
-    // t (4, 4) = G g G^T for g (3, 3).
-    private static void TransformKernel(float* g, float* t)
-    {
-        float* gg = stackalloc float[12];
-        for (int c = 0; c < 3; c++)
-        {
-            float g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
-            gg[c] = g0;
-            gg[3 + c] = 0.5f * (g0 + g1 + g2);
-            gg[6 + c] = 0.5f * (g0 - g1 + g2);
-            gg[9 + c] = g2;
-        }
-        for (int r = 0; r < 4; r++)
-        {
-            float r0 = gg[3 * r], r1 = gg[3 * r + 1], r2 = gg[3 * r + 2];
-            t[4 * r] = r0;
-            t[4 * r + 1] = 0.5f * (r0 + r1 + r2);
-            t[4 * r + 2] = 0.5f * (r0 - r1 + r2);
-            t[4 * r + 3] = r2;
-        }
-    }
-
     /// <summary>Tiles per group for this many input channels: a multiple of the micro-tile width whose V fits <see cref="GroupFloats"/>.</summary>
-    internal static int GroupTiles(int inChannels, int tiles) => GroupTiles(inChannels, tiles, GroupFloats);
+    internal static int GroupTiles(int inChannels, int tiles) => GroupTiles(inChannels, tiles, GroupFloats, Small.Positions);
 
-    private static int GroupTiles(int inChannels, int tiles, int groupFloats)
+    private static int GroupTiles(int inChannels, int tiles, int groupFloats, int positions)
     {
-        int fit = groupFloats / (Positions * inChannels) / Panel * Panel;
+        int fit = groupFloats / (positions * inChannels) / Panel * Panel;
         int needed = (tiles + Panel - 1) / Panel * Panel;
         return Math.Clamp(Math.Min(fit, needed), Panel, MaxGroupTiles);
     }
 
     // Tile t is (image, ty, tx) = (t / (th * tw), t / tw % th, t % tw).
-    private static void Run(
+    private static void Run<T>(
         ReadOnlySpan<float> input, int batch, int cIn, int height, int width, ReadOnlySpan<float> u, int cOut,
         ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output, int groupFloats)
+        where T : struct, ITiles
     {
-        int tilesWide = TilesWide(width);
-        int tilesHigh = (height + 1) / 2;
+        int tilesWide = (width + T.Size - 1) / T.Size;
+        int tilesHigh = (height + T.Size - 1) / T.Size;
         int tiles = batch * tilesHigh * tilesWide;
-        int group = GroupTiles(cIn, tiles, groupFloats);
+        int group = GroupTiles(cIn, tiles, groupFloats, T.Positions);
         int groups = (tiles + group - 1) / group;
         int blocks = Blocks(cOut);
         // With few groups the output channels are split as well, so every thread has work; each
@@ -448,10 +485,10 @@ public static unsafe class Winograd
         var shape = new Shape(batch, cIn, cOut, height, width, tilesWide, tilesHigh, tiles, group, group + Slack, splits);
         fixed (float* x = input, pu = u, y = output, pBias = bias, pScale = scale)
         {
-            Parallelism.For(groups * splits, (long)group * cIn * Rows * blocks / splits * Positions,
+            Parallelism.For(groups * splits, (long)group * cIn * Rows * blocks / splits * T.Positions,
                 (shape, x: (nint)x, u: (nint)pu, y: (nint)y,
                     bias: bias.IsEmpty ? 0 : (nint)pBias, scale: scale.IsEmpty ? 0 : (nint)pScale, relu),
-                static (s, start, count) => RunUnits(s.shape, (float*)s.x, (float*)s.u, (float*)s.y,
+                static (s, start, count) => RunUnits<T>(s.shape, (float*)s.x, (float*)s.u, (float*)s.y,
                     (float*)s.bias, (float*)s.scale, s.relu, start, count));
         }
     }
@@ -477,10 +514,11 @@ public static unsafe class Winograd
     }
 
     // Units [start, start + count): unit = group * splits + split.
-    private static void RunUnits(in Shape s, float* x, float* u, float* y, float* bias, float* scale, bool relu, int start, int count)
+    private static void RunUnits<T>(in Shape s, float* x, float* u, float* y, float* bias, float* scale, bool relu, int start, int count)
+        where T : struct, ITiles
     {
-        int vLength = Positions * s.VStride;
-        int mLength = Positions * s.MStride;
+        int vLength = T.Positions * s.VStride;
+        int mLength = T.Positions * s.MStride;
         if (t_group is null || t_group.Length < vLength + mLength)
         {
             t_group = new float[vLength + mLength];
@@ -499,15 +537,15 @@ public static unsafe class Winograd
                 int tiles = Math.Min(s.Group, s.Tiles - first);
                 if (g != transformed)
                 {
-                    TransformInput(s, x, v, first, tiles, 0, s.CIn);
+                    T.TransformInput(s, x, v, first, tiles, 0, s.CIn);
                     transformed = g;
                 }
                 int panels = (tiles + Panel - 1) / Panel;
                 for (int block = blocks * split / s.Splits; block < blocks * (split + 1) / s.Splits; block++)
                 {
-                    for (int xi = 0; xi < Positions; xi++)
+                    for (int xi = 0; xi < T.Positions; xi++)
                     {
-                        float* a = u + ((long)block * Positions + xi) * s.CIn * Rows;
+                        float* a = u + ((long)block * T.Positions + xi) * s.CIn * Rows;
                         float* b = v + xi * s.VStride;
                         float* c = m + xi * s.MStride;
                         for (int p = 0; p < panels; p += Gemm.MaxTilePanels)
@@ -516,7 +554,7 @@ public static unsafe class Winograd
                         }
                     }
                     int channels = Math.Min(Rows, s.COut - block * Rows);
-                    TransformOutput(s, m, y, first, tiles, block * Rows, channels, bias, scale, relu);
+                    T.TransformOutput(s, m, y, first, tiles, block * Rows, channels, bias, scale, relu);
                 }
             }
         }
@@ -536,172 +574,6 @@ public static unsafe class Winograd
     // tiles past it (plus one for the shifted column streams), so rows carry this much slack.
     private const int Slack = 8;
 
-    // V[xi][c][t - first] = (B^T d B)[xi] for channels [channel, channel + channels) and tiles
-    // [first, first + count).
-    // Each input row is split into its even and odd columns, padded: even[j] = x[2j - 1],
-    // odd[j] = x[2j], zero outside the image, so the tile at tx reads columns even[tx], odd[tx],
-    // even[tx + 1], odd[tx + 1] and eight tiles take one vector from each.
-    private static void TransformInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels)
-    {
-        int stride = s.TilesWide + 1 + Slack;
-        // Reads reach index tilesWide + 7 at most; entries past tilesWide stay zero.
-        float* buffer = stackalloc float[8 * stride];
-        new Span<float>(buffer, 8 * stride).Clear();
-        float* zero = stackalloc float[stride];
-        new Span<float>(zero, stride).Clear();
-        float** even = stackalloc float*[4];
-        float** odd = stackalloc float*[4];
-        int plane = s.Height * s.Width;
-        long positionStride = s.VStride;
-        for (int t = first; t < first + count;)
-        {
-            var (image, ty, tx0, tx1) = Segment(s, t, first + count);
-            for (int c = channel; c < channel + channels; c++)
-            {
-                float* source = x + ((long)c * s.Batch + image) * plane;
-                for (int i = 0; i < 4; i++)
-                {
-                    int iy = 2 * ty - 1 + i;
-                    if ((uint)iy >= (uint)s.Height)
-                    {
-                        even[i] = zero;
-                        odd[i] = zero;
-                        continue;
-                    }
-                    even[i] = buffer + 2 * i * stride;
-                    odd[i] = buffer + (2 * i + 1) * stride;
-                    SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, even[i], odd[i]);
-                }
-                // A vector that runs past tx1 writes the next segment's first tiles (rewritten
-                // after) or the row's slack.
-                float* target = v + (long)c * s.Ld + (t - first) - tx0;
-                for (int tx = tx0; tx < tx1; tx += 8)
-                {
-                    // Rows first (B^T d) on the four column streams, then columns (. B).
-                    Vertical(even, tx, out var e0, out var e1, out var e2, out var e3);
-                    Vertical(even, tx + 1, out var f0, out var f1, out var f2, out var f3);
-                    Vertical(odd, tx, out var o0, out var o1, out var o2, out var o3);
-                    Vertical(odd, tx + 1, out var p0, out var p1, out var p2, out var p3);
-                    float* d = target + tx;
-                    Horizontal(d, positionStride, e0, f0, o0, p0);
-                    Horizontal(d + 4 * positionStride, positionStride, e1, f1, o1, p1);
-                    Horizontal(d + 8 * positionStride, positionStride, e2, f2, o2, p2);
-                    Horizontal(d + 12 * positionStride, positionStride, e3, f3, o3, p3);
-                }
-            }
-            t += tx1 - tx0;
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Vertical(float** rows, int offset,
-        out Vector256<float> r0, out Vector256<float> r1, out Vector256<float> r2, out Vector256<float> r3)
-    {
-        Vector256<float> d0 = Vector256.Load(rows[0] + offset);
-        Vector256<float> d1 = Vector256.Load(rows[1] + offset);
-        Vector256<float> d2 = Vector256.Load(rows[2] + offset);
-        Vector256<float> d3 = Vector256.Load(rows[3] + offset);
-        r0 = d0 - d2;
-        r1 = d1 + d2;
-        r2 = d2 - d1;
-        r3 = d1 - d3;
-    }
-
-    // Columns c0..c3 of eight tiles (c0 = even[tx], c1 = odd[tx], c2 = even[tx + 1], c3 = odd[tx + 1]).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Horizontal(float* d, long positionStride,
-        Vector256<float> c0, Vector256<float> c2, Vector256<float> c1, Vector256<float> c3)
-    {
-        Vector256.Store(c0 - c2, d);
-        Vector256.Store(c1 + c2, d + positionStride);
-        Vector256.Store(c2 - c1, d + 2 * positionStride);
-        Vector256.Store(c1 - c3, d + 3 * positionStride);
-    }
-
-    // even[j] = row[2j - 1], odd[j] = row[2j] for j in [0, tilesWide], zero outside [0, width).
-    private static void SplitRow(float* row, int width, int tilesWide, float* even, float* odd)
-    {
-        even[0] = 0f;
-        int j = 0;
-        if (Avx2.IsSupported)
-        {
-            for (; 2 * j + 16 <= width; j += 8)
-            {
-                Vector256<float> a = Avx.LoadVector256(row + 2 * j);
-                Vector256<float> b = Avx.LoadVector256(row + 2 * j + 8);
-                // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], likewise the odd lanes.
-                Vector256<float> evens = Avx.Shuffle(a, b, 0b10_00_10_00);
-                Vector256<float> odds = Avx.Shuffle(a, b, 0b11_01_11_01);
-                Avx.Store(odd + j, Avx2.Permute4x64(evens.AsDouble(), 0b11_01_10_00).AsSingle());
-                Avx.Store(even + j + 1, Avx2.Permute4x64(odds.AsDouble(), 0b11_01_10_00).AsSingle());
-            }
-        }
-        for (int k = j; k <= tilesWide; k++)
-        {
-            odd[k] = 2 * k < width ? row[2 * k] : 0f;
-        }
-        for (int k = j + 1; k <= tilesWide; k++)
-        {
-            even[k] = 2 * k - 1 < width ? row[2 * k - 1] : 0f;
-        }
-    }
-
-    // Output channels [channel, channel + channels) of tiles [first, first + count) from their
-    // products m[xi][r][t - first]: Y = A^T M A, then the epilogue, two image rows per tile row.
-    private static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
-        float* bias, float* scale, bool relu)
-    {
-        int rowLength = 2 * (s.TilesWide + Slack);
-        float* top = stackalloc float[rowLength];
-        float* bottom = stackalloc float[rowLength];
-        long positionStride = s.MStride;
-        int plane = s.Height * s.Width;
-        for (int r = 0; r < channels; r++)
-        {
-            int c = channel + r;
-            Vector256<float> channelScale = Vector256.Create(scale is null ? 1f : scale[c]);
-            Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
-            for (int t = first; t < first + count;)
-            {
-                var (image, ty, tx0, tx1) = Segment(s, t, first + count);
-                float* source = m + (long)r * s.Ld + (t - first) - tx0;
-                for (int tx = tx0; tx < tx1; tx += 8)
-                {
-                    float* p = source + tx;
-                    // A^T M: rows 0 and 1 of each column b.
-                    Column(p, positionStride, 0, out var a0, out var b0);
-                    Column(p, positionStride, 1, out var a1, out var b1);
-                    Column(p, positionStride, 2, out var a2, out var b2);
-                    Column(p, positionStride, 3, out var a3, out var b3);
-                    // (A^T M) A: the even and odd output columns of each row.
-                    Store(top + 2 * tx, Epilogue(a0 + a1 + a2, channelScale, channelBias, relu), Epilogue(a1 - a2 - a3, channelScale, channelBias, relu));
-                    Store(bottom + 2 * tx, Epilogue(b0 + b1 + b2, channelScale, channelBias, relu), Epilogue(b1 - b2 - b3, channelScale, channelBias, relu));
-                }
-                int oy = 2 * ty;
-                int ox = 2 * tx0;
-                int length = Math.Min(2 * tx1, s.Width) - ox;
-                float* target = y + ((long)c * s.Batch + image) * plane + (long)oy * s.Width + ox;
-                new ReadOnlySpan<float>(top + ox, length).CopyTo(new Span<float>(target, length));
-                if (oy + 1 < s.Height)
-                {
-                    new ReadOnlySpan<float>(bottom + ox, length).CopyTo(new Span<float>(target + s.Width, length));
-                }
-                t += tx1 - tx0;
-            }
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Column(float* p, long positionStride, int b, out Vector256<float> row0, out Vector256<float> row1)
-    {
-        Vector256<float> m0 = Vector256.Load(p + b * positionStride);
-        Vector256<float> m1 = Vector256.Load(p + (4 + b) * positionStride);
-        Vector256<float> m2 = Vector256.Load(p + (8 + b) * positionStride);
-        Vector256<float> m3 = Vector256.Load(p + (12 + b) * positionStride);
-        row0 = m0 + m1 + m2;
-        row1 = m1 - m2 - m3;
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Epilogue(Vector256<float> value, Vector256<float> scale, Vector256<float> bias, bool relu)
     {
@@ -709,22 +581,484 @@ public static unsafe class Winograd
         return relu ? Vector256.Max(result, Vector256<float>.Zero) : result;
     }
 
-    // d[0..16) = e0 o0 e1 o1 ... e7 o7.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(float* d, Vector256<float> even, Vector256<float> odd)
+    // F(2x2, 3x3): 4 x 4 input tiles, 16 positions.
+    private readonly struct Small : ITiles
     {
-        if (Avx.IsSupported)
+        public static int Size => 2;
+
+        public static int Positions => 16;
+
+        // t (4, 4) = G g G^T for g (3, 3).
+        public static void TransformKernel(float* g, float* t)
         {
-            Vector256<float> low = Avx.UnpackLow(even, odd);   // e0 o0 e1 o1 | e4 o4 e5 o5
-            Vector256<float> high = Avx.UnpackHigh(even, odd); // e2 o2 e3 o3 | e6 o6 e7 o7
-            Avx.Store(d, Avx.Permute2x128(low, high, 0x20));
-            Avx.Store(d + 8, Avx.Permute2x128(low, high, 0x31));
-            return;
+            float* gg = stackalloc float[12];
+            for (int c = 0; c < 3; c++)
+            {
+                float g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
+                gg[c] = g0;
+                gg[3 + c] = 0.5f * (g0 + g1 + g2);
+                gg[6 + c] = 0.5f * (g0 - g1 + g2);
+                gg[9 + c] = g2;
+            }
+            for (int r = 0; r < 4; r++)
+            {
+                float r0 = gg[3 * r], r1 = gg[3 * r + 1], r2 = gg[3 * r + 2];
+                t[4 * r] = r0;
+                t[4 * r + 1] = 0.5f * (r0 + r1 + r2);
+                t[4 * r + 2] = 0.5f * (r0 - r1 + r2);
+                t[4 * r + 3] = r2;
+            }
         }
-        for (int i = 0; i < 8; i++)
+
+        // V[xi][c][t - first] = (B^T d B)[xi] for channels [channel, channel + channels) and tiles
+        // [first, first + count).
+        // Each input row is split into its even and odd columns, padded: even[j] = x[2j - 1],
+        // odd[j] = x[2j], zero outside the image, so the tile at tx reads columns even[tx], odd[tx],
+        // even[tx + 1], odd[tx + 1] and eight tiles take one vector from each.
+        public static void TransformInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels)
         {
-            d[2 * i] = even.GetElement(i);
-            d[2 * i + 1] = odd.GetElement(i);
+            int stride = s.TilesWide + 1 + Slack;
+            // Reads reach index tilesWide + 7 at most; entries past tilesWide stay zero.
+            float* buffer = stackalloc float[8 * stride];
+            new Span<float>(buffer, 8 * stride).Clear();
+            float* zero = stackalloc float[stride];
+            new Span<float>(zero, stride).Clear();
+            float** even = stackalloc float*[4];
+            float** odd = stackalloc float*[4];
+            int plane = s.Height * s.Width;
+            long positionStride = s.VStride;
+            for (int t = first; t < first + count;)
+            {
+                var (image, ty, tx0, tx1) = Segment(s, t, first + count);
+                for (int c = channel; c < channel + channels; c++)
+                {
+                    float* source = x + ((long)c * s.Batch + image) * plane;
+                    for (int i = 0; i < 4; i++)
+                    {
+                        int iy = 2 * ty - 1 + i;
+                        if ((uint)iy >= (uint)s.Height)
+                        {
+                            even[i] = zero;
+                            odd[i] = zero;
+                            continue;
+                        }
+                        even[i] = buffer + 2 * i * stride;
+                        odd[i] = buffer + (2 * i + 1) * stride;
+                        SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, even[i], odd[i]);
+                    }
+                    // A vector that runs past tx1 writes the next segment's first tiles (rewritten
+                    // after) or the row's slack.
+                    float* target = v + (long)c * s.Ld + (t - first) - tx0;
+                    for (int tx = tx0; tx < tx1; tx += 8)
+                    {
+                        // Rows first (B^T d) on the four column streams, then columns (. B).
+                        Vertical(even, tx, out var e0, out var e1, out var e2, out var e3);
+                        Vertical(even, tx + 1, out var f0, out var f1, out var f2, out var f3);
+                        Vertical(odd, tx, out var o0, out var o1, out var o2, out var o3);
+                        Vertical(odd, tx + 1, out var p0, out var p1, out var p2, out var p3);
+                        float* d = target + tx;
+                        Horizontal(d, positionStride, e0, f0, o0, p0);
+                        Horizontal(d + 4 * positionStride, positionStride, e1, f1, o1, p1);
+                        Horizontal(d + 8 * positionStride, positionStride, e2, f2, o2, p2);
+                        Horizontal(d + 12 * positionStride, positionStride, e3, f3, o3, p3);
+                    }
+                }
+                t += tx1 - tx0;
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Vertical(float** rows, int offset,
+            out Vector256<float> r0, out Vector256<float> r1, out Vector256<float> r2, out Vector256<float> r3)
+        {
+            Vector256<float> d0 = Vector256.Load(rows[0] + offset);
+            Vector256<float> d1 = Vector256.Load(rows[1] + offset);
+            Vector256<float> d2 = Vector256.Load(rows[2] + offset);
+            Vector256<float> d3 = Vector256.Load(rows[3] + offset);
+            r0 = d0 - d2;
+            r1 = d1 + d2;
+            r2 = d2 - d1;
+            r3 = d1 - d3;
+        }
+
+        // Columns c0..c3 of eight tiles (c0 = even[tx], c1 = odd[tx], c2 = even[tx + 1], c3 = odd[tx + 1]).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Horizontal(float* d, long positionStride,
+            Vector256<float> c0, Vector256<float> c2, Vector256<float> c1, Vector256<float> c3)
+        {
+            Vector256.Store(c0 - c2, d);
+            Vector256.Store(c1 + c2, d + positionStride);
+            Vector256.Store(c2 - c1, d + 2 * positionStride);
+            Vector256.Store(c1 - c3, d + 3 * positionStride);
+        }
+
+        // even[j] = row[2j - 1], odd[j] = row[2j] for j in [0, tilesWide], zero outside [0, width).
+        public static void SplitRow(float* row, int width, int tilesWide, float* even, float* odd)
+        {
+            even[0] = 0f;
+            int j = 0;
+            if (Avx2.IsSupported)
+            {
+                for (; 2 * j + 16 <= width; j += 8)
+                {
+                    Vector256<float> a = Avx.LoadVector256(row + 2 * j);
+                    Vector256<float> b = Avx.LoadVector256(row + 2 * j + 8);
+                    // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], likewise the odd lanes.
+                    Vector256<float> evens = Avx.Shuffle(a, b, 0b10_00_10_00);
+                    Vector256<float> odds = Avx.Shuffle(a, b, 0b11_01_11_01);
+                    Avx.Store(odd + j, Avx2.Permute4x64(evens.AsDouble(), 0b11_01_10_00).AsSingle());
+                    Avx.Store(even + j + 1, Avx2.Permute4x64(odds.AsDouble(), 0b11_01_10_00).AsSingle());
+                }
+            }
+            for (int k = j; k <= tilesWide; k++)
+            {
+                odd[k] = 2 * k < width ? row[2 * k] : 0f;
+            }
+            for (int k = j + 1; k <= tilesWide; k++)
+            {
+                even[k] = 2 * k - 1 < width ? row[2 * k - 1] : 0f;
+            }
+        }
+
+        // Output channels [channel, channel + channels) of tiles [first, first + count) from their
+        // products m[xi][r][t - first]: Y = A^T M A, then the epilogue, two image rows per tile row.
+        public static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
+            float* bias, float* scale, bool relu)
+        {
+            int rowLength = 2 * (s.TilesWide + Slack);
+            float* top = stackalloc float[rowLength];
+            float* bottom = stackalloc float[rowLength];
+            long positionStride = s.MStride;
+            int plane = s.Height * s.Width;
+            for (int r = 0; r < channels; r++)
+            {
+                int c = channel + r;
+                Vector256<float> channelScale = Vector256.Create(scale is null ? 1f : scale[c]);
+                Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
+                for (int t = first; t < first + count;)
+                {
+                    var (image, ty, tx0, tx1) = Segment(s, t, first + count);
+                    float* source = m + (long)r * s.Ld + (t - first) - tx0;
+                    for (int tx = tx0; tx < tx1; tx += 8)
+                    {
+                        float* p = source + tx;
+                        // A^T M: rows 0 and 1 of each column b.
+                        Column(p, positionStride, 0, out var a0, out var b0);
+                        Column(p, positionStride, 1, out var a1, out var b1);
+                        Column(p, positionStride, 2, out var a2, out var b2);
+                        Column(p, positionStride, 3, out var a3, out var b3);
+                        // (A^T M) A: the even and odd output columns of each row.
+                        Store(top + 2 * tx, Epilogue(a0 + a1 + a2, channelScale, channelBias, relu), Epilogue(a1 - a2 - a3, channelScale, channelBias, relu));
+                        Store(bottom + 2 * tx, Epilogue(b0 + b1 + b2, channelScale, channelBias, relu), Epilogue(b1 - b2 - b3, channelScale, channelBias, relu));
+                    }
+                    int oy = 2 * ty;
+                    int ox = 2 * tx0;
+                    int length = Math.Min(2 * tx1, s.Width) - ox;
+                    float* target = y + ((long)c * s.Batch + image) * plane + (long)oy * s.Width + ox;
+                    new ReadOnlySpan<float>(top + ox, length).CopyTo(new Span<float>(target, length));
+                    if (oy + 1 < s.Height)
+                    {
+                        new ReadOnlySpan<float>(bottom + ox, length).CopyTo(new Span<float>(target + s.Width, length));
+                    }
+                    t += tx1 - tx0;
+                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Column(float* p, long positionStride, int b, out Vector256<float> row0, out Vector256<float> row1)
+        {
+            Vector256<float> m0 = Vector256.Load(p + b * positionStride);
+            Vector256<float> m1 = Vector256.Load(p + (4 + b) * positionStride);
+            Vector256<float> m2 = Vector256.Load(p + (8 + b) * positionStride);
+            Vector256<float> m3 = Vector256.Load(p + (12 + b) * positionStride);
+            row0 = m0 + m1 + m2;
+            row1 = m1 - m2 - m3;
+        }
+
+        // d[0..16) = e0 o0 e1 o1 ... e7 o7.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Store(float* d, Vector256<float> even, Vector256<float> odd)
+        {
+            if (Avx.IsSupported)
+            {
+                Vector256<float> low = Avx.UnpackLow(even, odd);   // e0 o0 e1 o1 | e4 o4 e5 o5
+                Vector256<float> high = Avx.UnpackHigh(even, odd); // e2 o2 e3 o3 | e6 o6 e7 o7
+                Avx.Store(d, Avx.Permute2x128(low, high, 0x20));
+                Avx.Store(d + 8, Avx.Permute2x128(low, high, 0x31));
+                return;
+            }
+            for (int i = 0; i < 8; i++)
+            {
+                d[2 * i] = even.GetElement(i);
+                d[2 * i + 1] = odd.GetElement(i);
+            }
+        }
+    }
+
+    // One tile size's transforms; Run and RunUnits are generic over it, so each size gets its own
+    // compiled loop with the transforms inlined.
+    private interface ITiles
+    {
+        // Outputs per tile side, and positions (input tile values) per tile: (Size + 2)^2.
+        static abstract int Size { get; }
+
+        static abstract int Positions { get; }
+
+        // t (positions) = G g G^T for g (3, 3).
+        static abstract void TransformKernel(float* g, float* t);
+
+        // V[xi][c][t - first] = (B^T d B)[xi] for channels [channel, channel + channels) and tiles [first, first + count).
+        static abstract void TransformInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels);
+
+        // Output channels [channel, channel + channels) of tiles [first, first + count) from
+        // their products m[xi][r][t - first]: Y = A^T M A, then the epilogue.
+        static abstract void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
+            float* bias, float* scale, bool relu);
+    }
+
+    // F(4x4, 3x3): 6 x 6 input tiles, 36 positions. The interpolation points are 0, 1, -1, 1/2,
+    // -2 and infinity rather than the common 0, +-1, +-2: in a float32 simulation (192 input
+    // channels, normal inputs) their outputs were three times closer to the exact sum, since
+    // B^T's and A^T's entries stay small; all of B^T's and A^T's are exact in binary, and G's
+    // fractions are rounded once, computed in double.
+    // <code>
+    // B^T = | 1 -3/2  -2   3/2  1    0 |   G = |  1      0     0    |   A^T = | 1  1  1  1    1  0 |
+    //       | 0  -1   1/2  5/2  1    0 |       |  1/3    1/3   1/3  |         | 0  1 -1  1/2 -2  0 |
+    //       | 0   1  -5/2  1/2  1    0 |       | -1/3    1/3  -1/3  |         | 0  1  1  1/4  4  0 |
+    //       | 0  -2   -1   2    1    0 |       | -16/15 -8/15 -4/15 |         | 0  1 -1  1/8 -8  1 |
+    //       | 0  1/2  -1  -1/2  1    0 |       |  1/15  -2/15  4/15 |
+    //       | 0   1  -3/2 -2   3/2   1 |       |  0      0     1    |
+    // </code>
+    // Still, its error is several times F(2x2, 3x3)'s (WinogradTests).
+    private readonly struct Large : ITiles
+    {
+        public static int Size => 4;
+
+        public static int Positions => 36;
+
+        public static void TransformKernel(float* g, float* t)
+        {
+            // G g (6 x 3) in double, then (G g) G^T, so the kernel's transform rounds once.
+            double* gg = stackalloc double[18];
+            double* row = stackalloc double[6];
+            for (int c = 0; c < 3; c++)
+            {
+                double g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
+                Interpolate(g0, g1, g2, gg, c, 3);
+            }
+            for (int r = 0; r < 6; r++)
+            {
+                Interpolate(gg[3 * r], gg[3 * r + 1], gg[3 * r + 2], row, 0, 1);
+                for (int j = 0; j < 6; j++)
+                {
+                    t[6 * r + j] = (float)row[j];
+                }
+            }
+        }
+
+        // d[offset + i * step] = (G (g0, g1, g2))[i].
+        private static void Interpolate(double g0, double g1, double g2, double* d, int offset, int step)
+        {
+            d[offset] = g0;
+            d[offset + step] = (g0 + g1 + g2) / 3;
+            d[offset + 2 * step] = -(g0 - g1 + g2) / 3;
+            d[offset + 3 * step] = -(16 * g0 + 8 * g1 + 4 * g2) / 15;
+            d[offset + 4 * step] = (g0 - 2 * g1 + 4 * g2) / 15;
+            d[offset + 5 * step] = g2;
+        }
+
+        // Each input row is split into four phase streams, phase k holding columns 4j + k - 1
+        // (zero outside the image), so the tile at tx reads its six columns at phases 0-3 of tx
+        // and phases 0-1 of tx + 1, and eight tiles take one vector from each.
+        public static void TransformInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels)
+        {
+            int stride = s.TilesWide + 1 + Slack;
+            float* buffer = stackalloc float[24 * stride];
+            new Span<float>(buffer, 24 * stride).Clear();
+            float* zero = stackalloc float[stride];
+            new Span<float>(zero, stride).Clear();
+            float** phases = stackalloc float*[24];
+            // B^T d for the eight tiles: rows[6 * i + column].
+            Vector256<float>* rows = stackalloc Vector256<float>[36];
+            int plane = s.Height * s.Width;
+            long positionStride = s.VStride;
+            for (int t = first; t < first + count;)
+            {
+                var (image, ty, tx0, tx1) = Segment(s, t, first + count);
+                for (int c = channel; c < channel + channels; c++)
+                {
+                    float* source = x + ((long)c * s.Batch + image) * plane;
+                    for (int i = 0; i < 6; i++)
+                    {
+                        int iy = 4 * ty - 1 + i;
+                        for (int k = 0; k < 4; k++)
+                        {
+                            phases[4 * i + k] = (uint)iy < (uint)s.Height ? buffer + (4 * i + k) * stride : zero;
+                        }
+                        if ((uint)iy < (uint)s.Height)
+                        {
+                            SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, -1, phases + 4 * i);
+                        }
+                    }
+                    // A vector that runs past tx1 writes the next segment's first tiles (rewritten
+                    // after) or the row's slack.
+                    float* target = v + (long)c * s.Ld + (t - first) - tx0;
+                    for (int tx = tx0; tx < tx1; tx += 8)
+                    {
+                        for (int column = 0; column < 6; column++)
+                        {
+                            int k = column & 3, at = tx + (column >> 2);
+                            InputRows(
+                                Vector256.Load(phases[k] + at), Vector256.Load(phases[4 + k] + at), Vector256.Load(phases[8 + k] + at),
+                                Vector256.Load(phases[12 + k] + at), Vector256.Load(phases[16 + k] + at), Vector256.Load(phases[20 + k] + at),
+                                out rows[column], out rows[6 + column], out rows[12 + column],
+                                out rows[18 + column], out rows[24 + column], out rows[30 + column]);
+                        }
+                        float* d = target + tx;
+                        for (int i = 0; i < 6; i++)
+                        {
+                            Vector256<float>* r = rows + 6 * i;
+                            InputRows(r[0], r[1], r[2], r[3], r[4], r[5], out var v0, out var v1, out var v2, out var v3, out var v4, out var v5);
+                            float* p = d + 6 * i * positionStride;
+                            Vector256.Store(v0, p);
+                            Vector256.Store(v1, p + positionStride);
+                            Vector256.Store(v2, p + 2 * positionStride);
+                            Vector256.Store(v3, p + 3 * positionStride);
+                            Vector256.Store(v4, p + 4 * positionStride);
+                            Vector256.Store(v5, p + 5 * positionStride);
+                        }
+                    }
+                }
+                t += tx1 - tx0;
+            }
+        }
+
+        // (r0 .. r5) = B^T (d0 .. d5).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void InputRows(
+            Vector256<float> d0, Vector256<float> d1, Vector256<float> d2, Vector256<float> d3, Vector256<float> d4, Vector256<float> d5,
+            out Vector256<float> r0, out Vector256<float> r1, out Vector256<float> r2,
+            out Vector256<float> r3, out Vector256<float> r4, out Vector256<float> r5)
+        {
+            Vector256<float> half = Vector256.Create(0.5f);
+            Vector256<float> threeHalves = Vector256.Create(1.5f);
+            Vector256<float> fiveHalves = Vector256.Create(2.5f);
+            Vector256<float> d42 = d4 - d2;
+            Vector256<float> d31 = d3 - d1;
+            r0 = (d0 - d2) + d42 + d31 * threeHalves;
+            r1 = (d4 - d1) + d2 * half + d3 * fiveHalves;
+            r2 = (d4 + d1) - d2 * fiveHalves + d3 * half;
+            r3 = d42 + (d31 + d31);
+            r4 = d42 - d31 * half;
+            r5 = (d5 - d3) - d31 + d42 * threeHalves;
+        }
+
+        // phases[k][j] = row[4j + k + shift] for j in [0, tilesWide], zero outside [0, width).
+        private static void SplitRow(float* row, int width, int tilesWide, int shift, float** phases)
+        {
+            for (int k = 0; k < 4; k++)
+            {
+                float* phase = phases[k];
+                for (int j = 0; j <= tilesWide; j++)
+                {
+                    int column = 4 * j + k + shift;
+                    phase[j] = (uint)column < (uint)width ? row[column] : 0f;
+                }
+            }
+        }
+
+        public static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
+            float* bias, float* scale, bool relu)
+        {
+            int rowLength = 4 * (s.TilesWide + Slack);
+            float* rowsOut = stackalloc float[4 * rowLength];
+            // A^T M for the eight tiles: columns[6 * row + j].
+            Vector256<float>* columns = stackalloc Vector256<float>[24];
+            long positionStride = s.MStride;
+            int plane = s.Height * s.Width;
+            for (int r = 0; r < channels; r++)
+            {
+                int c = channel + r;
+                Vector256<float> channelScale = Vector256.Create(scale is null ? 1f : scale[c]);
+                Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
+                for (int t = first; t < first + count;)
+                {
+                    var (image, ty, tx0, tx1) = Segment(s, t, first + count);
+                    float* source = m + (long)r * s.Ld + (t - first) - tx0;
+                    for (int tx = tx0; tx < tx1; tx += 8)
+                    {
+                        float* p = source + tx;
+                        for (int j = 0; j < 6; j++)
+                        {
+                            float* q = p + j * positionStride;
+                            OutputRows(
+                                Vector256.Load(q), Vector256.Load(q + 6 * positionStride), Vector256.Load(q + 12 * positionStride),
+                                Vector256.Load(q + 18 * positionStride), Vector256.Load(q + 24 * positionStride), Vector256.Load(q + 30 * positionStride),
+                                out columns[j], out columns[6 + j], out columns[12 + j], out columns[18 + j]);
+                        }
+                        for (int row = 0; row < 4; row++)
+                        {
+                            Vector256<float>* z = columns + 6 * row;
+                            OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1, out var y2, out var y3);
+                            Interleave(rowsOut + row * rowLength + 4 * tx,
+                                Epilogue(y0, channelScale, channelBias, relu), Epilogue(y1, channelScale, channelBias, relu),
+                                Epilogue(y2, channelScale, channelBias, relu), Epilogue(y3, channelScale, channelBias, relu));
+                        }
+                    }
+                    int oy = 4 * ty;
+                    int ox = 4 * tx0;
+                    int length = Math.Min(4 * tx1, s.Width) - ox;
+                    float* target = y + ((long)c * s.Batch + image) * plane + (long)oy * s.Width + ox;
+                    for (int row = 0; row < 4 && oy + row < s.Height; row++)
+                    {
+                        new ReadOnlySpan<float>(rowsOut + row * rowLength + ox, length).CopyTo(new Span<float>(target + (long)row * s.Width, length));
+                    }
+                    t += tx1 - tx0;
+                }
+            }
+        }
+
+        // (y0 .. y3) = A^T (m0 .. m5).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void OutputRows(
+            Vector256<float> m0, Vector256<float> m1, Vector256<float> m2, Vector256<float> m3, Vector256<float> m4, Vector256<float> m5,
+            out Vector256<float> y0, out Vector256<float> y1, out Vector256<float> y2, out Vector256<float> y3)
+        {
+            Vector256<float> sum12 = m1 + m2, difference12 = m1 - m2;
+            y0 = m0 + sum12 + m3 + m4;
+            y1 = difference12 + m3 * Vector256.Create(0.5f) - m4 * Vector256.Create(2f);
+            y2 = sum12 + m3 * Vector256.Create(0.25f) + m4 * Vector256.Create(4f);
+            y3 = difference12 + m3 * Vector256.Create(0.125f) - m4 * Vector256.Create(8f) + m5;
+        }
+
+        // d[0..32) = a0 b0 c0 e0 a1 b1 c1 e1 ... a7 b7 c7 e7.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Interleave(float* d, Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> e)
+        {
+            if (Avx.IsSupported)
+            {
+                Vector256<float> abLow = Avx.UnpackLow(a, b);   // a0 b0 a1 b1 | a4 b4 a5 b5
+                Vector256<float> abHigh = Avx.UnpackHigh(a, b); // a2 b2 a3 b3 | a6 b6 a7 b7
+                Vector256<float> ceLow = Avx.UnpackLow(c, e);
+                Vector256<float> ceHigh = Avx.UnpackHigh(c, e);
+                Vector256<float> t0 = Avx.UnpackLow(abLow.AsDouble(), ceLow.AsDouble()).AsSingle();   // a0 b0 c0 e0 | a4 b4 c4 e4
+                Vector256<float> t1 = Avx.UnpackHigh(abLow.AsDouble(), ceLow.AsDouble()).AsSingle();  // a1 .. | a5 ..
+                Vector256<float> t2 = Avx.UnpackLow(abHigh.AsDouble(), ceHigh.AsDouble()).AsSingle(); // a2 .. | a6 ..
+                Vector256<float> t3 = Avx.UnpackHigh(abHigh.AsDouble(), ceHigh.AsDouble()).AsSingle(); // a3 .. | a7 ..
+                Avx.Store(d, Avx.Permute2x128(t0, t1, 0x20));
+                Avx.Store(d + 8, Avx.Permute2x128(t2, t3, 0x20));
+                Avx.Store(d + 16, Avx.Permute2x128(t0, t1, 0x31));
+                Avx.Store(d + 24, Avx.Permute2x128(t2, t3, 0x31));
+                return;
+            }
+            for (int i = 0; i < 8; i++)
+            {
+                d[4 * i] = a.GetElement(i);
+                d[4 * i + 1] = b.GetElement(i);
+                d[4 * i + 2] = c.GetElement(i);
+                d[4 * i + 3] = e.GetElement(i);
+            }
         }
     }
 }
@@ -741,8 +1075,9 @@ public sealed class WinogradWeights
     private float[] _packed = [];
     private int _outChannels;
     private int _inChannels;
+    private bool _large;
 
-    internal ReadOnlySpan<float> For(ReadOnlySpan<float> weight, int outChannels, int inChannels)
+    internal ReadOnlySpan<float> For(ReadOnlySpan<float> weight, int outChannels, int inChannels, bool large)
     {
         int length = outChannels * inChannels * 9;
         if (weight.Length < length)
@@ -750,17 +1085,22 @@ public sealed class WinogradWeights
             throw new ArgumentException($"Weights of {outChannels} x {inChannels} x 3 x 3 need {length} values, got {weight.Length}.", nameof(weight));
         }
         ReadOnlySpan<float> current = weight.Slice(0, length);
-        if (outChannels != _outChannels || inChannels != _inChannels || !current.SequenceEqual(_source))
+        if (outChannels != _outChannels || inChannels != _inChannels || large != _large || !current.SequenceEqual(_source))
         {
             if (_source.Length != length)
             {
                 _source = new float[length];
-                _packed = new float[Winograd.PackedWeightLength(outChannels, inChannels)];
             }
-            Winograd.TransformWeights(current, outChannels, inChannels, transposeAndRotate: false, _packed);
+            int packedLength = Winograd.PackedWeightLength(outChannels, inChannels, large);
+            if (_packed.Length != packedLength)
+            {
+                _packed = new float[packedLength];
+            }
+            Winograd.TransformWeights(current, outChannels, inChannels, large, transposeAndRotate: false, _packed);
             current.CopyTo(_source);
             _outChannels = outChannels;
             _inChannels = inChannels;
+            _large = large;
             Transforms++;
         }
         return _packed;

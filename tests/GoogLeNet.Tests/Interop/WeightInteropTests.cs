@@ -65,8 +65,10 @@ public sealed class PthFixture : IDisposable
 public class WeightInteropTests(PthFixture fixture) : IClassFixture<PthFixture>
 {
     // The fixed input reaches the network bit-identical on both sides, so only float32 summation
-    // order differs (oneDNN against our GEMM, through 57 layers). Logits are O(10).
-    private const double FixedInputTolerance = 1e-4;
+    // order and the Winograd transforms differ (oneDNN against our kernels, through 57 layers).
+    // Logits are O(10): the largest difference measured is 6.8e-5 with 2x2 Winograd tiles only
+    // and 1.1e-4 with 4x4 tiles in conv3 and inception3a (1e-5 of the logits); 2e-4 leaves room.
+    private const double FixedInputTolerance = 2e-4;
 
     // Pillow resizes with 22-bit fixed-point coefficients, we with floats: after both round to 8
     // bits, 2 of the 150528 input values differ by one step (1/255 before normalisation). That
