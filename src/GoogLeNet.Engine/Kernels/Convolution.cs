@@ -506,8 +506,8 @@ public static unsafe class Convolution
     // GEMM Y (co, n*oh*ow) = W (co, ci*kh*kw) col (ci*kh*kw, n*oh*ow); the 1x1 convolution reads
     // the input as col. Other kernels read col through ImplicitColumns without storing it, unless
     // the product is narrow enough for the GEMM to read a stored col in place. 3x3 stride-1
-    // convolutions run as Winograd F(2x2, 3x3) or F(4x4, 3x3) when it pays; winogradWeights (inference) keeps
-    // the weights' transform between calls.
+    // convolutions run as Winograd F(2x2, 3x3) or F(4x4, 3x3), and 5x5 ones as F(2x2, 5x5),
+    // when it pays; winogradWeights (inference) keeps the weights' transform between calls.
     public static void ForwardChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, int kernelH, int kernelW,
@@ -527,9 +527,9 @@ public static unsafe class Convolution
         {
             throw new ArgumentException($"A channel-major input of {inChannels} x {batch} x {height} x {width} needs {(long)inChannels * batch * height * width} values, got {input.Length}.");
         }
-        if (Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width, winogradWeights is not null))
+        if (Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width, winogradWeights is not null, inChannels, outChannels))
         {
-            Winograd.ForwardChannelMajor(input, batch, inChannels, height, width, weight, bias, outChannels, relu, output, scale, winogradWeights);
+            Winograd.ForwardChannelMajor(input, batch, inChannels, height, width, weight, bias, outChannels, relu, output, scale, winogradWeights, kernelH);
             return;
         }
         if (DirectConvolution.ChosenForward(batch, inChannels, height, width, outChannels, kernelH, kernelW, stride, padding))
@@ -597,20 +597,16 @@ public static unsafe class Convolution
             }
             return;
         }
-        if (Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width))
-        {
-            Winograd.BackwardWeightsChannelMajor(input, batch, inChannels, height, width, dOutput, outChannels, dWeight);
-            if (!dInput.IsEmpty)
-            {
-                Winograd.BackwardDataChannelMajor(dOutput, batch, inChannels, height, width, weight, outChannels, dInput);
-            }
-            return;
-        }
+        bool winograd = Winograd.Chosen(kernelH, kernelW, stride, padding, batch, height, width, inChannels: inChannels, outChannels: outChannels);
         if (input.Length < (long)inChannels * batch * height * width)
         {
             throw new ArgumentException($"A channel-major input of {inChannels} x {batch} x {height} x {width} needs {(long)inChannels * batch * height * width} values, got {input.Length}.");
         }
-        if (StemConvolution.TakesWeightGradient(inChannels, outChannels, kernelH, kernelW, stride, padding))
+        if (winograd && Winograd.TakesWeightGradient(kernelH, kernelW))
+        {
+            Winograd.BackwardWeightsChannelMajor(input, batch, inChannels, height, width, dOutput, outChannels, dWeight);
+        }
+        else if (StemConvolution.TakesWeightGradient(inChannels, outChannels, kernelH, kernelW, stride, padding))
         {
             StemConvolution.BackwardWeights(input, batch, inChannels, height, width, dOutput, outChannels, kernelH, kernelW, padding,
                 outH, outW, dWeight);
@@ -628,6 +624,11 @@ public static unsafe class Convolution
         }
         if (dInput.IsEmpty)
         {
+            return;
+        }
+        if (winograd)
+        {
+            Winograd.BackwardDataChannelMajor(dOutput, batch, inChannels, height, width, weight, outChannels, dInput, kernelH);
             return;
         }
         // dX is the forward convolution of dY with the kernels transposed and turned by 180

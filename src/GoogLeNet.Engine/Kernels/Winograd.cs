@@ -9,7 +9,8 @@ namespace GoogLeNet.Engine.Kernels;
 /// 2015): F(2x2, 3x3), where each 2x2 output tile costs 16 multiplications per channel pair
 /// instead of 36, and F(4x4, 3x3), where each 4x4 tile costs 36 instead of 144, on the planes
 /// and channel counts where it runs faster (<see cref="TakesLargeTiles"/>; forward pass and
-/// input gradient). Channel-major tensors (C, N, H, W) only.
+/// input gradient). 5x5 convolutions with padding 2 run as F(2x2, 5x5), 36 instead of 100, where
+/// that pays (forward pass and input gradient). Channel-major tensors (C, N, H, W) only.
 /// </summary>
 /// <remarks>
 /// Y = A^T [ (G g G^T) .* (B^T d B) ] A for an input tile d and a 3x3 kernel g; for 2x2 tiles
@@ -28,7 +29,8 @@ namespace GoogLeNet.Engine.Kernels;
 /// threads share; every output is computed the same way whichever thread takes it, so results
 /// do not depend on the thread count. The 2x2 transforms only add, subtract and halve, so the
 /// result differs from the direct sum by a few float32 roundings; the 4x4 ones (see Large) by
-/// several times more (WinogradTests bounds both). The weight gradient runs on 2x2 tiles.
+/// several times more (WinogradTests bounds both). The weight gradient runs on 2x2 tiles, of 3x3
+/// kernels only.
 /// </remarks>
 public static unsafe class Winograd
 {
@@ -93,7 +95,10 @@ public static unsafe class Winograd
     public static bool Enabled { get; set; } = true;
 
     public static bool Applies(int kernelH, int kernelW, int stride, int padding) =>
-        kernelH == 3 && kernelW == 3 && stride == 1 && padding == 1;
+        stride == 1 && kernelH == kernelW && ((kernelH == 3 && padding == 1) || (kernelH == Five.Kernel && padding == 2));
+
+    /// <summary>Whether <see cref="BackwardWeightsChannelMajor"/> takes kernels of this size (3x3 only; 5x5 weight gradients run as a GEMM).</summary>
+    public static bool TakesWeightGradient(int kernelH, int kernelW) => kernelH == 3 && kernelW == 3;
 
     // A call that transforms the weights (an estimated 50 cycles per 3x3 kernel) gains from it once each
     // tile saves 20 of 36 multiply-adds per kernel (about 1.3 cycles in vectors): from some 40
@@ -106,9 +111,27 @@ public static unsafe class Winograd
     private const int MinTilesCached = 32;
 
     /// <summary>Whether <see cref="Convolution.ForwardChannelMajor"/> and its backward take this kernel for a batch of this size.</summary>
-    public static bool Chosen(int kernelH, int kernelW, int stride, int padding, int batch, int height, int width, bool cachedWeights = false) =>
+    /// <remarks>5x5 kernels also need the channel counts (<see cref="FiveByFivePays"/>); without them they are not chosen.</remarks>
+    public static bool Chosen(int kernelH, int kernelW, int stride, int padding, int batch, int height, int width, bool cachedWeights = false,
+        int inChannels = 0, int outChannels = 0) =>
         Enabled && Applies(kernelH, kernelW, stride, padding) && FillsTiles(height, width)
-        && (long)batch * ((height + 1) / 2) * TilesWide(width) >= (cachedWeights ? MinTilesCached : MinTiles);
+        && (long)batch * ((height + 1) / 2) * TilesWide(width) >= (cachedWeights ? MinTilesCached : MinTiles)
+        && (kernelH == 3 || FiveByFivePays(inChannels, outChannels, width));
+
+    // F(2x2, 5x5) multiplies 36 times per 2x2 outputs instead of 100, but with 36 positions per
+    // tile its transforms weigh more against the products than F(2x2, 3x3)'s, and the products
+    // run with as few multiply-adds as the layer has input channels. On the Cascade Lake VM
+    // (best of 10, alternating with the GEMM paths) it won where both channel counts are at
+    // least 32 and eight-tile vectors are three quarters full: 32 -> 96 channels on 12x12
+    // planes (d2l inception3b, batch 128) forward 18.7 -> 14.2 ms, input gradient 23.8 -> 23.0;
+    // on 28x28 (paper inception3b, batch 32) 24.2 -> 16.1 and 33.2 -> 28.4. It lost on 6x6
+    // planes (three tiles a row: 32 -> 64, forward 3.1 -> 4.4 ms) and with 16 input channels
+    // (12x12, 16 -> 32: 4.3 -> 4.9).
+    private static bool FiveByFivePays(int inChannels, int outChannels, int width)
+    {
+        int tilesWide = TilesWide(width);
+        return inChannels >= 32 && outChannels >= 32 && 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8);
+    }
 
     // 2x2 tiles over an odd plane compute outputs past its edge: 64 for a 7x7 plane's 49, 16 for
     // a 3x3 plane's 9. Below two thirds used, the implicit GEMM won: d2l's 3x3 planes (192 -> 384,
@@ -150,30 +173,48 @@ public static unsafe class Winograd
     public static void ForwardChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, bool relu, Span<float> output,
-        ReadOnlySpan<float> scale = default, WinogradWeights? cache = null)
+        ReadOnlySpan<float> scale = default, WinogradWeights? cache = null, int kernelSize = 3)
     {
         Check(input.Length, inChannels, batch, height, width, "input");
         Check(output.Length, outChannels, batch, height, width, "output");
         CheckEpilogue(bias.Length, scale.Length, outChannels);
-        bool large = TakesLargeTiles(inChannels, height, width, GroupFloats);
+        WinogradTiles tiles = TilesFor(kernelSize, inChannels, height, width, GroupFloats);
         ReadOnlySpan<float> u;
         if (cache is not null)
         {
-            u = cache.For(weight, outChannels, inChannels, large);
+            u = cache.For(weight, outChannels, inChannels, tiles);
         }
         else
         {
-            Span<float> scratch = PackedWeights(outChannels, inChannels, large);
-            TransformWeights(weight, outChannels, inChannels, large, transposeAndRotate: false, scratch);
+            Span<float> scratch = PackedWeights(outChannels, inChannels, tiles);
+            TransformWeights(weight, outChannels, inChannels, tiles, transposeAndRotate: false, scratch);
             u = scratch;
         }
-        if (large)
+        Run(tiles, input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output, GroupFloats);
+    }
+
+    private static WinogradTiles TilesFor(int kernelSize, int inChannels, int height, int width, int groupFloats) => kernelSize switch
+    {
+        3 => TakesLargeTiles(inChannels, height, width, groupFloats) ? WinogradTiles.F4x4Kernel3 : WinogradTiles.F2x2Kernel3,
+        5 => WinogradTiles.F2x2Kernel5,
+        _ => throw new ArgumentException($"Winograd convolutions take 3x3 or 5x5 kernels, not {kernelSize}x{kernelSize}.", nameof(kernelSize)),
+    };
+
+    private static void Run(WinogradTiles tiles,
+        ReadOnlySpan<float> input, int batch, int cIn, int height, int width, ReadOnlySpan<float> u, int cOut,
+        ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output, int groupFloats)
+    {
+        switch (tiles)
         {
-            Run<Large>(input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output, GroupFloats);
-        }
-        else
-        {
-            Run<Small>(input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output, GroupFloats);
+            case WinogradTiles.F4x4Kernel3:
+                Run<Large>(input, batch, cIn, height, width, u, cOut, bias, scale, relu, output, groupFloats);
+                break;
+            case WinogradTiles.F2x2Kernel5:
+                Run<Five>(input, batch, cIn, height, width, u, cOut, bias, scale, relu, output, groupFloats);
+                break;
+            default:
+                Run<Small>(input, batch, cIn, height, width, u, cOut, bias, scale, relu, output, groupFloats);
+                break;
         }
     }
 
@@ -182,21 +223,14 @@ public static unsafe class Winograd
     // the kernel rotated by 180 degrees and its channel axes swapped.
     public static void BackwardDataChannelMajor(
         ReadOnlySpan<float> dOutput, int batch, int inChannels, int height, int width,
-        ReadOnlySpan<float> weight, int outChannels, Span<float> dInput)
+        ReadOnlySpan<float> weight, int outChannels, Span<float> dInput, int kernelSize = 3)
     {
         Check(dOutput.Length, outChannels, batch, height, width, "dOutput");
         Check(dInput.Length, inChannels, batch, height, width, "dInput");
-        bool large = TakesLargeTiles(outChannels, height, width, InputGradientGroupFloats);
-        Span<float> u = PackedWeights(inChannels, outChannels, large);
-        TransformWeights(weight, outChannels, inChannels, large, transposeAndRotate: true, u);
-        if (large)
-        {
-            Run<Large>(dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats);
-        }
-        else
-        {
-            Run<Small>(dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats);
-        }
+        WinogradTiles tiles = TilesFor(kernelSize, outChannels, height, width, InputGradientGroupFloats);
+        Span<float> u = PackedWeights(inChannels, outChannels, tiles);
+        TransformWeights(weight, outChannels, inChannels, tiles, transposeAndRotate: true, u);
+        Run(tiles, dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats);
     }
 
     // input (ci, n, h, w); dOutput (co, n, h, w); dWeight (co, ci, 3, 3) += the weight gradient.
@@ -386,17 +420,19 @@ public static unsafe class Winograd
 
     private static int Blocks(int channels) => (channels + Rows - 1) / Rows;
 
-    private static int PositionsOf(bool large) => large ? Large.Positions : Small.Positions;
+    private static int PositionsOf(WinogradTiles tiles) => tiles == WinogradTiles.F2x2Kernel3 ? Small.Positions : Large.Positions;
+
+    private static int KernelOf(WinogradTiles tiles) => tiles == WinogradTiles.F2x2Kernel5 ? Five.Kernel : 3;
 
     // Floats of U for a convolution to outChannels from inChannels: 16 or 36 positions x whole
     // six-row panels.
-    internal static int PackedWeightLength(int outChannels, int inChannels, bool large) =>
-        PositionsOf(large) * Blocks(outChannels) * Rows * inChannels;
+    internal static int PackedWeightLength(int outChannels, int inChannels, WinogradTiles tiles) =>
+        PositionsOf(tiles) * Blocks(outChannels) * Rows * inChannels;
 
     // The calling thread's U, grown once to the largest layer.
-    private static Span<float> PackedWeights(int outChannels, int inChannels, bool large)
+    private static Span<float> PackedWeights(int outChannels, int inChannels, WinogradTiles tiles)
     {
-        int size = PackedWeightLength(outChannels, inChannels, large);
+        int size = PackedWeightLength(outChannels, inChannels, tiles);
         if (t_packedWeights is null || t_packedWeights.Length < size)
         {
             t_packedWeights = new float[size];
@@ -404,46 +440,51 @@ public static unsafe class Winograd
         return t_packedWeights.AsSpan(0, size);
     }
 
-    // weight (co, ci, 3, 3) -> u = G g G^T for each kernel g, packed as the micro-kernel's A:
+    // weight (co, ci, k, k) -> u = G g G^T for each kernel g, packed as the micro-kernel's A:
     // u[block][xi][c][r] is output channel block * 6 + r (a block's 16 panels
     // lie together, so it streams in from memory in one run), input channel c (zero past the last
     // output channel). (output, input) is (co, ci), or (ci, co) with every kernel rotated by 180
     // degrees for the input gradient.
-    internal static void TransformWeights(ReadOnlySpan<float> weight, int outChannels, int inChannels, bool large, bool transposeAndRotate, Span<float> u)
+    internal static void TransformWeights(ReadOnlySpan<float> weight, int outChannels, int inChannels, WinogradTiles tiles, bool transposeAndRotate, Span<float> u)
     {
         int rows = transposeAndRotate ? inChannels : outChannels;
         int cols = transposeAndRotate ? outChannels : inChannels;
-        int length = PackedWeightLength(rows, cols, large);
-        if (weight.Length < outChannels * inChannels * 9 || u.Length < length)
+        int length = PackedWeightLength(rows, cols, tiles);
+        int taps = KernelOf(tiles) * KernelOf(tiles);
+        if (weight.Length < outChannels * inChannels * taps || u.Length < length)
         {
-            throw new ArgumentException($"Weights of {outChannels} x {inChannels} x 3 x 3 need {outChannels * inChannels * 9} values and their transform {length}.");
+            throw new ArgumentException($"Weights of {outChannels} x {inChannels} x {KernelOf(tiles)} x {KernelOf(tiles)} need {outChannels * inChannels * taps} values and their transform {length}.");
         }
         u.Slice(0, length).Clear();
         fixed (float* w = weight, pu = u)
         {
             Parallelism.For(outChannels, inChannels * 64,
-                (w: (nint)w, u: (nint)pu, outChannels, inChannels, large, transposeAndRotate, cols),
+                (w: (nint)w, u: (nint)pu, outChannels, inChannels, tiles, taps, transposeAndRotate, cols),
                 static (s, start, count) =>
                 {
-                    int positions = PositionsOf(s.large);
-                    float* g = stackalloc float[9];
+                    int positions = PositionsOf(s.tiles);
+                    float* g = stackalloc float[Five.Kernel * Five.Kernel];
                     float* t = stackalloc float[Large.Positions];
                     for (int o = start; o < start + count; o++)
                     {
                         for (int i = 0; i < s.inChannels; i++)
                         {
-                            float* kernel = (float*)s.w + ((long)o * s.inChannels + i) * 9;
-                            for (int j = 0; j < 9; j++)
+                            float* kernel = (float*)s.w + ((long)o * s.inChannels + i) * s.taps;
+                            for (int j = 0; j < s.taps; j++)
                             {
-                                g[j] = kernel[s.transposeAndRotate ? 8 - j : j];
+                                g[j] = kernel[s.transposeAndRotate ? s.taps - 1 - j : j];
                             }
-                            if (s.large)
+                            switch (s.tiles)
                             {
-                                Large.TransformKernel(g, t);
-                            }
-                            else
-                            {
-                                Small.TransformKernel(g, t);
+                                case WinogradTiles.F4x4Kernel3:
+                                    Large.TransformKernel(g, t);
+                                    break;
+                                case WinogradTiles.F2x2Kernel5:
+                                    Five.TransformKernel(g, t);
+                                    break;
+                                default:
+                                    Small.TransformKernel(g, t);
+                                    break;
                             }
                             int row = s.transposeAndRotate ? i : o;
                             int col = s.transposeAndRotate ? o : i;
@@ -778,7 +819,7 @@ public static unsafe class Winograd
 
         // d[0..16) = e0 o0 e1 o1 ... e7 o7.
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void Store(float* d, Vector256<float> even, Vector256<float> odd)
+        public static void Store(float* d, Vector256<float> even, Vector256<float> odd)
         {
             if (Avx.IsSupported)
             {
@@ -868,37 +909,56 @@ public static unsafe class Winograd
             d[offset + 5 * step] = g2;
         }
 
-        // Each input row is split into four phase streams, phase k holding columns 4j + k - 1
-        // (zero outside the image), so the tile at tx reads its six columns at phases 0-3 of tx
-        // and phases 0-1 of tx + 1, and eight tiles take one vector from each.
-        public static void TransformInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels)
+        public static void TransformInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels) =>
+            TransformSixInput(s, x, v, first, count, channel, channels, Size, -1);
+
+        // V for 6 x 6 input tiles that step by `step` columns and rows and start at
+        // (step * ty + origin, step * tx + origin). Each input row is split into `step` phase
+        // streams, phase k holding columns step * j + k + origin (zero outside the image), so
+        // the tile at tx reads its column c at phase c % step of tx + c / step, and eight tiles
+        // take one vector from each. Consecutive tile rows share 6 - step input rows, so the
+        // split rows stay in six slots (row iy in slot iy % 6) while a channel's tiles are walked.
+        public static void TransformSixInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels, int step, int origin)
         {
-            int stride = s.TilesWide + 1 + Slack;
-            float* buffer = stackalloc float[24 * stride];
-            new Span<float>(buffer, 24 * stride).Clear();
+            int stride = s.TilesWide + 2 + Slack;
+            float* buffer = stackalloc float[6 * 4 * stride];
+            new Span<float>(buffer, 6 * 4 * stride).Clear();
             float* zero = stackalloc float[stride];
             new Span<float>(zero, stride).Clear();
-            float** phases = stackalloc float*[24];
+            float** phases = stackalloc float*[6 * 4];
+            long* held = stackalloc long[6];
             // B^T d for the eight tiles: rows[6 * i + column].
             Vector256<float>* rows = stackalloc Vector256<float>[36];
             int plane = s.Height * s.Width;
             long positionStride = s.VStride;
-            for (int t = first; t < first + count;)
+            for (int c = channel; c < channel + channels; c++)
             {
-                var (image, ty, tx0, tx1) = Segment(s, t, first + count);
-                for (int c = channel; c < channel + channels; c++)
+                new Span<long>(held, 6).Fill(-1);
+                for (int t = first; t < first + count;)
                 {
+                    var (image, ty, tx0, tx1) = Segment(s, t, first + count);
                     float* source = x + ((long)c * s.Batch + image) * plane;
                     for (int i = 0; i < 6; i++)
                     {
-                        int iy = 4 * ty - 1 + i;
-                        for (int k = 0; k < 4; k++)
+                        int iy = step * ty + origin + i;
+                        if ((uint)iy >= (uint)s.Height)
                         {
-                            phases[4 * i + k] = (uint)iy < (uint)s.Height ? buffer + (4 * i + k) * stride : zero;
+                            for (int k = 0; k < step; k++)
+                            {
+                                phases[step * i + k] = zero;
+                            }
+                            continue;
                         }
-                        if ((uint)iy < (uint)s.Height)
+                        int slot = iy % 6;
+                        for (int k = 0; k < step; k++)
                         {
-                            SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, -1, phases + 4 * i);
+                            phases[step * i + k] = buffer + (step * slot + k) * stride;
+                        }
+                        long row = (long)image * s.Height + iy;
+                        if (held[slot] != row)
+                        {
+                            SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, step, origin, phases + step * i);
+                            held[slot] = row;
                         }
                     }
                     // A vector that runs past tx1 writes the next segment's first tiles (rewritten
@@ -908,10 +968,10 @@ public static unsafe class Winograd
                     {
                         for (int column = 0; column < 6; column++)
                         {
-                            int k = column & 3, at = tx + (column >> 2);
+                            int k = column % step, at = tx + column / step;
                             InputRows(
-                                Vector256.Load(phases[k] + at), Vector256.Load(phases[4 + k] + at), Vector256.Load(phases[8 + k] + at),
-                                Vector256.Load(phases[12 + k] + at), Vector256.Load(phases[16 + k] + at), Vector256.Load(phases[20 + k] + at),
+                                Vector256.Load(phases[k] + at), Vector256.Load(phases[step + k] + at), Vector256.Load(phases[2 * step + k] + at),
+                                Vector256.Load(phases[3 * step + k] + at), Vector256.Load(phases[4 * step + k] + at), Vector256.Load(phases[5 * step + k] + at),
                                 out rows[column], out rows[6 + column], out rows[12 + column],
                                 out rows[18 + column], out rows[24 + column], out rows[30 + column]);
                         }
@@ -929,14 +989,14 @@ public static unsafe class Winograd
                             Vector256.Store(v5, p + 5 * positionStride);
                         }
                     }
+                    t += tx1 - tx0;
                 }
-                t += tx1 - tx0;
             }
         }
 
         // (r0 .. r5) = B^T (d0 .. d5).
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void InputRows(
+        public static void InputRows(
             Vector256<float> d0, Vector256<float> d1, Vector256<float> d2, Vector256<float> d3, Vector256<float> d4, Vector256<float> d5,
             out Vector256<float> r0, out Vector256<float> r1, out Vector256<float> r2,
             out Vector256<float> r3, out Vector256<float> r4, out Vector256<float> r5)
@@ -954,15 +1014,15 @@ public static unsafe class Winograd
             r5 = (d5 - d3) - d31 + d42 * threeHalves;
         }
 
-        // phases[k][j] = row[4j + k + shift] for j in [0, tilesWide], zero outside [0, width).
-        private static void SplitRow(float* row, int width, int tilesWide, int shift, float** phases)
+        // phases[k][j] = row[step * j + k + origin] for j in [0, tilesWide + 1], zero outside [0, width).
+        private static void SplitRow(float* row, int width, int tilesWide, int step, int origin, float** phases)
         {
-            for (int k = 0; k < 4; k++)
+            for (int k = 0; k < step; k++)
             {
                 float* phase = phases[k];
-                for (int j = 0; j <= tilesWide; j++)
+                for (int j = 0; j <= tilesWide + 1; j++)
                 {
-                    int column = 4 * j + k + shift;
+                    int column = step * j + k + origin;
                     phase[j] = (uint)column < (uint)width ? row[column] : 0f;
                 }
             }
@@ -1061,6 +1121,127 @@ public static unsafe class Winograd
             }
         }
     }
+
+    // F(2x2, 5x5): 6 x 6 input tiles stepping by 2, 36 positions, the same points and B^T as
+    // Large, with
+    // <code>
+    // G = |  1      0     0     0     0    |   A^T = | 1  1  1  1    1  0 |
+    //     |  1/3    1/3   1/3   1/3   1/3  |         | 0  1 -1  1/2 -2  1 |
+    //     | -1/3    1/3  -1/3   1/3  -1/3  |
+    //     | -16/15 -8/15 -4/15 -2/15 -1/15 |
+    //     |  1/15  -2/15  4/15 -8/15 16/15 |
+    //     |  0      0     0     0     1    |
+    // </code>
+    // 36 multiplications per 2x2 outputs instead of 100.
+    private readonly struct Five : ITiles
+    {
+        public const int Kernel = 5;
+
+        public static int Size => 2;
+
+        public static int Positions => 36;
+
+        public static void TransformKernel(float* g, float* t)
+        {
+            // G g (6 x 5) in double, then (G g) G^T, so the kernel's transform rounds once.
+            double* gg = stackalloc double[30];
+            double* row = stackalloc double[6];
+            for (int c = 0; c < Kernel; c++)
+            {
+                Interpolate(g[c], g[5 + c], g[10 + c], g[15 + c], g[20 + c], gg, c, Kernel);
+            }
+            for (int r = 0; r < 6; r++)
+            {
+                double* source = gg + Kernel * r;
+                Interpolate(source[0], source[1], source[2], source[3], source[4], row, 0, 1);
+                for (int j = 0; j < 6; j++)
+                {
+                    t[6 * r + j] = (float)row[j];
+                }
+            }
+        }
+
+        // d[offset + i * step] = (G (g0 .. g4))[i].
+        private static void Interpolate(double g0, double g1, double g2, double g3, double g4, double* d, int offset, int step)
+        {
+            d[offset] = g0;
+            d[offset + step] = (g0 + g1 + g2 + g3 + g4) / 3;
+            d[offset + 2 * step] = -(g0 - g1 + g2 - g3 + g4) / 3;
+            d[offset + 3 * step] = -(16 * g0 + 8 * g1 + 4 * g2 + 2 * g3 + g4) / 15;
+            d[offset + 4 * step] = (g0 - 2 * g1 + 4 * g2 - 8 * g3 + 16 * g4) / 15;
+            d[offset + 5 * step] = g4;
+        }
+
+        public static void TransformInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels) =>
+            Large.TransformSixInput(s, x, v, first, count, channel, channels, Size, -2);
+
+        public static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
+            float* bias, float* scale, bool relu)
+        {
+            int rowLength = 2 * (s.TilesWide + Slack);
+            float* top = stackalloc float[rowLength];
+            float* bottom = stackalloc float[rowLength];
+            // A^T M for the eight tiles: columns[6 * row + j].
+            Vector256<float>* columns = stackalloc Vector256<float>[12];
+            long positionStride = s.MStride;
+            int plane = s.Height * s.Width;
+            for (int r = 0; r < channels; r++)
+            {
+                int c = channel + r;
+                Vector256<float> channelScale = Vector256.Create(scale is null ? 1f : scale[c]);
+                Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
+                for (int t = first; t < first + count;)
+                {
+                    var (image, ty, tx0, tx1) = Segment(s, t, first + count);
+                    float* source = m + (long)r * s.Ld + (t - first) - tx0;
+                    for (int tx = tx0; tx < tx1; tx += 8)
+                    {
+                        float* p = source + tx;
+                        for (int j = 0; j < 6; j++)
+                        {
+                            float* q = p + j * positionStride;
+                            OutputRows(
+                                Vector256.Load(q), Vector256.Load(q + 6 * positionStride), Vector256.Load(q + 12 * positionStride),
+                                Vector256.Load(q + 18 * positionStride), Vector256.Load(q + 24 * positionStride), Vector256.Load(q + 30 * positionStride),
+                                out columns[j], out columns[6 + j]);
+                        }
+                        OutputRows(columns[0], columns[1], columns[2], columns[3], columns[4], columns[5], out var a0, out var a1);
+                        OutputRows(columns[6], columns[7], columns[8], columns[9], columns[10], columns[11], out var b0, out var b1);
+                        Small.Store(top + 2 * tx, Epilogue(a0, channelScale, channelBias, relu), Epilogue(a1, channelScale, channelBias, relu));
+                        Small.Store(bottom + 2 * tx, Epilogue(b0, channelScale, channelBias, relu), Epilogue(b1, channelScale, channelBias, relu));
+                    }
+                    int oy = 2 * ty;
+                    int ox = 2 * tx0;
+                    int length = Math.Min(2 * tx1, s.Width) - ox;
+                    float* target = y + ((long)c * s.Batch + image) * plane + (long)oy * s.Width + ox;
+                    new ReadOnlySpan<float>(top + ox, length).CopyTo(new Span<float>(target, length));
+                    if (oy + 1 < s.Height)
+                    {
+                        new ReadOnlySpan<float>(bottom + ox, length).CopyTo(new Span<float>(target + s.Width, length));
+                    }
+                    t += tx1 - tx0;
+                }
+            }
+        }
+
+        // (y0, y1) = A^T (m0 .. m5).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void OutputRows(
+            Vector256<float> m0, Vector256<float> m1, Vector256<float> m2, Vector256<float> m3, Vector256<float> m4, Vector256<float> m5,
+            out Vector256<float> y0, out Vector256<float> y1)
+        {
+            y0 = m0 + (m1 + m2) + m3 + m4;
+            y1 = (m1 - m2) + m3 * Vector256.Create(0.5f) - m4 * Vector256.Create(2f) + m5;
+        }
+    }
+}
+
+/// <summary>The three transforms: output tile size and kernel size.</summary>
+internal enum WinogradTiles
+{
+    F2x2Kernel3,
+    F4x4Kernel3,
+    F2x2Kernel5,
 }
 
 /// <summary>
@@ -1075,32 +1256,33 @@ public sealed class WinogradWeights
     private float[] _packed = [];
     private int _outChannels;
     private int _inChannels;
-    private bool _large;
+    private WinogradTiles _tiles;
 
-    internal ReadOnlySpan<float> For(ReadOnlySpan<float> weight, int outChannels, int inChannels, bool large)
+    internal ReadOnlySpan<float> For(ReadOnlySpan<float> weight, int outChannels, int inChannels, WinogradTiles tiles)
     {
-        int length = outChannels * inChannels * 9;
+        int kernel = tiles == WinogradTiles.F2x2Kernel5 ? 5 : 3;
+        int length = outChannels * inChannels * kernel * kernel;
         if (weight.Length < length)
         {
-            throw new ArgumentException($"Weights of {outChannels} x {inChannels} x 3 x 3 need {length} values, got {weight.Length}.", nameof(weight));
+            throw new ArgumentException($"Weights of {outChannels} x {inChannels} x {kernel} x {kernel} need {length} values, got {weight.Length}.", nameof(weight));
         }
         ReadOnlySpan<float> current = weight.Slice(0, length);
-        if (outChannels != _outChannels || inChannels != _inChannels || large != _large || !current.SequenceEqual(_source))
+        if (outChannels != _outChannels || inChannels != _inChannels || tiles != _tiles || !current.SequenceEqual(_source))
         {
             if (_source.Length != length)
             {
                 _source = new float[length];
             }
-            int packedLength = Winograd.PackedWeightLength(outChannels, inChannels, large);
+            int packedLength = Winograd.PackedWeightLength(outChannels, inChannels, tiles);
             if (_packed.Length != packedLength)
             {
                 _packed = new float[packedLength];
             }
-            Winograd.TransformWeights(current, outChannels, inChannels, large, transposeAndRotate: false, _packed);
+            Winograd.TransformWeights(current, outChannels, inChannels, tiles, transposeAndRotate: false, _packed);
             current.CopyTo(_source);
             _outChannels = outChannels;
             _inChannels = inChannels;
-            _large = large;
+            _tiles = tiles;
             Transforms++;
         }
         return _packed;

@@ -28,19 +28,35 @@ public class WinogradTests
     // a misplaced tap.
     private const double LargeTolerance = 2e-5;
 
-    // Shapes() with each tile size forced, for the passes the size applies to.
-    public static TheoryData<int, int, int, int, int, bool> ShapesWithTiles()
+    // F(2x2, 5x5) has F(4x4, 3x3)'s input transform and similar constants elsewhere: worst
+    // scaled error measured 1.5e-6 (forward) and 1.2e-6 (input gradient); the same bound.
+    private const double FiveTolerance = LargeTolerance;
+
+    // Shapes() for each transform ("2x2" and "4x4" tiles with 3x3 kernels, "5x5" kernels), for
+    // the passes that take them.
+    public static TheoryData<int, int, int, int, int, string> ShapesWithTiles()
     {
-        var data = new TheoryData<int, int, int, int, int, bool>();
-        foreach (bool large in new[] { false, true })
+        var data = new TheoryData<int, int, int, int, int, string>();
+        foreach (string tiles in new[] { "2x2", "4x4", "5x5" })
         {
             foreach (object[] shape in Shapes())
             {
-                data.Add((int)shape[0], (int)shape[1], (int)shape[2], (int)shape[3], (int)shape[4], large);
+                data.Add((int)shape[0], (int)shape[1], (int)shape[2], (int)shape[3], (int)shape[4], tiles);
             }
         }
         return data;
     }
+
+    private static int KernelOf(string tiles) => tiles == "5x5" ? 5 : 3;
+
+    private static double ToleranceOf(string tiles) => tiles switch
+    {
+        "4x4" => LargeTolerance,
+        "5x5" => FiveTolerance,
+        _ => Tolerance,
+    };
+
+    private static T WithTiles<T>(string tiles, Func<T> run) => WithTiles(tiles == "4x4", run);
 
     private static T WithTiles<T>(bool large, Func<T> run)
     {
@@ -74,54 +90,56 @@ public class WinogradTests
     };
 
     // The reference on channel-major tensors.
-    private static float[] Reference(float[] x, int batch, int ci, int co, int h, int w, float[] weight, float[] bias)
+    private static float[] Reference(float[] x, int batch, int ci, int co, int h, int w, float[] weight, float[] bias, int kernel = 3)
     {
         var y = new float[batch * co * h * w];
-        ReferenceConvolution.Forward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, bias, co, 3, 3, 1, 1, h, w, y);
+        ReferenceConvolution.Forward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, bias, co, kernel, kernel, 1, kernel / 2, h, w, y);
         return ToChannelMajor(y, batch, co, h * w);
     }
 
     [Theory]
     [MemberData(nameof(ShapesWithTiles))]
-    public void ForwardMatchesTheDirectConvolution(int batch, int ci, int co, int h, int w, bool large)
+    public void ForwardMatchesTheDirectConvolution(int batch, int ci, int co, int h, int w, string tiles)
     {
-        double tolerance = large ? LargeTolerance : Tolerance;
+        int k = KernelOf(tiles);
+        double tolerance = ToleranceOf(tiles);
         float[] x = GoldenFill.Fill("wino.x", batch * ci * h * w, 2.0);
-        float[] weight = GoldenFill.Fill("wino.w", co * ci * 9, 2.0);
+        float[] weight = GoldenFill.Fill("wino.w", co * ci * k * k, 2.0);
         float[] bias = GoldenFill.Fill("wino.b", co, 1.0);
-        float[] expected = Reference(x, batch, ci, co, h, w, weight, bias);
+        float[] expected = Reference(x, batch, ci, co, h, w, weight, bias, k);
         var actual = new float[expected.Length];
-        WithTiles(large, () => { Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, actual); return 0; });
+        WithTiles(tiles, () => { Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, actual, kernelSize: k); return 0; });
         Compare.Close(expected, actual, tolerance, "forward");
 
         // The folded-BatchNorm epilogue: relu(conv(x) x scale + bias).
         float[] scale = GoldenFill.Fill("wino.s", co, 2.0);
-        float[] unbiased = Reference(x, batch, ci, co, h, w, weight, new float[co]);
+        float[] unbiased = Reference(x, batch, ci, co, h, w, weight, new float[co], k);
         int plane = batch * h * w;
         for (int i = 0; i < unbiased.Length; i++)
         {
             unbiased[i] = Math.Max(0f, unbiased[i] * scale[i / plane] + bias[i / plane]);
         }
-        WithTiles(large, () => { Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: true, actual, scale); return 0; });
+        WithTiles(tiles, () => { Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: true, actual, scale, kernelSize: k); return 0; });
         Compare.Close(unbiased, actual, 2 * tolerance, "scaled forward");
     }
 
     [Theory]
     [MemberData(nameof(ShapesWithTiles))]
-    public void InputGradientMatchesTheDirectConvolution(int batch, int ci, int co, int h, int w, bool large)
+    public void InputGradientMatchesTheDirectConvolution(int batch, int ci, int co, int h, int w, string tiles)
     {
+        int k = KernelOf(tiles);
         float[] x = GoldenFill.Fill("wino.x", batch * ci * h * w, 2.0);
-        float[] weight = GoldenFill.Fill("wino.w", co * ci * 9, 2.0);
+        float[] weight = GoldenFill.Fill("wino.w", co * ci * k * k, 2.0);
         float[] dy = GoldenFill.Fill("wino.dy", batch * co * h * w, 2.0);
         var dW = new float[weight.Length];
         var dB = new float[co];
         var expected = new float[x.Length];
-        ReferenceConvolution.Backward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
+        ReferenceConvolution.Backward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, k, k, 1, k / 2, h, w,
             ToBatchMajor(dy, batch, co, h * w), dW, dB, expected);
         var actual = new float[x.Length];
         actual.AsSpan().Fill(float.NaN); // overwritten, never read
-        WithTiles(large, () => { Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, actual); return 0; });
-        Compare.Close(ToChannelMajor(expected, batch, ci, h * w), actual, large ? LargeTolerance : Tolerance, "dInput");
+        WithTiles(tiles, () => { Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, actual, k); return 0; });
+        Compare.Close(ToChannelMajor(expected, batch, ci, h * w), actual, ToleranceOf(tiles), "dInput");
     }
 
     [Theory]
@@ -324,13 +342,43 @@ public class WinogradTests
         Assert.True(Winograd.TakesLargeTiles(64, 6, 24, halfL2));     // 6 of 8
     }
 
+    // Through the convolution entry points a 5x5 layer takes F(2x2, 5x5) for its output and
+    // input gradient and the GEMM for its weight gradient; all three agree with the reference.
+    [Fact]
+    public void FiveByFiveConvolutionRunsThroughWinograd()
+    {
+        const int batch = 2, ci = 32, co = 40, h = 12, w = 12, k = 5;
+        Assert.True(Winograd.Chosen(k, k, 1, 2, batch, h, w, inChannels: ci, outChannels: co));
+        float[] x = GoldenFill.Fill("wino.five.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.five.w", co * ci * k * k, 2.0);
+        float[] bias = GoldenFill.Fill("wino.five.b", co, 1.0);
+        float[] dy = GoldenFill.Fill("wino.five.dy", batch * co * h * w, 2.0);
+        var col = new float[ci * k * k * batch * h * w];
+        var y = new float[batch * co * h * w];
+        Convolution.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, k, k, 1, 2, h, w, relu: false, col, y);
+        Compare.Close(Reference(x, batch, ci, co, h, w, weight, bias, k), y, FiveTolerance, "forward");
+
+        var expectedDw = new float[weight.Length];
+        var expectedDx = new float[x.Length];
+        ReferenceConvolution.Backward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, k, k, 1, 2, h, w,
+            ToBatchMajor(dy, batch, co, h * w), expectedDw, new float[co], expectedDx);
+        var dw = new float[weight.Length];
+        var dx = new float[x.Length];
+        Convolution.BackwardChannelMajor(x, batch, ci, h, w, weight, co, k, k, 1, 2, h, w, dy, col, dw, default, dx);
+        Compare.Close(expectedDw, dw, Tolerance, "dWeight");
+        Compare.Close(ToChannelMajor(expectedDx, batch, ci, h * w), dx, FiveTolerance, "dInput");
+    }
+
     [Fact]
     public void ConvolutionUsesWinogradOnlyWhereItApplies()
     {
         Assert.True(Winograd.Applies(3, 3, 1, 1));
         Assert.False(Winograd.Applies(3, 3, 2, 1));
         Assert.False(Winograd.Applies(3, 3, 1, 0));
-        Assert.False(Winograd.Applies(5, 5, 1, 2));
+        Assert.True(Winograd.Applies(5, 5, 1, 2));
+        Assert.False(Winograd.Applies(5, 5, 1, 1));
+        Assert.False(Winograd.Applies(5, 5, 2, 2));
+        Assert.False(Winograd.Applies(3, 5, 1, 1));
         Assert.False(Winograd.Applies(1, 1, 1, 0));
         // Too few tiles to repay the weight transform: one 14 x 14 image (49 tiles), not two.
         Assert.False(Winograd.Chosen(3, 3, 1, 1, 1, 14, 14));
@@ -342,6 +390,16 @@ public class WinogradTests
         Assert.True(Winograd.Chosen(3, 3, 1, 1, 128, 3, 12));
         Assert.True(Winograd.Chosen(3, 3, 1, 1, 128, 5, 5));
         Assert.True(Winograd.Chosen(3, 3, 1, 1, 32, 7, 7));
+        // 5x5 kernels with 32 or more channels on both sides and rows of 6 or 7 tiles (11 to 14
+        // wide, or 22 to 32): not without the channel counts, not on a 6x6 or 10x10 plane, not
+        // from 16 channels.
+        Assert.True(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12, inChannels: 32, outChannels: 96));
+        Assert.True(Winograd.Chosen(5, 5, 1, 2, 32, 28, 28, inChannels: 32, outChannels: 32));
+        Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12));
+        Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 6, 6, inChannels: 32, outChannels: 64));
+        Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 10, 10, inChannels: 32, outChannels: 64));
+        Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12, inChannels: 16, outChannels: 32));
+        Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12, inChannels: 32, outChannels: 16));
 
         // The convolution entry point takes the Winograd path when enabled and the implicit GEMM
         // otherwise; both agree with the reference, and they are not bit-identical, which shows
