@@ -13,10 +13,11 @@ public sealed record Conv5x5Shape(string Name, int Batch, int InChannels, int Ou
 
 /// <summary>
 /// The d2l and paper presets' 5x5 layers through Convolution.ForwardChannelMajor and
-/// BackwardChannelMajor, DirectConvolution against the implicit im2col GEMM (forward) and the
-/// GEMM into col with col2im (input gradient). Backward includes the weight gradient, the same
-/// implicit GEMM in both rows. Where DirectConvolution.ChosenForward says no (more than 64
-/// output channels), both forward rows run the GEMM. GFLOP/s counts one pass's multiply-adds.
+/// BackwardChannelMajor: Winograd F(2x2, 5x5) where it is chosen (otherwise as "direct"),
+/// DirectConvolution, and the implicit im2col GEMM (forward) and the GEMM into col with col2im
+/// (input gradient). Backward includes the weight gradient, the same implicit GEMM in every row.
+/// Where DirectConvolution.ChosenForward says no (more than 64 output channels), the direct
+/// forward row runs the GEMM. GFLOP/s counts one pass's direct multiply-adds.
 /// </summary>
 [Config(typeof(GemmBenchmarks.Config))]
 public class Conv5x5Benchmarks
@@ -32,8 +33,8 @@ public class Conv5x5Benchmarks
     [ParamsSource(nameof(Shapes))]
     public Conv5x5Shape Shape { get; set; } = Shapes.First();
 
-    [Params("direct", "gemm")]
-    public string Kernel { get; set; } = "direct";
+    [Params("winograd", "direct", "gemm")]
+    public string Kernel { get; set; } = "winograd";
 
     [Params("forward", "backward")]
     public string Pass { get; set; } = "forward";
@@ -57,11 +58,16 @@ public class Conv5x5Benchmarks
         _dInput = new float[_input.Length];
         _dWeight = new float[_weight.Length];
         Gemm.MaxThreads = Environment.ProcessorCount;
-        DirectConvolution.Enabled = Kernel == "direct";
+        Winograd.LargeTilesEnabled = Kernel == "winograd";
+        DirectConvolution.Enabled = Kernel != "gemm";
     }
 
     [GlobalCleanup]
-    public void Cleanup() => DirectConvolution.Enabled = true;
+    public void Cleanup()
+    {
+        Winograd.LargeTilesEnabled = true;
+        DirectConvolution.Enabled = true;
+    }
 
     [Benchmark]
     public void Run()

@@ -130,7 +130,7 @@ public static unsafe class Winograd
     private static bool FiveByFivePays(int inChannels, int outChannels, int width)
     {
         int tilesWide = TilesWide(width);
-        return inChannels >= 32 && outChannels >= 32 && 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8);
+        return LargeTilesEnabled && inChannels >= 32 && outChannels >= 32 && 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8);
     }
 
     // 2x2 tiles over an odd plane compute outputs past its edge: 64 for a 7x7 plane's 49, 16 for
@@ -139,11 +139,18 @@ public static unsafe class Winograd
     private static bool FillsTiles(int height, int width) =>
         3L * height * width >= 2L * ((height + 1) / 2 * 2) * ((width + 1) / 2 * 2);
 
+    /// <summary>
+    /// Whether the 6x6-tile transforms, F(4x4, 3x3) and F(2x2, 5x5), are taken where they pay
+    /// (default true). Off, 3x3 layers run on 2x2 tiles and 5x5 layers by the direct kernel or
+    /// the GEMM: slower, with results a few times closer to the exact sums.
+    /// </summary>
+    public static bool LargeTilesEnabled { get; set; } = true;
+
     /// <summary>Forces F(4x4, 3x3) (true) or F(2x2, 3x3) (false) for the forward pass and input gradient; null chooses by the plane (<see cref="TakesLargeTiles"/>).</summary>
     internal static bool? LargeTilesForced { get; set; }
 
     // F(4x4, 3x3) multiplies 36 times per 16 outputs where F(2x2, 3x3) multiplies 16 times per
-    // 4, so its products cost 0.56 as much, but three things can take the gain back:
+    // 4, so its products cost 0.56 as much, but four things can take the gain back:
     // - its transforms run eight tiles of a tile row per vector, which a narrow plane leaves
     //   partly empty (a 12- or 14-wide plane fills three or four of eight lanes, where 2x2 tiles
     //   fill six or seven); taken where its vectors are three quarters full;
@@ -155,16 +162,22 @@ public static unsafe class Winograd
     //   (torchvision conv3, 56x56, batch 32), 96 -> 128 (3a, 28x28, 32 tiles) 25 -> 21 and its
     //   input gradient 26 -> 23; with 16-tile groups (3b forward, 128 channels in; input
     //   gradients from 192) 59 -> 74, 30 -> 38 and 87 -> 91 ms.
-    internal static bool TakesLargeTiles(int inChannels, int height, int width, int groupFloats)
+    // - with fewer than eight such groups in the batch the two threads also split the output
+    //   channels, each transforming the group's input again: batch-1 inference (conv3 at 196
+    //   tiles, 3a at 49) took 27.9 ms with 4x4 tiles against 26.2 with 2x2 (`googlenet bench
+    //   --preset torchvision --mode infer --batch 1`, alternating).
+    internal static bool TakesLargeTiles(int batch, int inChannels, int height, int width, int groupFloats)
     {
         if (LargeTilesForced is bool forced)
         {
             return forced;
         }
         int tilesWide = (width + 3) / 4;
-        return 3L * height * width >= 2L * ((height + 3) / 4 * 4) * (tilesWide * 4)
+        return LargeTilesEnabled
+            && 3L * height * width >= 2L * ((height + 3) / 4 * 4) * (tilesWide * 4)
             && 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8)
-            && groupFloats / (Large.Positions * inChannels) >= 2 * Panel;
+            && groupFloats / (Large.Positions * inChannels) >= 2 * Panel
+            && (long)batch * ((height + 3) / 4) * tilesWide >= 8 * 2 * Panel;
     }
 
     // input (ci, n, h, w); weight (co, ci, 3, 3); bias (co) or empty; scale (co) or empty;
@@ -178,7 +191,7 @@ public static unsafe class Winograd
         Check(input.Length, inChannels, batch, height, width, "input");
         Check(output.Length, outChannels, batch, height, width, "output");
         CheckEpilogue(bias.Length, scale.Length, outChannels);
-        WinogradTiles tiles = TilesFor(kernelSize, inChannels, height, width, GroupFloats);
+        WinogradTiles tiles = TilesFor(kernelSize, batch, inChannels, height, width, GroupFloats);
         ReadOnlySpan<float> u;
         if (cache is not null)
         {
@@ -193,9 +206,9 @@ public static unsafe class Winograd
         Run(tiles, input, batch, inChannels, height, width, u, outChannels, bias, scale, relu, output, GroupFloats);
     }
 
-    private static WinogradTiles TilesFor(int kernelSize, int inChannels, int height, int width, int groupFloats) => kernelSize switch
+    private static WinogradTiles TilesFor(int kernelSize, int batch, int inChannels, int height, int width, int groupFloats) => kernelSize switch
     {
-        3 => TakesLargeTiles(inChannels, height, width, groupFloats) ? WinogradTiles.F4x4Kernel3 : WinogradTiles.F2x2Kernel3,
+        3 => TakesLargeTiles(batch, inChannels, height, width, groupFloats) ? WinogradTiles.F4x4Kernel3 : WinogradTiles.F2x2Kernel3,
         5 => WinogradTiles.F2x2Kernel5,
         _ => throw new ArgumentException($"Winograd convolutions take 3x3 or 5x5 kernels, not {kernelSize}x{kernelSize}.", nameof(kernelSize)),
     };
@@ -227,7 +240,7 @@ public static unsafe class Winograd
     {
         Check(dOutput.Length, outChannels, batch, height, width, "dOutput");
         Check(dInput.Length, inChannels, batch, height, width, "dInput");
-        WinogradTiles tiles = TilesFor(kernelSize, outChannels, height, width, InputGradientGroupFloats);
+        WinogradTiles tiles = TilesFor(kernelSize, batch, outChannels, height, width, InputGradientGroupFloats);
         Span<float> u = PackedWeights(inChannels, outChannels, tiles);
         TransformWeights(weight, outChannels, inChannels, tiles, transposeAndRotate: true, u);
         Run(tiles, dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats);

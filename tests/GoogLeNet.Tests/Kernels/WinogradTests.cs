@@ -323,23 +323,28 @@ public class WinogradTests
         Assert.Equal(2 * Winograd.GroupFloats, Winograd.BlockFloats);
     }
 
-    // 4x4 tiles where their vectors are three quarters full, they cover two thirds of the plane
-    // and a group holds two 16-tile panels; 2x2 tiles elsewhere.
+    // 4x4 tiles where their vectors are three quarters full, they cover two thirds of the plane,
+    // a group holds two 16-tile panels and the batch eight such groups; 2x2 tiles elsewhere.
     [Fact]
     public void LargeTilesAreTakenWhereTheyFill()
     {
         const int halfL2 = 128 * 1024;
-        Assert.True(Winograd.TakesLargeTiles(64, 24, 24, halfL2));    // 6 tiles a row, 56 per group
-        Assert.True(Winograd.TakesLargeTiles(96, 28, 28, halfL2));    // 7 a row, 37 per group
-        Assert.True(Winograd.TakesLargeTiles(64, 56, 56, halfL2));    // 14 a row (of 16 lanes)
-        Assert.False(Winograd.TakesLargeTiles(128, 28, 28, halfL2));  // 28 per group: one panel
-        Assert.False(Winograd.TakesLargeTiles(64, 12, 12, halfL2));   // 3 tiles a row of 8 lanes
-        Assert.False(Winograd.TakesLargeTiles(64, 14, 14, halfL2));   // 4 a row
-        Assert.False(Winograd.TakesLargeTiles(64, 7, 7, halfL2));     // 2 a row
-        Assert.False(Winograd.TakesLargeTiles(64, 24, 20, halfL2));   // 5 a row
-        Assert.True(Winograd.TakesLargeTiles(64, 24, 21, halfL2));    // 6 a row, 21 of 24 columns
-        Assert.False(Winograd.TakesLargeTiles(64, 5, 24, halfL2));    // 5 of 8 rows: under two thirds
-        Assert.True(Winograd.TakesLargeTiles(64, 6, 24, halfL2));     // 6 of 8
+        Assert.True(Winograd.TakesLargeTiles(32, 64, 24, 24, halfL2));    // 6 tiles a row, 56 per group
+        Assert.True(Winograd.TakesLargeTiles(32, 96, 28, 28, halfL2));    // 7 a row, 37 per group
+        Assert.True(Winograd.TakesLargeTiles(32, 64, 56, 56, halfL2));    // 14 a row (of 16 lanes)
+        Assert.False(Winograd.TakesLargeTiles(32, 128, 28, 28, halfL2));  // 28 per group: one panel
+        Assert.False(Winograd.TakesLargeTiles(32, 64, 12, 12, halfL2));   // 3 tiles a row of 8 lanes
+        Assert.False(Winograd.TakesLargeTiles(32, 64, 14, 14, halfL2));   // 4 a row
+        Assert.False(Winograd.TakesLargeTiles(32, 64, 7, 7, halfL2));     // 2 a row
+        Assert.False(Winograd.TakesLargeTiles(32, 64, 24, 20, halfL2));   // 5 a row
+        Assert.True(Winograd.TakesLargeTiles(32, 64, 24, 21, halfL2));    // 6 a row, 21 of 24 columns
+        Assert.False(Winograd.TakesLargeTiles(32, 64, 5, 24, halfL2));    // 5 of 8 rows: under two thirds
+        Assert.True(Winograd.TakesLargeTiles(32, 64, 6, 24, halfL2));     // 6 of 8
+        // Eight groups of two panels in the batch: 256 tiles.
+        Assert.False(Winograd.TakesLargeTiles(1, 64, 56, 56, halfL2));   // 196 tiles
+        Assert.True(Winograd.TakesLargeTiles(2, 64, 56, 56, halfL2));
+        Assert.False(Winograd.TakesLargeTiles(7, 64, 24, 24, halfL2));   // 252
+        Assert.True(Winograd.TakesLargeTiles(8, 64, 24, 24, halfL2));
     }
 
     // Through the convolution entry points a 5x5 layer takes F(2x2, 5x5) for its output and
@@ -390,9 +395,9 @@ public class WinogradTests
         Assert.True(Winograd.Chosen(3, 3, 1, 1, 128, 3, 12));
         Assert.True(Winograd.Chosen(3, 3, 1, 1, 128, 5, 5));
         Assert.True(Winograd.Chosen(3, 3, 1, 1, 32, 7, 7));
-        // 5x5 kernels with 32 or more channels on both sides and rows of 6 or 7 tiles (11 to 14
-        // wide, or 22 to 32): not without the channel counts, not on a 6x6 or 10x10 plane, not
-        // from 16 channels.
+        // 5x5 kernels with 32 or more channels on both sides and rows of 6 to 8 or 12 to 16
+        // tiles: not without the channel counts, not on a 6x6 or 10x10 plane, not from 16
+        // channels.
         Assert.True(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12, inChannels: 32, outChannels: 96));
         Assert.True(Winograd.Chosen(5, 5, 1, 2, 32, 28, 28, inChannels: 32, outChannels: 32));
         Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12));
