@@ -14,6 +14,12 @@ public class EvalWeightsTests(PthFixture fixture) : IClassFixture<PthFixture>
 {
     private const double Tolerance = 1e-5;
 
+    // predict runs an image's ten crops as one batch and eval batches of 70: their convolutions
+    // group Winograd tiles differently, so logits differ by float32 roundings (about 1e-6 of
+    // their size with the 4x4 tiles), and the loss, -log p of classes far from the prediction
+    // (about 43 per image here; 1.4e-5 apart measured), carries them. Relative to the loss.
+    private const double LossTolerance = 2e-6;
+
     private static string SolidPath => Path.Combine(PthFixture.Source, "solid.png");
 
     [Fact]
@@ -58,7 +64,7 @@ public class EvalWeightsTests(PthFixture fixture) : IClassFixture<PthFixture>
         Assert.Equal(10, result.GetProperty("crops").GetInt32());
         Assert.Equal(2.0 / 11, result.GetProperty("top1").GetDouble(), Tolerance);
         Assert.Equal(top5 / 11.0, result.GetProperty("top5").GetDouble(), Tolerance);
-        Assert.Equal(loss / 11, result.GetProperty("loss").GetDouble(), Tolerance);
+        Assert.Equal(loss / 11, result.GetProperty("loss").GetDouble(), LossTolerance * Math.Max(1, loss / 11));
     }
 
     [Fact]
