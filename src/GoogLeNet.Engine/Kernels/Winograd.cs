@@ -1042,9 +1042,16 @@ public static unsafe class Winograd
         }
 
         public static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
-            float* bias, float* scale, bool relu)
+            float* bias, float* scale, bool relu) =>
+            TransformSixOutput<Large>(s, m, y, first, count, channel, channels, bias, scale, relu);
+
+        // Y = A^T M A for 6 x 6 tiles giving T.Size x T.Size outputs (4: Large, 2: Five), then
+        // the epilogue, T.Size image rows per tile row.
+        public static void TransformSixOutput<T>(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
+            float* bias, float* scale, bool relu) where T : struct, ITiles
         {
-            int rowLength = 4 * (s.TilesWide + Slack);
+            int size = T.Size;
+            int rowLength = size * (s.TilesWide + Slack);
             float* rowsOut = stackalloc float[4 * rowLength];
             // A^T M for the eight tiles: columns[6 * row + j].
             Vector256<float>* columns = stackalloc Vector256<float>[24];
@@ -1065,25 +1072,41 @@ public static unsafe class Winograd
                         for (int j = 0; j < 6; j++)
                         {
                             float* q = p + j * positionStride;
-                            OutputRows(
-                                Vector256.Load(q), Vector256.Load(q + 6 * positionStride), Vector256.Load(q + 12 * positionStride),
-                                Vector256.Load(q + 18 * positionStride), Vector256.Load(q + 24 * positionStride), Vector256.Load(q + 30 * positionStride),
-                                out columns[j], out columns[6 + j], out columns[12 + j], out columns[18 + j]);
+                            Vector256<float> m0 = Vector256.Load(q), m1 = Vector256.Load(q + 6 * positionStride);
+                            Vector256<float> m2 = Vector256.Load(q + 12 * positionStride), m3 = Vector256.Load(q + 18 * positionStride);
+                            Vector256<float> m4 = Vector256.Load(q + 24 * positionStride), m5 = Vector256.Load(q + 30 * positionStride);
+                            if (size == 4)
+                            {
+                                OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j], out columns[12 + j], out columns[18 + j]);
+                            }
+                            else
+                            {
+                                Five.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j]);
+                            }
                         }
-                        for (int row = 0; row < 4; row++)
+                        for (int row = 0; row < size; row++)
                         {
                             Vector256<float>* z = columns + 6 * row;
-                            OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1, out var y2, out var y3);
-                            Interleave(rowsOut + row * rowLength + 4 * tx,
-                                Epilogue(y0, channelScale, channelBias, relu), Epilogue(y1, channelScale, channelBias, relu),
-                                Epilogue(y2, channelScale, channelBias, relu), Epilogue(y3, channelScale, channelBias, relu));
+                            float* d = rowsOut + row * rowLength + size * tx;
+                            if (size == 4)
+                            {
+                                OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1, out var y2, out var y3);
+                                Interleave(d,
+                                    Epilogue(y0, channelScale, channelBias, relu), Epilogue(y1, channelScale, channelBias, relu),
+                                    Epilogue(y2, channelScale, channelBias, relu), Epilogue(y3, channelScale, channelBias, relu));
+                            }
+                            else
+                            {
+                                Five.OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1);
+                                Small.Store(d, Epilogue(y0, channelScale, channelBias, relu), Epilogue(y1, channelScale, channelBias, relu));
+                            }
                         }
                     }
-                    int oy = 4 * ty;
-                    int ox = 4 * tx0;
-                    int length = Math.Min(4 * tx1, s.Width) - ox;
+                    int oy = size * ty;
+                    int ox = size * tx0;
+                    int length = Math.Min(size * tx1, s.Width) - ox;
                     float* target = y + ((long)c * s.Batch + image) * plane + (long)oy * s.Width + ox;
-                    for (int row = 0; row < 4 && oy + row < s.Height; row++)
+                    for (int row = 0; row < size && oy + row < s.Height; row++)
                     {
                         new ReadOnlySpan<float>(rowsOut + row * rowLength + ox, length).CopyTo(new Span<float>(target + (long)row * s.Width, length));
                     }
@@ -1189,57 +1212,12 @@ public static unsafe class Winograd
             Large.TransformSixInput(s, x, v, first, count, channel, channels, Size, -2);
 
         public static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
-            float* bias, float* scale, bool relu)
-        {
-            int rowLength = 2 * (s.TilesWide + Slack);
-            float* top = stackalloc float[rowLength];
-            float* bottom = stackalloc float[rowLength];
-            // A^T M for the eight tiles: columns[6 * row + j].
-            Vector256<float>* columns = stackalloc Vector256<float>[12];
-            long positionStride = s.MStride;
-            int plane = s.Height * s.Width;
-            for (int r = 0; r < channels; r++)
-            {
-                int c = channel + r;
-                Vector256<float> channelScale = Vector256.Create(scale is null ? 1f : scale[c]);
-                Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
-                for (int t = first; t < first + count;)
-                {
-                    var (image, ty, tx0, tx1) = Segment(s, t, first + count);
-                    float* source = m + (long)r * s.Ld + (t - first) - tx0;
-                    for (int tx = tx0; tx < tx1; tx += 8)
-                    {
-                        float* p = source + tx;
-                        for (int j = 0; j < 6; j++)
-                        {
-                            float* q = p + j * positionStride;
-                            OutputRows(
-                                Vector256.Load(q), Vector256.Load(q + 6 * positionStride), Vector256.Load(q + 12 * positionStride),
-                                Vector256.Load(q + 18 * positionStride), Vector256.Load(q + 24 * positionStride), Vector256.Load(q + 30 * positionStride),
-                                out columns[j], out columns[6 + j]);
-                        }
-                        OutputRows(columns[0], columns[1], columns[2], columns[3], columns[4], columns[5], out var a0, out var a1);
-                        OutputRows(columns[6], columns[7], columns[8], columns[9], columns[10], columns[11], out var b0, out var b1);
-                        Small.Store(top + 2 * tx, Epilogue(a0, channelScale, channelBias, relu), Epilogue(a1, channelScale, channelBias, relu));
-                        Small.Store(bottom + 2 * tx, Epilogue(b0, channelScale, channelBias, relu), Epilogue(b1, channelScale, channelBias, relu));
-                    }
-                    int oy = 2 * ty;
-                    int ox = 2 * tx0;
-                    int length = Math.Min(2 * tx1, s.Width) - ox;
-                    float* target = y + ((long)c * s.Batch + image) * plane + (long)oy * s.Width + ox;
-                    new ReadOnlySpan<float>(top + ox, length).CopyTo(new Span<float>(target, length));
-                    if (oy + 1 < s.Height)
-                    {
-                        new ReadOnlySpan<float>(bottom + ox, length).CopyTo(new Span<float>(target + s.Width, length));
-                    }
-                    t += tx1 - tx0;
-                }
-            }
-        }
+            float* bias, float* scale, bool relu) =>
+            Large.TransformSixOutput<Five>(s, m, y, first, count, channel, channels, bias, scale, relu);
 
         // (y0, y1) = A^T (m0 .. m5).
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void OutputRows(
+        public static void OutputRows(
             Vector256<float> m0, Vector256<float> m1, Vector256<float> m2, Vector256<float> m3, Vector256<float> m4, Vector256<float> m5,
             out Vector256<float> y0, out Vector256<float> y1)
         {
