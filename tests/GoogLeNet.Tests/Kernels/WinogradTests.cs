@@ -85,6 +85,9 @@ public class WinogradTests
         { 1, 3, 4, 1, 40 },
         { 1, 3, 4, 33, 1 },
         { 2, 64, 40, 6, 18 },
+        // d2l's 6x6 planes (three tiles a row) and four tiles a row.
+        { 3, 6, 10, 6, 6 },
+        { 2, 5, 7, 8, 8 },
         // One group of tiles: the output channels are split across units instead.
         { 1, 8, 50, 5, 5 },
     };
@@ -219,6 +222,58 @@ public class WinogradTests
         Assert.Equal(whole, Run(16 * ci * 16, 16));
         Assert.Equal(whole, Run(16 * ci * 48, 48));
         Compare.Close(Reference(x, batch, ci, co, h, w, weight, bias), whole, Tolerance, "forward");
+    }
+
+    // Groups and blocks of tiles that cut 6x6 images (nine tiles each) inside tile rows: groups
+    // give the same bits, blocks the same sums to rounding.
+    [Fact]
+    public void NarrowPlanesCutByGroupsAndBlocksGiveTheWholeResult()
+    {
+        const int batch = 5, ci = 6, co = 10, h = 6, w = 6;
+        float[] x = GoldenFill.Fill("wino.narrow.x", batch * ci * h * w, 2.0);
+        float[] weight = GoldenFill.Fill("wino.narrow.w", co * ci * 9, 2.0);
+        float[] bias = GoldenFill.Fill("wino.narrow.b", co, 1.0);
+        float[] dy = GoldenFill.Fill("wino.narrow.dy", batch * co * h * w, 2.0);
+        float[] Forward(int groupFloats)
+        {
+            int saved = Winograd.GroupFloats;
+            Winograd.GroupFloats = groupFloats;
+            try
+            {
+                var y = new float[batch * co * h * w];
+                WithTiles(false, () => { Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, y); return 0; });
+                return y;
+            }
+            finally
+            {
+                Winograd.GroupFloats = saved;
+            }
+        }
+        float[] WeightGradient(int blockFloats)
+        {
+            int saved = Winograd.BlockFloats;
+            Winograd.BlockFloats = blockFloats;
+            try
+            {
+                var dw = new float[weight.Length];
+                Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
+                return dw;
+            }
+            finally
+            {
+                Winograd.BlockFloats = saved;
+            }
+        }
+        // 45 tiles: one group, then groups of 16 (cutting images 2 and 4).
+        float[] whole = Forward(1 << 16);
+        Assert.Equal(whole, Forward(16 * ci * 16));
+        Compare.Close(Reference(x, batch, ci, co, h, w, weight, bias), whole, Tolerance, "forward");
+
+        var expected = new float[weight.Length];
+        ReferenceConvolution.Backward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
+            ToBatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
+        Compare.Close(expected, WeightGradient(1 << 21), Tolerance, "one block");
+        Compare.Close(expected, WeightGradient(16 * (ci + co) * 7), Tolerance, "blocks of 7 tiles");
     }
 
     [Fact]
