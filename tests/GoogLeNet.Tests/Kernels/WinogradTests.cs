@@ -58,6 +58,35 @@ public class WinogradTests
 
     private static T WithTiles<T>(string tiles, Func<T> run) => WithTiles(tiles == "4x4", run);
 
+    // Runs with the forward groups or the weight-gradient blocks of the given size, then restores it.
+    private static T WithGroupFloats<T>(int floats, Func<T> run)
+    {
+        int saved = Winograd.GroupFloats;
+        Winograd.GroupFloats = floats;
+        try
+        {
+            return run();
+        }
+        finally
+        {
+            Winograd.GroupFloats = saved;
+        }
+    }
+
+    private static T WithBlockFloats<T>(int floats, Func<T> run)
+    {
+        int saved = Winograd.BlockFloats;
+        Winograd.BlockFloats = floats;
+        try
+        {
+            return run();
+        }
+        finally
+        {
+            Winograd.BlockFloats = saved;
+        }
+    }
+
     private static T WithTiles<T>(bool large, Func<T> run)
     {
         bool? saved = Winograd.LargeTilesForced;
@@ -167,21 +196,12 @@ public class WinogradTests
         const int batch = 3, ci = 5, co = 7, h = 11, w = 13;
         float[] x = GoldenFill.Fill("wino.blocks.x", batch * ci * h * w, 2.0);
         float[] dy = GoldenFill.Fill("wino.blocks.dy", batch * co * h * w, 2.0);
-        float[] Run(int blockFloats)
+        float[] Run(int blockFloats) => WithBlockFloats(blockFloats, () =>
         {
-            int saved = Winograd.BlockFloats;
-            Winograd.BlockFloats = blockFloats;
-            try
-            {
-                var dw = new float[co * ci * 9];
-                Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
-                return dw;
-            }
-            finally
-            {
-                Winograd.BlockFloats = saved;
-            }
-        }
+            var dw = new float[co * ci * 9];
+            Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
+            return dw;
+        });
         // 126 tiles in one block, then blocks of 16 and of 1 tile (starting and ending inside
         // tile rows): the sums regroup, so they agree to rounding, not bit for bit.
         float[] whole = Run(1 << 21);
@@ -201,22 +221,13 @@ public class WinogradTests
         float[] x = GoldenFill.Fill("wino.groups.x", batch * ci * h * w, 2.0);
         float[] weight = GoldenFill.Fill("wino.groups.w", co * ci * 9, 2.0);
         float[] bias = GoldenFill.Fill("wino.groups.b", co, 1.0);
-        float[] Run(int groupFloats, int expectedGroup)
+        float[] Run(int groupFloats, int expectedGroup) => WithGroupFloats(groupFloats, () =>
         {
-            int saved = Winograd.GroupFloats;
-            Winograd.GroupFloats = groupFloats;
-            try
-            {
-                Assert.Equal(expectedGroup, Winograd.GroupTiles(ci, batch * 6 * 7));
-                var y = new float[batch * co * h * w];
-                Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, y);
-                return y;
-            }
-            finally
-            {
-                Winograd.GroupFloats = saved;
-            }
-        }
+            Assert.Equal(expectedGroup, Winograd.GroupTiles(ci, batch * 6 * 7));
+            var y = new float[batch * co * h * w];
+            Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, y);
+            return y;
+        });
         // Groups only regroup the same per-tile sums.
         float[] whole = Run(1 << 16, 128);
         Assert.Equal(whole, Run(16 * ci * 16, 16));
@@ -234,36 +245,18 @@ public class WinogradTests
         float[] weight = GoldenFill.Fill("wino.narrow.w", co * ci * 9, 2.0);
         float[] bias = GoldenFill.Fill("wino.narrow.b", co, 1.0);
         float[] dy = GoldenFill.Fill("wino.narrow.dy", batch * co * h * w, 2.0);
-        float[] Forward(int groupFloats)
+        float[] Forward(int groupFloats) => WithGroupFloats(groupFloats, () =>
         {
-            int saved = Winograd.GroupFloats;
-            Winograd.GroupFloats = groupFloats;
-            try
-            {
-                var y = new float[batch * co * h * w];
-                WithTiles(false, () => { Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, y); return 0; });
-                return y;
-            }
-            finally
-            {
-                Winograd.GroupFloats = saved;
-            }
-        }
-        float[] WeightGradient(int blockFloats)
+            var y = new float[batch * co * h * w];
+            Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, y);
+            return y;
+        });
+        float[] WeightGradient(int blockFloats) => WithBlockFloats(blockFloats, () =>
         {
-            int saved = Winograd.BlockFloats;
-            Winograd.BlockFloats = blockFloats;
-            try
-            {
-                var dw = new float[weight.Length];
-                Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
-                return dw;
-            }
-            finally
-            {
-                Winograd.BlockFloats = saved;
-            }
-        }
+            var dw = new float[weight.Length];
+            Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
+            return dw;
+        });
         // 45 tiles: one group, then groups of 16 (cutting images 2 and 4).
         float[] whole = Forward(1 << 16);
         Assert.Equal(whole, Forward(16 * ci * 16));
