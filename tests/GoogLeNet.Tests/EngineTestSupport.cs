@@ -20,20 +20,27 @@ internal static class Layouts
     }
 }
 
-/// <summary>Runs engine code on a given number of threads and restores the setting (tests in <see cref="EngineThreadsCollection"/>).</summary>
-internal static class EngineThreads
+/// <summary>Runs engine code with one of the engine's static settings changed, then restores it.</summary>
+internal static class EngineSetting
 {
-    public static T With<T>(int threads, Func<T> run)
+    public static T With<TValue, T>(Func<TValue> get, Action<TValue> set, TValue value, Func<T> run)
     {
-        int saved = Gemm.MaxThreads;
+        TValue saved = get();
         try
         {
-            Gemm.MaxThreads = threads;
+            set(value);
             return run();
         }
         finally
         {
-            Gemm.MaxThreads = saved;
+            set(saved);
         }
     }
+}
+
+/// <summary>Runs engine code on a given number of threads and restores the setting (tests in <see cref="EngineThreadsCollection"/>).</summary>
+internal static class EngineThreads
+{
+    public static T With<T>(int threads, Func<T> run) =>
+        EngineSetting.With(() => Gemm.MaxThreads, value => Gemm.MaxThreads = value, threads, run);
 }

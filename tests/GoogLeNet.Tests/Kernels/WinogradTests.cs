@@ -58,48 +58,15 @@ public class WinogradTests
 
     private static T WithTiles<T>(string tiles, Func<T> run) => WithTiles(tiles == "4x4", run);
 
-    // Runs with the forward groups or the weight-gradient blocks of the given size, then restores it.
-    private static T WithGroupFloats<T>(int floats, Func<T> run)
-    {
-        int saved = Winograd.GroupFloats;
-        Winograd.GroupFloats = floats;
-        try
-        {
-            return run();
-        }
-        finally
-        {
-            Winograd.GroupFloats = saved;
-        }
-    }
+    // Forward groups or weight-gradient blocks of the given size, or a tile size forced, for one run.
+    private static T WithGroupFloats<T>(int floats, Func<T> run) =>
+        EngineSetting.With(() => Winograd.GroupFloats, value => Winograd.GroupFloats = value, floats, run);
 
-    private static T WithBlockFloats<T>(int floats, Func<T> run)
-    {
-        int saved = Winograd.BlockFloats;
-        Winograd.BlockFloats = floats;
-        try
-        {
-            return run();
-        }
-        finally
-        {
-            Winograd.BlockFloats = saved;
-        }
-    }
+    private static T WithBlockFloats<T>(int floats, Func<T> run) =>
+        EngineSetting.With(() => Winograd.BlockFloats, value => Winograd.BlockFloats = value, floats, run);
 
-    private static T WithTiles<T>(bool large, Func<T> run)
-    {
-        bool? saved = Winograd.LargeTilesForced;
-        Winograd.LargeTilesForced = large;
-        try
-        {
-            return run();
-        }
-        finally
-        {
-            Winograd.LargeTilesForced = saved;
-        }
-    }
+    private static T WithTiles<T>(bool large, Func<T> run) =>
+        EngineSetting.With(() => Winograd.LargeTilesForced, value => Winograd.LargeTilesForced = value, (bool?)large, run);
 
     public static TheoryData<int, int, int, int, int> Shapes() => new()
     {
@@ -339,25 +306,16 @@ public class WinogradTests
         float[] weight = GoldenFill.Fill("wino.threads.w", co * ci * 9, 2.0);
         float[] bias = GoldenFill.Fill("wino.threads.b", co, 1.0);
         float[] dy = GoldenFill.Fill("wino.threads.dy", batch * co * h * w, 2.0);
-        float[] Run(int threads)
+        float[] Run(int threads) => EngineThreads.With(threads, () =>
         {
-            int saved = Gemm.MaxThreads;
-            Gemm.MaxThreads = threads;
-            try
-            {
-                var y = new float[batch * co * h * w];
-                var dx = new float[x.Length];
-                Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: true, y);
-                Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, dx);
-                var dw = new float[weight.Length];
-                Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
-                return [.. y, .. dx, .. dw];
-            }
-            finally
-            {
-                Gemm.MaxThreads = saved;
-            }
-        }
+            var y = new float[batch * co * h * w];
+            var dx = new float[x.Length];
+            Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: true, y);
+            Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, dx);
+            var dw = new float[weight.Length];
+            Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
+            return (float[])[.. y, .. dx, .. dw];
+        });
         Assert.Equal(Run(1), Run(2));
         Assert.Equal(Run(1), Run(3));
     }
