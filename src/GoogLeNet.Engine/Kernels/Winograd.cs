@@ -8,8 +8,8 @@ namespace GoogLeNet.Engine.Kernels;
 /// 3x3 convolution with stride 1 and padding 1 by Winograd's minimal filtering (Lavin and Gray,
 /// 2015): F(2x2, 3x3), where each 2x2 output tile costs 16 multiplications per channel pair
 /// instead of 36, and F(4x4, 3x3), where each 4x4 tile costs 36 instead of 144, on the planes
-/// and channel counts where it runs faster (<see cref="TakesLargeTiles"/>; forward pass and
-/// input gradient). 5x5 convolutions with padding 2 run as F(2x2, 5x5), 36 instead of 100, where
+/// and channel counts where it runs faster (<see cref="TakesLargeTiles"/>; forward pass and both
+/// gradients). 5x5 convolutions with padding 2 run as F(2x2, 5x5), 36 instead of 100, where
 /// that pays (forward pass and input gradient). Channel-major tensors (C, N, H, W) only.
 /// </summary>
 /// <remarks>
@@ -29,8 +29,8 @@ namespace GoogLeNet.Engine.Kernels;
 /// threads share; every output is computed the same way whichever thread takes it, so results
 /// do not depend on the thread count. The 2x2 transforms only add, subtract and halve, so the
 /// result differs from the direct sum by a few float32 roundings; the 4x4 ones (see Large) by
-/// several times more (WinogradTests bounds both). The weight gradient runs on 2x2 tiles, of 3x3
-/// kernels only.
+/// several times more (WinogradTests bounds both). The weight gradient takes 3x3 kernels only, on
+/// the tiles the forward pass takes.
 /// </remarks>
 public static unsafe class Winograd
 {
@@ -146,7 +146,7 @@ public static unsafe class Winograd
     /// </summary>
     public static bool LargeTilesEnabled { get; set; } = true;
 
-    /// <summary>Forces F(4x4, 3x3) (true) or F(2x2, 3x3) (false) for the forward pass and input gradient; null chooses by the plane (<see cref="TakesLargeTiles"/>).</summary>
+    /// <summary>Forces F(4x4, 3x3) (true) or F(2x2, 3x3) (false) for the forward pass and both gradients; null chooses by the plane (<see cref="TakesLargeTiles"/>).</summary>
     internal static bool? LargeTilesForced { get; set; }
 
     // F(4x4, 3x3) multiplies 36 times per 16 outputs where F(2x2, 3x3) multiplies 16 times per
@@ -249,7 +249,12 @@ public static unsafe class Winograd
     // input (ci, n, h, w); dOutput (co, n, h, w); dWeight (co, ci, 3, 3) += the weight gradient.
     // With V = B^T d B the input tiles' transform and dM = A dY A^T the output gradient's, the
     // gradient of U_xi is dM_xi (co, tiles) V_xi (ci, tiles)^T, summed over tiles in blocks with
-    // one GEMM per position, and the kernels' gradient is G^T dU G.
+    // one GEMM per position, and the kernels' gradient is G^T dU G. The tiles are the forward
+    // pass's: with 4x4 ones the products shrink as there (36 per 16 outputs instead of 16 per
+    // 4), and on the Cascade Lake VM (best of 4, alternating, same blocks) the weight gradient
+    // went 101-104 -> 96-98 ms (d2l conv3, batch 128) and 105-106 -> 94-97 (torchvision conv3,
+    // batch 32), level on 3a; 3b, whose 128 input channels the forward pass keeps on 2x2 tiles,
+    // lost 3% with 4x4.
     public static void BackwardWeightsChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> dOutput, int outChannels, Span<float> dWeight)
@@ -260,14 +265,29 @@ public static unsafe class Winograd
         {
             throw new ArgumentException($"dWeight of {outChannels} x {inChannels} x 3 x 3 needs {outChannels * inChannels * 9} values, got {dWeight.Length}.", nameof(dWeight));
         }
-        int tilesWide = TilesWide(width);
-        int tilesHigh = (height + 1) / 2;
+        if (TakesLargeTiles(batch, inChannels, height, width, GroupFloats))
+        {
+            BackwardWeights<Large>(input, batch, inChannels, height, width, dOutput, outChannels, dWeight);
+        }
+        else
+        {
+            BackwardWeights<Small>(input, batch, inChannels, height, width, dOutput, outChannels, dWeight);
+        }
+    }
+
+    private static void BackwardWeights<T>(
+        ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
+        ReadOnlySpan<float> dOutput, int outChannels, Span<float> dWeight)
+        where T : struct, ITiles
+    {
+        int tilesWide = (width + T.Size - 1) / T.Size;
+        int tilesHigh = (height + T.Size - 1) / T.Size;
         int tiles = batch * tilesHigh * tilesWide;
-        int block = Math.Clamp(BlockFloats / (Small.Positions * (inChannels + outChannels)), 1, tiles);
+        int block = BlockTiles(T.Positions * (inChannels + outChannels), tilesWide, tiles);
         var s = new Shape(batch, inChannels, outChannels, height, width, tilesWide, tilesHigh, tiles, block, block + Slack, 1);
-        int uSize = Small.Positions * outChannels * inChannels;
-        int vSize = Small.Positions * s.VStride;
-        int gSize = Small.Positions * s.GStride;
+        int uSize = T.Positions * outChannels * inChannels;
+        int vSize = T.Positions * s.VStride;
+        int gSize = T.Positions * s.GStride;
         float[] scratch = WeightGradientScratch(uSize + vSize + gSize);
         fixed (float* x = input, dy = dOutput, dw = dWeight, pScratch = scratch)
         {
@@ -280,11 +300,11 @@ public static unsafe class Winograd
                 state.first = first;
                 state.count = Math.Min(block, tiles - first);
                 state.accumulate = first > 0;
-                Parallelism.For(inChannels, (long)state.count * 64, state,
-                    static (t, start, count) => Small.TransformInput(t.s, (float*)t.x, (float*)t.v, t.first, t.count, start, count));
-                Parallelism.For(outChannels, (long)state.count * 64, state,
-                    static (t, start, count) => TransformOutputGradient(t.s, (float*)t.dy, (float*)t.dm, t.first, t.count, start, count));
-                Parallelism.For(Small.Positions, (long)state.count * inChannels * outChannels, state, static (t, start, count) =>
+                Parallelism.For(inChannels, (long)state.count * 4 * T.Positions, state,
+                    static (t, start, count) => T.TransformInput(t.s, (float*)t.x, (float*)t.v, t.first, t.count, start, count));
+                Parallelism.For(outChannels, (long)state.count * 4 * T.Positions, state,
+                    static (t, start, count) => TransformOutputGradient<T>(t.s, (float*)t.dy, (float*)t.dm, t.first, t.count, start, count));
+                Parallelism.For(T.Positions, (long)state.count * inChannels * outChannels, state, static (t, start, count) =>
                 {
                     for (int xi = start; xi < start + count; xi++)
                     {
@@ -296,19 +316,68 @@ public static unsafe class Winograd
                     }
                 });
             }
-            Parallelism.For(outChannels, inChannels * 64, (du: (nint)du, dw: (nint)dw, outChannels, inChannels),
-                static (t, start, count) => AccumulateKernelGradients((float*)t.du, (float*)t.dw, t.outChannels, t.inChannels, start, count));
+            Parallelism.For(outChannels, inChannels * 4 * T.Positions, (du: (nint)du, dw: (nint)dw, outChannels, inChannels),
+                static (t, start, count) =>
+                {
+                    if (T.Size == Large.Size)
+                    {
+                        Large.AccumulateKernelGradients((float*)t.du, (float*)t.dw, t.outChannels, t.inChannels, start, count);
+                    }
+                    else
+                    {
+                        AccumulateKernelGradients((float*)t.du, (float*)t.dw, t.outChannels, t.inChannels, start, count);
+                    }
+                });
+        }
+    }
+
+    private static void TransformOutputGradient<T>(in Shape s, float* dy, float* dm, int first, int count, int channel, int channels)
+        where T : struct, ITiles
+    {
+        if (T.Size == Large.Size)
+        {
+            Large.TransformOutputGradient(s, dy, dm, first, count, channel, channels);
+        }
+        else
+        {
+            TransformOutputGradient(s, dy, dm, first, count, channel, channels);
         }
     }
 
     [ThreadStatic]
     private static float[]? t_weightGradient;
 
-    // Blocks of tiles keep V and dM under this many floats, a core's L2 in bytes, so the 16
-    // products read them from L2 rather than L3. On a 1 MiB L2 this ran the weight gradient
-    // 1.3-2x faster than 8 MiB blocks (conv3, 3b, 4e at batch 32; d2l at 128), with either
-    // vector width. Tests shrink it to run many blocks on small tensors.
-    internal static int BlockFloats { get; set; } = s_l2Bytes / sizeof(float);
+    // Blocks of tiles keep V and dM under this many floats, a core's L2 in bytes, so the 16 or
+    // 36 products read them from L2 rather than L3 (but see MinBlockTiles). On a 1 MiB L2 this
+    // ran the weight gradient 1.3-2x faster than 8 MiB blocks (conv3, 3b, 4e at batch 32; d2l
+    // at 128), with either vector width.
+    internal static int BlockFloats { get; } = s_l2Bytes / sizeof(float);
+
+    /// <summary>Tiles per weight-gradient block instead of <see cref="BlockTiles"/>' choice (tests).</summary>
+    internal static int? BlockTilesForced { get; set; }
+
+    // A block is one k slice of the 16 or 36 products, so below some 64 tiles their packing and
+    // their pass over dU outweigh the cache the L2 budget saves; a block that ends inside a tile
+    // row splits that row's input twice and starts transforms mid-row. On the Cascade Lake VM
+    // (best of 4, alternating, batch 128 d2l and 32 torchvision) blocks of at least 64 tiles in
+    // whole tile rows against the L2 budget alone: torchvision conv3 (4x4 tiles) 105 -> 95 ms,
+    // 3b 51 -> 47, d2l 4e 22.1 -> 21.0, 3b 41 -> 39.7, 3a 25.6 -> 24.1, d2l conv3 level.
+    private const int MinBlockTiles = 64;
+
+    // Tiles per weight-gradient block for a V and dM of floatsPerTile each tile.
+    internal static int BlockTiles(int floatsPerTile, int tilesWide, int tiles)
+    {
+        if (BlockTilesForced is int forced)
+        {
+            return Math.Clamp(forced, 1, tiles);
+        }
+        int block = Math.Max(BlockFloats / floatsPerTile, MinBlockTiles);
+        if (block >= tilesWide)
+        {
+            block = block / tilesWide * tilesWide;
+        }
+        return Math.Clamp(block, 1, tiles);
+    }
 
     private static float[] WeightGradientScratch(int size)
     {
@@ -939,6 +1008,7 @@ public static unsafe class Winograd
             float* zero = stackalloc float[stride];
             new Span<float>(zero, stride).Clear();
             float** phases = stackalloc float*[6 * 4];
+            float* window = stackalloc float[SplitWindowFloats(s.TilesWide, step)];
             long* held = stackalloc long[6];
             // B^T d for the eight tiles: rows[6 * i + column].
             Vector256<float>* rows = stackalloc Vector256<float>[36];
@@ -970,7 +1040,7 @@ public static unsafe class Winograd
                         long row = (long)image * s.Height + iy;
                         if (held[slot] != row)
                         {
-                            SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, step, origin, phases + step * i);
+                            SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, step, origin, phases + step * i, window);
                             held[slot] = row;
                         }
                     }
@@ -1027,19 +1097,60 @@ public static unsafe class Winograd
             r5 = (d5 - d3) - d31 + d42 * threeHalves;
         }
 
-        // phases[k][j] = row[step * j + k + origin] for j in [0, tilesWide + 1], zero outside [0, width).
-        private static void SplitRow(float* row, int width, int tilesWide, int step, int origin, float** phases)
+        // phases[k][j] = row[step * j + k + origin] for j in [0, tilesWide + 1], zero outside
+        // [0, width); phases may be written up to the next multiple of eight entries. window
+        // holds SplitWindowFloats(tilesWide, step) floats: the row's columns from origin on,
+        // zero outside the row, split eight tiles at a time.
+        private static void SplitRow(float* row, int width, int tilesWide, int step, int origin, float** phases, float* window)
         {
+            int length = SplitWindowFloats(tilesWide, step);
+            int lead = Math.Clamp(-origin, 0, length);
+            int end = Math.Clamp(width - origin, lead, length);
+            new Span<float>(window, lead).Clear();
+            new ReadOnlySpan<float>(row + lead + origin, end - lead).CopyTo(new Span<float>(window + lead, end - lead));
+            new Span<float>(window + end, length - end).Clear();
+            if (Avx2.IsSupported && step == 4)
+            {
+                // Eight tiles' four phases are an 8 x 4 transpose: within each 128-bit lane,
+                // unpacking and shuffling leave tiles in the order 0 2 4 6 1 3 5 7, which one
+                // permutation puts right.
+                Vector256<int> order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+                for (int j = 0; 4 * j < length; j += 8)
+                {
+                    float* w = window + 4 * j;
+                    Vector256<float> a = Avx.LoadVector256(w), b = Avx.LoadVector256(w + 8);
+                    Vector256<float> c = Avx.LoadVector256(w + 16), d = Avx.LoadVector256(w + 24);
+                    Vector256<float> t0 = Avx.UnpackLow(a, b), t1 = Avx.UnpackHigh(a, b);
+                    Vector256<float> t2 = Avx.UnpackLow(c, d), t3 = Avx.UnpackHigh(c, d);
+                    Avx.Store(phases[0] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t0, t2, 0x44), order));
+                    Avx.Store(phases[1] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t0, t2, 0xEE), order));
+                    Avx.Store(phases[2] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t1, t3, 0x44), order));
+                    Avx.Store(phases[3] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t1, t3, 0xEE), order));
+                }
+                return;
+            }
+            if (Avx2.IsSupported && step == 2)
+            {
+                for (int j = 0; 2 * j < length; j += 8)
+                {
+                    Vector256<float> a = Avx.LoadVector256(window + 2 * j), b = Avx.LoadVector256(window + 2 * j + 8);
+                    // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], likewise the odd lanes.
+                    Avx.Store(phases[0] + j, Avx2.Permute4x64(Avx.Shuffle(a, b, 0b10_00_10_00).AsDouble(), 0b11_01_10_00).AsSingle());
+                    Avx.Store(phases[1] + j, Avx2.Permute4x64(Avx.Shuffle(a, b, 0b11_01_11_01).AsDouble(), 0b11_01_10_00).AsSingle());
+                }
+                return;
+            }
             for (int k = 0; k < step; k++)
             {
-                float* phase = phases[k];
                 for (int j = 0; j <= tilesWide + 1; j++)
                 {
-                    int column = step * j + k + origin;
-                    phase[j] = (uint)column < (uint)width ? row[column] : 0f;
+                    phases[k][j] = window[step * j + k];
                 }
             }
         }
+
+        // The columns SplitRow reads: tilesWide + 2 tiles' worth, in whole eight-tile chunks.
+        public static int SplitWindowFloats(int tilesWide, int step) => (tilesWide + 2 + 7) / 8 * 8 * step;
 
         public static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
             float* bias, float* scale, bool relu) =>
@@ -1126,6 +1237,127 @@ public static unsafe class Winograd
             y1 = difference12 + m3 * Vector256.Create(0.5f) - m4 * Vector256.Create(2f);
             y2 = sum12 + m3 * Vector256.Create(0.25f) + m4 * Vector256.Create(4f);
             y3 = difference12 + m3 * Vector256.Create(0.125f) - m4 * Vector256.Create(8f) + m5;
+        }
+
+        // dM[xi][c][t - first] = (A dY A^T)[xi] for output channels [channel, channel + channels)
+        // and tiles [first, first + count), dY's 4 x 4 tile zero outside the image. Each dY row
+        // is split into four phase streams (phase k holds columns 4j + k), so eight tiles take
+        // one vector from each.
+        public static void TransformOutputGradient(in Shape s, float* dy, float* dm, int first, int count, int channel, int channels)
+        {
+            int stride = s.TilesWide + 2 + Slack;
+            float* buffer = stackalloc float[4 * Size * stride];
+            new Span<float>(buffer, 4 * Size * stride).Clear();
+            float* zero = stackalloc float[stride];
+            new Span<float>(zero, stride).Clear();
+            float** phases = stackalloc float*[4 * Size];
+            float* window = stackalloc float[SplitWindowFloats(s.TilesWide, Size)];
+            // A y for each of the tile's four rows: rows[6 * r + j].
+            Vector256<float>* rows = stackalloc Vector256<float>[6 * Size];
+            int plane = s.Height * s.Width;
+            long positionStride = s.GStride;
+            for (int c = channel; c < channel + channels; c++)
+            {
+                for (int t = first; t < first + count;)
+                {
+                    var (image, ty, tx0, tx1) = Segment(s, t, first + count);
+                    float* source = dy + ((long)c * s.Batch + image) * plane;
+                    for (int r = 0; r < Size; r++)
+                    {
+                        int oy = Size * ty + r;
+                        for (int k = 0; k < Size; k++)
+                        {
+                            phases[Size * r + k] = oy < s.Height ? buffer + (Size * r + k) * stride : zero;
+                        }
+                        if (oy < s.Height)
+                        {
+                            SplitRow(source + (long)oy * s.Width, s.Width, s.TilesWide, Size, 0, phases + Size * r, window);
+                        }
+                    }
+                    float* target = dm + (long)c * s.Ld + (t - first) - tx0;
+                    for (int tx = tx0; tx < tx1; tx += 8)
+                    {
+                        for (int r = 0; r < Size; r++)
+                        {
+                            float** p = phases + Size * r;
+                            GradientRows(Vector256.Load(p[0] + tx), Vector256.Load(p[1] + tx), Vector256.Load(p[2] + tx), Vector256.Load(p[3] + tx),
+                                out rows[6 * r], out rows[6 * r + 1], out rows[6 * r + 2], out rows[6 * r + 3], out rows[6 * r + 4], out rows[6 * r + 5]);
+                        }
+                        float* d = target + tx;
+                        for (int j = 0; j < 6; j++)
+                        {
+                            GradientRows(rows[j], rows[6 + j], rows[12 + j], rows[18 + j],
+                                out var m0, out var m1, out var m2, out var m3, out var m4, out var m5);
+                            Vector256.Store(m0, d + j * positionStride);
+                            Vector256.Store(m1, d + (6 + j) * positionStride);
+                            Vector256.Store(m2, d + (12 + j) * positionStride);
+                            Vector256.Store(m3, d + (18 + j) * positionStride);
+                            Vector256.Store(m4, d + (24 + j) * positionStride);
+                            Vector256.Store(m5, d + (30 + j) * positionStride);
+                        }
+                    }
+                    t += tx1 - tx0;
+                }
+            }
+        }
+
+        // (m0 .. m5) = A (y0 .. y3), A the transpose of the output transform A^T.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void GradientRows(
+            Vector256<float> y0, Vector256<float> y1, Vector256<float> y2, Vector256<float> y3,
+            out Vector256<float> m0, out Vector256<float> m1, out Vector256<float> m2,
+            out Vector256<float> m3, out Vector256<float> m4, out Vector256<float> m5)
+        {
+            Vector256<float> even = y0 + y2, odd = y1 + y3;
+            m0 = y0;
+            m1 = even + odd;
+            m2 = even - odd;
+            m3 = y0 + y1 * Vector256.Create(0.5f) + y2 * Vector256.Create(0.25f) + y3 * Vector256.Create(0.125f);
+            m4 = y0 - y1 * Vector256.Create(2f) + y2 * Vector256.Create(4f) - y3 * Vector256.Create(8f);
+            m5 = y3;
+        }
+
+        // dw[o][i] (3, 3) += G^T dU[xi][o][i] G for output channels [start, start + count), in
+        // double like the kernel's transform: G's thirds and fifteenths round once, at the end.
+        public static void AccumulateKernelGradients(float* du, float* dw, int outChannels, int inChannels, int start, int count)
+        {
+            double* d = stackalloc double[Positions];
+            double* half = stackalloc double[3 * 6];
+            double* g = stackalloc double[3];
+            long plane = (long)outChannels * inChannels;
+            for (int o = start; o < start + count; o++)
+            {
+                for (int i = 0; i < inChannels; i++)
+                {
+                    for (int xi = 0; xi < Positions; xi++)
+                    {
+                        d[xi] = du[xi * plane + (long)o * inChannels + i];
+                    }
+                    // G^T d: the six rows into the kernel's three, a column at a time.
+                    for (int c = 0; c < 6; c++)
+                    {
+                        Restrict(d[c], d[6 + c], d[12 + c], d[18 + c], d[24 + c], d[30 + c], half, c, 6);
+                    }
+                    // (G^T d) G: each row's six columns likewise.
+                    float* kernel = dw + ((long)o * inChannels + i) * 9;
+                    for (int r = 0; r < 3; r++)
+                    {
+                        double* row = half + 6 * r;
+                        Restrict(row[0], row[1], row[2], row[3], row[4], row[5], g, 0, 1);
+                        kernel[3 * r] += (float)g[0];
+                        kernel[3 * r + 1] += (float)g[1];
+                        kernel[3 * r + 2] += (float)g[2];
+                    }
+                }
+            }
+        }
+
+        // e[offset + j * step] = (G^T (x0 .. x5))[j], the transpose of Interpolate.
+        private static void Restrict(double x0, double x1, double x2, double x3, double x4, double x5, double* e, int offset, int step)
+        {
+            e[offset] = x0 + (x1 - x2) / 3 - (16 * x3 - x4) / 15;
+            e[offset + step] = (x1 + x2) / 3 - (8 * x3 + 2 * x4) / 15;
+            e[offset + 2 * step] = (x1 - x2) / 3 - (4 * x3 - 4 * x4) / 15 + x5;
         }
 
         // d[0..32) = a0 b0 c0 e0 a1 b1 c1 e1 ... a7 b7 c7 e7.

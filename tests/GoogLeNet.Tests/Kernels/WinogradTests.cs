@@ -24,8 +24,8 @@ public class WinogradTests
 
     // F(4x4, 3x3) scales by up to 8 in its output transform and 5/2 in its input transform, and
     // its kernel transform has thirds and fifteenths: on the same shapes the worst scaled error
-    // measured is 1.6e-6 (forward) and 1.8e-6 (input gradient); 2e-5 leaves room and still flags
-    // a misplaced tap.
+    // measured is 1.6e-6 (forward), 1.8e-6 (input gradient) and 1.1e-6 (weight gradient); 2e-5
+    // leaves room and still flags a misplaced tap.
     private const double LargeTolerance = 2e-5;
 
     // F(2x2, 5x5) has F(4x4, 3x3)'s input transform and similar constants elsewhere: worst
@@ -62,8 +62,8 @@ public class WinogradTests
     private static T WithGroupFloats<T>(int floats, Func<T> run) =>
         EngineSetting.With(() => Winograd.GroupFloats, value => Winograd.GroupFloats = value, floats, run);
 
-    private static T WithBlockFloats<T>(int floats, Func<T> run) =>
-        EngineSetting.With(() => Winograd.BlockFloats, value => Winograd.BlockFloats = value, floats, run);
+    private static T WithBlockTiles<T>(int tiles, Func<T> run) =>
+        EngineSetting.With(() => Winograd.BlockTilesForced, value => Winograd.BlockTilesForced = value, (int?)tiles, run);
 
     private static T WithTiles<T>(bool large, Func<T> run) =>
         EngineSetting.With(() => Winograd.LargeTilesForced, value => Winograd.LargeTilesForced = value, (bool?)large, run);
@@ -141,9 +141,23 @@ public class WinogradTests
         Compare.Close(ToChannelMajor(expected, batch, ci, h * w), actual, ToleranceOf(tiles), "dInput");
     }
 
+    // Shapes() for the weight gradient's tiles (3x3 kernels only).
+    public static TheoryData<int, int, int, int, int, string> WeightGradientShapes()
+    {
+        var data = new TheoryData<int, int, int, int, int, string>();
+        foreach (object[] row in ShapesWithTiles())
+        {
+            if ((string)row[5] != "5x5")
+            {
+                data.Add((int)row[0], (int)row[1], (int)row[2], (int)row[3], (int)row[4], (string)row[5]);
+            }
+        }
+        return data;
+    }
+
     [Theory]
-    [MemberData(nameof(Shapes))]
-    public void WeightGradientMatchesTheDirectConvolution(int batch, int ci, int co, int h, int w)
+    [MemberData(nameof(WeightGradientShapes))]
+    public void WeightGradientMatchesTheDirectConvolution(int batch, int ci, int co, int h, int w, string tiles)
     {
         float[] x = GoldenFill.Fill("wino.x", batch * ci * h * w, 2.0);
         float[] weight = GoldenFill.Fill("wino.w", co * ci * 9, 2.0);
@@ -153,31 +167,49 @@ public class WinogradTests
             ToBatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
         // Accumulates: starting from 1 everywhere leaves expected + 1.
         float[] actual = Enumerable.Repeat(1f, weight.Length).ToArray();
-        Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, actual);
-        Compare.Close(expected.Select(v => v + 1f).ToArray(), actual, Tolerance, "dWeight");
+        WithTiles(tiles, () => { Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, actual); return 0; });
+        Compare.Close(expected.Select(v => v + 1f).ToArray(), actual, ToleranceOf(tiles), "dWeight");
     }
 
-    [Fact]
-    public void WeightGradientSummedInBlocksGivesTheOneBlockResult()
+    [Theory]
+    [InlineData("2x2", 126)]
+    [InlineData("4x4", 36)]
+    public void WeightGradientSummedInBlocksGivesTheOneBlockResult(string tiles, int tileCount)
     {
         const int batch = 3, ci = 5, co = 7, h = 11, w = 13;
         float[] x = GoldenFill.Fill("wino.blocks.x", batch * ci * h * w, 2.0);
         float[] dy = GoldenFill.Fill("wino.blocks.dy", batch * co * h * w, 2.0);
-        float[] Run(int blockFloats) => WithBlockFloats(blockFloats, () =>
+        float[] Run(int blockTiles) => WithTiles(tiles, () => WithBlockTiles(blockTiles, () =>
         {
             var dw = new float[co * ci * 9];
             Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
             return dw;
-        });
-        // 126 tiles in one block, then blocks of 16 and of 1 tile (starting and ending inside
-        // tile rows): the sums regroup, so they agree to rounding, not bit for bit.
-        float[] whole = Run(1 << 21);
+        }));
+        // All tiles (126 of 2x2, 36 of 4x4) in one block, then blocks of 16 and of 1 tile
+        // (starting and ending inside tile rows): the sums regroup, so they agree to rounding,
+        // not bit for bit.
+        float[] whole = Run(tileCount);
         var expected = new float[whole.Length];
         ReferenceConvolution.Backward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, GoldenFill.Fill("wino.blocks.w", co * ci * 9, 2.0),
             co, 3, 3, 1, 1, h, w, ToBatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
-        Compare.Close(expected, whole, Tolerance, "one block");
-        Compare.Close(expected, Run(16 * (ci + co) * 16), Tolerance, "blocks of 16 tiles");
-        Compare.Close(expected, Run(16 * (ci + co)), Tolerance, "blocks of 1 tile");
+        Compare.Close(expected, whole, ToleranceOf(tiles), "one block");
+        Compare.Close(expected, Run(16), ToleranceOf(tiles), "blocks of 16 tiles");
+        Compare.Close(expected, Run(1), ToleranceOf(tiles), "blocks of 1 tile");
+    }
+
+    // Blocks take the tiles the L2 budget holds, at least 64, in whole tile rows, and never
+    // more than the batch has.
+    [Theory]
+    [InlineData(1, 14, 10_000, 56)] // 64 rounded down to four rows of 14
+    [InlineData(1, 6, 10_000, 60)]
+    [InlineData(1, 100, 10_000, 64)] // a row longer than the block is cut
+    [InlineData(1, 6, 40, 40)]
+    [InlineData(100, 7, 10_000, 98)]
+    [InlineData(100, 7, 90, 90)]
+    public void WeightGradientBlocksAreAtLeast64TilesInWholeRows(int budgetTiles, int tilesWide, int tiles, int expected)
+    {
+        int block = Winograd.BlockTiles(Winograd.BlockFloats / budgetTiles, tilesWide, tiles);
+        Assert.Equal(expected, block);
     }
 
     [Fact]
@@ -218,7 +250,7 @@ public class WinogradTests
             Winograd.ForwardChannelMajor(x, batch, ci, h, w, weight, bias, co, relu: false, y);
             return y;
         });
-        float[] WeightGradient(int blockFloats) => WithBlockFloats(blockFloats, () =>
+        float[] WeightGradient(int blockTiles) => WithBlockTiles(blockTiles, () =>
         {
             var dw = new float[weight.Length];
             Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
@@ -232,8 +264,8 @@ public class WinogradTests
         var expected = new float[weight.Length];
         ReferenceConvolution.Backward(ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
             ToBatchMajor(dy, batch, co, h * w), expected, new float[co], new float[x.Length]);
-        Compare.Close(expected, WeightGradient(1 << 21), Tolerance, "one block");
-        Compare.Close(expected, WeightGradient(16 * (ci + co) * 7), Tolerance, "blocks of 7 tiles");
+        Compare.Close(expected, WeightGradient(45), Tolerance, "one block");
+        Compare.Close(expected, WeightGradient(7), Tolerance, "blocks of 7 tiles");
     }
 
     [Fact]
@@ -306,7 +338,7 @@ public class WinogradTests
         float[] weight = GoldenFill.Fill("wino.threads.w", co * ci * 9, 2.0);
         float[] bias = GoldenFill.Fill("wino.threads.b", co, 1.0);
         float[] dy = GoldenFill.Fill("wino.threads.dy", batch * co * h * w, 2.0);
-        float[] Run(int threads) => EngineThreads.With(threads, () =>
+        float[] Run(int threads, bool large) => EngineThreads.With(threads, () => WithTiles(large, () =>
         {
             var y = new float[batch * co * h * w];
             var dx = new float[x.Length];
@@ -315,9 +347,12 @@ public class WinogradTests
             var dw = new float[weight.Length];
             Winograd.BackwardWeightsChannelMajor(x, batch, ci, h, w, dy, co, dw);
             return (float[])[.. y, .. dx, .. dw];
-        });
-        Assert.Equal(Run(1), Run(2));
-        Assert.Equal(Run(1), Run(3));
+        }));
+        foreach (bool large in new[] { false, true })
+        {
+            Assert.Equal(Run(1, large), Run(2, large));
+            Assert.Equal(Run(1, large), Run(3, large));
+        }
     }
 
     // Both block sizes follow the core's L2 (sysfs on Linux, 512 KiB otherwise): a group of tiles
