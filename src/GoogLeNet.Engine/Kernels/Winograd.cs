@@ -704,6 +704,72 @@ public static unsafe class Winograd
         return relu ? Vector256.Max(result, Vector256<float>.Zero) : result;
     }
 
+    // phases[k][j] = row[step * j + k + origin] for j in [0, tilesWide + 1], zero outside
+    // [0, width); phases are written up to the next multiple of eight entries. Eight tiles at a
+    // time, from loads masked to the row (a masked lane reads nothing, so the loads may start
+    // before the row or run past it).
+    private static void SplitRow(float* row, int width, int tilesWide, int step, int origin, float** phases)
+    {
+        if (Avx2.IsSupported && step is 2 or 4)
+        {
+            Vector256<int> lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+            Vector256<uint> limit = Vector256.Create((uint)width);
+            float* start = row + origin;
+            if (step == 4)
+            {
+                // Eight tiles' four phases are an 8 x 4 transpose: within each 128-bit lane,
+                // unpacking and shuffling leave tiles in the order 0 2 4 6 1 3 5 7, which one
+                // permutation puts right.
+                Vector256<int> order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+                for (int j = 0; j <= tilesWide + 1; j += 8)
+                {
+                    int column = 4 * j + origin;
+                    Vector256<float> a = Load(start + 4 * j, column, lanes, limit);
+                    Vector256<float> b = Load(start + 4 * j + 8, column + 8, lanes, limit);
+                    Vector256<float> c = Load(start + 4 * j + 16, column + 16, lanes, limit);
+                    Vector256<float> d = Load(start + 4 * j + 24, column + 24, lanes, limit);
+                    Vector256<float> t0 = Avx.UnpackLow(a, b), t1 = Avx.UnpackHigh(a, b);
+                    Vector256<float> t2 = Avx.UnpackLow(c, d), t3 = Avx.UnpackHigh(c, d);
+                    Avx.Store(phases[0] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t0, t2, 0x44), order));
+                    Avx.Store(phases[1] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t0, t2, 0xEE), order));
+                    Avx.Store(phases[2] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t1, t3, 0x44), order));
+                    Avx.Store(phases[3] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t1, t3, 0xEE), order));
+                }
+                return;
+            }
+            for (int j = 0; j <= tilesWide + 1; j += 8)
+            {
+                int column = 2 * j + origin;
+                Vector256<float> a = Load(start + 2 * j, column, lanes, limit);
+                Vector256<float> b = Load(start + 2 * j + 8, column + 8, lanes, limit);
+                // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], likewise the odd lanes.
+                Avx.Store(phases[0] + j, Avx2.Permute4x64(Avx.Shuffle(a, b, 0b10_00_10_00).AsDouble(), 0b11_01_10_00).AsSingle());
+                Avx.Store(phases[1] + j, Avx2.Permute4x64(Avx.Shuffle(a, b, 0b11_01_11_01).AsDouble(), 0b11_01_10_00).AsSingle());
+            }
+            return;
+        }
+        for (int k = 0; k < step; k++)
+        {
+            for (int j = 0; j <= tilesWide + 1; j++)
+            {
+                int column = step * j + k + origin;
+                phases[k][j] = (uint)column < (uint)width ? row[column] : 0f;
+            }
+        }
+    }
+
+    // The eight floats at p, columns column .. column + 7 of a row `limit` wide (zero outside it).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Load(float* p, int column, Vector256<int> lanes, Vector256<uint> limit)
+    {
+        Vector256<uint> columns = (lanes + Vector256.Create(column)).AsUInt32();
+        if (Vector256.LessThanAll(columns, limit))
+        {
+            return Avx.LoadVector256(p);
+        }
+        return Avx.MaskLoad(p, Vector256.LessThan(columns, limit).AsSingle());
+    }
+
     // F(2x2, 3x3): 4 x 4 input tiles, 16 positions.
     private readonly struct Small : ITiles
     {
@@ -1008,7 +1074,6 @@ public static unsafe class Winograd
             float* zero = stackalloc float[stride];
             new Span<float>(zero, stride).Clear();
             float** phases = stackalloc float*[6 * 4];
-            float* window = stackalloc float[SplitWindowFloats(s.TilesWide, step)];
             long* held = stackalloc long[6];
             // B^T d for the eight tiles: rows[6 * i + column].
             Vector256<float>* rows = stackalloc Vector256<float>[36];
@@ -1040,7 +1105,7 @@ public static unsafe class Winograd
                         long row = (long)image * s.Height + iy;
                         if (held[slot] != row)
                         {
-                            SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, step, origin, phases + step * i, window);
+                            SplitRow(source + (long)iy * s.Width, s.Width, s.TilesWide, step, origin, phases + step * i);
                             held[slot] = row;
                         }
                     }
@@ -1096,61 +1161,6 @@ public static unsafe class Winograd
             r4 = d42 - d31 * half;
             r5 = (d5 - d3) - d31 + d42 * threeHalves;
         }
-
-        // phases[k][j] = row[step * j + k + origin] for j in [0, tilesWide + 1], zero outside
-        // [0, width); phases may be written up to the next multiple of eight entries. window
-        // holds SplitWindowFloats(tilesWide, step) floats: the row's columns from origin on,
-        // zero outside the row, split eight tiles at a time.
-        private static void SplitRow(float* row, int width, int tilesWide, int step, int origin, float** phases, float* window)
-        {
-            int length = SplitWindowFloats(tilesWide, step);
-            int lead = Math.Clamp(-origin, 0, length);
-            int end = Math.Clamp(width - origin, lead, length);
-            new Span<float>(window, lead).Clear();
-            new ReadOnlySpan<float>(row + lead + origin, end - lead).CopyTo(new Span<float>(window + lead, end - lead));
-            new Span<float>(window + end, length - end).Clear();
-            if (Avx2.IsSupported && step == 4)
-            {
-                // Eight tiles' four phases are an 8 x 4 transpose: within each 128-bit lane,
-                // unpacking and shuffling leave tiles in the order 0 2 4 6 1 3 5 7, which one
-                // permutation puts right.
-                Vector256<int> order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
-                for (int j = 0; 4 * j < length; j += 8)
-                {
-                    float* w = window + 4 * j;
-                    Vector256<float> a = Avx.LoadVector256(w), b = Avx.LoadVector256(w + 8);
-                    Vector256<float> c = Avx.LoadVector256(w + 16), d = Avx.LoadVector256(w + 24);
-                    Vector256<float> t0 = Avx.UnpackLow(a, b), t1 = Avx.UnpackHigh(a, b);
-                    Vector256<float> t2 = Avx.UnpackLow(c, d), t3 = Avx.UnpackHigh(c, d);
-                    Avx.Store(phases[0] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t0, t2, 0x44), order));
-                    Avx.Store(phases[1] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t0, t2, 0xEE), order));
-                    Avx.Store(phases[2] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t1, t3, 0x44), order));
-                    Avx.Store(phases[3] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t1, t3, 0xEE), order));
-                }
-                return;
-            }
-            if (Avx2.IsSupported && step == 2)
-            {
-                for (int j = 0; 2 * j < length; j += 8)
-                {
-                    Vector256<float> a = Avx.LoadVector256(window + 2 * j), b = Avx.LoadVector256(window + 2 * j + 8);
-                    // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], likewise the odd lanes.
-                    Avx.Store(phases[0] + j, Avx2.Permute4x64(Avx.Shuffle(a, b, 0b10_00_10_00).AsDouble(), 0b11_01_10_00).AsSingle());
-                    Avx.Store(phases[1] + j, Avx2.Permute4x64(Avx.Shuffle(a, b, 0b11_01_11_01).AsDouble(), 0b11_01_10_00).AsSingle());
-                }
-                return;
-            }
-            for (int k = 0; k < step; k++)
-            {
-                for (int j = 0; j <= tilesWide + 1; j++)
-                {
-                    phases[k][j] = window[step * j + k];
-                }
-            }
-        }
-
-        // The columns SplitRow reads: tilesWide + 2 tiles' worth, in whole eight-tile chunks.
-        public static int SplitWindowFloats(int tilesWide, int step) => (tilesWide + 2 + 7) / 8 * 8 * step;
 
         public static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
             float* bias, float* scale, bool relu) =>
@@ -1251,7 +1261,6 @@ public static unsafe class Winograd
             float* zero = stackalloc float[stride];
             new Span<float>(zero, stride).Clear();
             float** phases = stackalloc float*[4 * Size];
-            float* window = stackalloc float[SplitWindowFloats(s.TilesWide, Size)];
             // A y for each of the tile's four rows: rows[6 * r + j].
             Vector256<float>* rows = stackalloc Vector256<float>[6 * Size];
             int plane = s.Height * s.Width;
@@ -1271,7 +1280,7 @@ public static unsafe class Winograd
                         }
                         if (oy < s.Height)
                         {
-                            SplitRow(source + (long)oy * s.Width, s.Width, s.TilesWide, Size, 0, phases + Size * r, window);
+                            SplitRow(source + (long)oy * s.Width, s.Width, s.TilesWide, Size, 0, phases + Size * r);
                         }
                     }
                     float* target = dm + (long)c * s.Ld + (t - first) - tx0;
