@@ -371,8 +371,8 @@ public static unsafe class Winograd
     // A block is one k slice of the 16 or 36 products, so below some 64 tiles their packing and
     // their pass over dU outweigh the cache the L2 budget saves; a block that ends inside a tile
     // row splits that row's input twice and starts transforms mid-row. On the Cascade Lake VM
-    // (best of 4, alternating, batch 128 d2l and 32 torchvision) blocks of at least 64 tiles in
-    // whole tile rows against the L2 budget alone: torchvision conv3 (4x4 tiles) 105 -> 95 ms,
+    // (best of 4, alternating, batch 128 d2l and 32 torchvision) blocks of 64 tiles or more cut to
+    // whole tile rows, against the L2 budget alone: torchvision conv3 (4x4 tiles) 105 -> 95 ms,
     // 3b 51 -> 47, d2l 4e 22.1 -> 21.0, 3b 41 -> 39.7, 3a 25.6 -> 24.1, d2l conv3 level.
     private const int MinBlockTiles = 64;
 

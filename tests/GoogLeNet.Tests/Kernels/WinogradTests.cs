@@ -197,8 +197,8 @@ public class WinogradTests
         Compare.Close(expected, Run(1), ToleranceOf(tiles), "blocks of 1 tile");
     }
 
-    // Blocks take the tiles the L2 budget holds, at least 64, in whole tile rows, and never
-    // more than the batch has.
+    // Blocks take the tiles the L2 budget holds or 64, whichever is more, cut to whole tile rows
+    // (a row longer than the block is cut itself), and never more than the batch has.
     [Theory]
     [InlineData(1, 14, 10_000, 56)] // 64 rounded down to four rows of 14
     [InlineData(1, 6, 10_000, 60)]
@@ -206,7 +206,7 @@ public class WinogradTests
     [InlineData(1, 6, 40, 40)]
     [InlineData(100, 7, 10_000, 98)]
     [InlineData(100, 7, 90, 90)]
-    public void WeightGradientBlocksAreAtLeast64TilesInWholeRows(int budgetTiles, int tilesWide, int tiles, int expected)
+    public void WeightGradientBlocksTakeTheBudgetOr64TilesInWholeRows(int budgetTiles, int tilesWide, int tiles, int expected)
     {
         int block = Winograd.BlockTiles(Winograd.BlockFloats / budgetTiles, tilesWide, tiles);
         Assert.Equal(expected, block);
