@@ -30,7 +30,7 @@ namespace GoogLeNet.Engine.Kernels;
 /// do not depend on the thread count. The 2x2 transforms only add, subtract and halve, so the
 /// result differs from the direct sum by a few float32 roundings; the 4x4 ones (see Large) by
 /// several times more (WinogradTests bounds both). The weight gradient takes 3x3 kernels only, on
-/// the tiles the forward pass takes.
+/// 4x4 tiles where the forward pass takes them within half the L2.
 /// </remarks>
 public static unsafe class Winograd
 {
@@ -261,12 +261,13 @@ public static unsafe class Winograd
     // input (ci, n, h, w); dOutput (co, n, h, w); dWeight (co, ci, 3, 3) += the weight gradient.
     // With V = B^T d B the input tiles' transform and dM = A dY A^T the output gradient's, the
     // gradient of U_xi is dM_xi (co, tiles) V_xi (ci, tiles)^T, summed over tiles in blocks with
-    // one GEMM per position, and the kernels' gradient is G^T dU G. The tiles are the forward
-    // pass's: with 4x4 ones the products shrink as there (36 per 16 outputs instead of 16 per
-    // 4), and on the Cascade Lake VM (best of 4, alternating, same blocks) the weight gradient
-    // went 101-104 -> 96-98 ms (d2l conv3, batch 128) and 105-106 -> 94-97 (torchvision conv3,
-    // batch 32), level on 3a; 3b, whose 128 input channels the forward pass keeps on 2x2 tiles,
-    // lost 3% with 4x4.
+    // one GEMM per position, and the kernels' gradient is G^T dU G. The tiles are 4x4 where the
+    // forward pass takes them within half the L2 (TakesLargeTiles at GroupFloats): the products
+    // shrink as there (36 per 16 outputs instead of 16 per 4), and on the Cascade Lake VM (best
+    // of 4, alternating, same blocks) the weight gradient went 101-104 -> 96-98 ms (d2l conv3,
+    // batch 128) and 105-106 -> 94-97 (torchvision conv3, batch 32), level on 3a. 3b, whose 128
+    // input channels the forward pass puts on 4x4 tiles only in its stretched groups, lost 3%
+    // with 4x4 tiles here and keeps 2x2 ones.
     public static void BackwardWeightsChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> dOutput, int outChannels, Span<float> dWeight)
@@ -736,10 +737,10 @@ public static unsafe class Winograd
                 for (int j = 0; j <= tilesWide + 1; j += 8)
                 {
                     int column = 4 * j + origin;
-                    Vector256<float> a = Load(start + 4 * j, column, lanes, limit);
-                    Vector256<float> b = Load(start + 4 * j + 8, column + 8, lanes, limit);
-                    Vector256<float> c = Load(start + 4 * j + 16, column + 16, lanes, limit);
-                    Vector256<float> d = Load(start + 4 * j + 24, column + 24, lanes, limit);
+                    Vector256<float> a = LoadInRow(start + 4 * j, column, lanes, limit);
+                    Vector256<float> b = LoadInRow(start + 4 * j + 8, column + 8, lanes, limit);
+                    Vector256<float> c = LoadInRow(start + 4 * j + 16, column + 16, lanes, limit);
+                    Vector256<float> d = LoadInRow(start + 4 * j + 24, column + 24, lanes, limit);
                     Vector256<float> t0 = Avx.UnpackLow(a, b), t1 = Avx.UnpackHigh(a, b);
                     Vector256<float> t2 = Avx.UnpackLow(c, d), t3 = Avx.UnpackHigh(c, d);
                     Avx.Store(phases[0] + j, Avx2.PermuteVar8x32(Avx.Shuffle(t0, t2, 0x44), order));
@@ -752,8 +753,8 @@ public static unsafe class Winograd
             for (int j = 0; j <= tilesWide + 1; j += 8)
             {
                 int column = 2 * j + origin;
-                Vector256<float> a = Load(start + 2 * j, column, lanes, limit);
-                Vector256<float> b = Load(start + 2 * j + 8, column + 8, lanes, limit);
+                Vector256<float> a = LoadInRow(start + 2 * j, column, lanes, limit);
+                Vector256<float> b = LoadInRow(start + 2 * j + 8, column + 8, lanes, limit);
                 // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], likewise the odd lanes.
                 Avx.Store(phases[0] + j, Avx2.Permute4x64(Avx.Shuffle(a, b, 0b10_00_10_00).AsDouble(), 0b11_01_10_00).AsSingle());
                 Avx.Store(phases[1] + j, Avx2.Permute4x64(Avx.Shuffle(a, b, 0b11_01_11_01).AsDouble(), 0b11_01_10_00).AsSingle());
@@ -772,7 +773,7 @@ public static unsafe class Winograd
 
     // The eight floats at p, columns column .. column + 7 of a row `limit` wide (zero outside it).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Load(float* p, int column, Vector256<int> lanes, Vector256<uint> limit)
+    private static Vector256<float> LoadInRow(float* p, int column, Vector256<int> lanes, Vector256<uint> limit)
     {
         Vector256<uint> columns = (lanes + Vector256.Create(column)).AsUInt32();
         if (Vector256.LessThanAll(columns, limit))
