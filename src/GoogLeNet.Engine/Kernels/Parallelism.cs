@@ -95,7 +95,10 @@ public static class Parallelism
 
     private static class Pool
     {
-        private static readonly ManualResetEventSlim s_done = new(false, 1000);
+        // No spinning of its own: callers spin in SpinUntil before they wait on it (its spin
+        // would sleep and yield, whose first use on a thread allocates).
+        private static readonly ManualResetEventSlim s_done = new(false, 0);
+        private static readonly object s_warmUp = new();
         private static SemaphoreSlim[] s_starts = [];
         private static int s_busy;
         private static Action<int, int>? s_runPart;
@@ -110,8 +113,30 @@ public static class Parallelism
             public static readonly Action<int, int> RunPart = static (part, parts) => Work.RunPart(part, parts);
         }
 
+        // A thread's first blocking wait allocates the runtime's wait state for it (some 600 bytes
+        // on .NET 10), and s_done builds its lock on its first blocking wait. A caller blocks only
+        // when a worker runs late, which on a busy host may be any job long after warm-up, so
+        // both are taken up front: s_done's lock before the first job, each thread's wait state
+        // at its first call here (a 1 ms wait, once). Steady-state steps then allocate nothing
+        // however late the workers are.
+        static Pool()
+        {
+            s_done.Wait(1);
+        }
+
+        [ThreadStatic]
+        private static bool t_waitsWarm;
+
         public static bool TryRun<TWork>(in TWork work, int parts) where TWork : struct, IParallelWork
         {
+            if (!t_waitsWarm)
+            {
+                t_waitsWarm = true;
+                lock (s_warmUp)
+                {
+                    Monitor.Wait(s_warmUp, 1);
+                }
+            }
             if (Interlocked.CompareExchange(ref s_busy, 1, 0) != 0)
             {
                 return false;
@@ -135,7 +160,9 @@ public static class Parallelism
                 }
                 finally
                 {
-                    SpinUntil(0, static _ => Volatile.Read(ref s_pending) == 0);
+                    // Spinning on the event rather than the count: the last worker sets it just
+                    // after the count reaches zero, and a wait that found it unset would block.
+                    SpinUntil(0, static _ => s_done.IsSet);
                     s_done.Wait();
                 }
                 s_failure?.Throw();

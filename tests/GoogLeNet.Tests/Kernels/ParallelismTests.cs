@@ -116,6 +116,49 @@ public class ParallelismTests
         }
     });
 
+    // A caller blocks on its workers only when one runs later than the spin; the first time a
+    // thread blocks, the runtime builds its wait state, which the pool takes at the thread's
+    // first job. So a worker that runs late long after warm-up costs the caller no allocation.
+    [Fact]
+    public void ACallerWaitingForALateWorkerAllocatesNothingAfterItsFirstJob() => WithThreads(2, () =>
+    {
+        long allocated = -1;
+        var caller = new Thread(() =>
+        {
+            bool late = false;
+            Action<int, int> body = (start, count) =>
+            {
+                if (start == 1 && Volatile.Read(ref late))
+                {
+                    Thread.Sleep(8);
+                }
+            };
+            for (int job = 0; job < 5; job++)
+            {
+                Parallelism.For(2, 1 << 20, body);
+            }
+            Volatile.Write(ref late, true);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int job = 0; job < 3; job++)
+            {
+                Parallelism.For(2, 1 << 20, body);
+            }
+            allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        });
+        int saved = Parallelism.SpinMicroseconds;
+        Parallelism.SpinMicroseconds = 1000;
+        try
+        {
+            caller.Start();
+            caller.Join();
+        }
+        finally
+        {
+            Parallelism.SpinMicroseconds = saved;
+        }
+        Assert.Equal(0, allocated);
+    });
+
     [Fact]
     public void SpinTimeRoundTripsAndRejectsNegatives()
     {
