@@ -145,17 +145,12 @@ public class ParallelismTests
             }
             allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         });
-        int saved = Parallelism.SpinMicroseconds;
-        Parallelism.SpinMicroseconds = 1000;
-        try
+        EngineSetting.With(() => Parallelism.SpinMicroseconds, value => Parallelism.SpinMicroseconds = value, 1000, () =>
         {
             caller.Start();
             caller.Join();
-        }
-        finally
-        {
-            Parallelism.SpinMicroseconds = saved;
-        }
+            return 0;
+        });
         Assert.Equal(0, allocated);
     });
 
