@@ -227,7 +227,7 @@ public static unsafe class StemConvolution
         int tapRows = s.Blocks * Rows;
         int chunkRows = Math.Max(1, GradientPixels / s.OutW);
         int maxPixels = chunkRows * s.OutW;
-        Scratch(s, BandRows, 0, out float* split, out float* panel, out float* _);
+        Scratch(s, BandRows, 0, 0, out float* split, out float* panel, out float* _);
         // Each block's A ends in the eight floats that the last pixel's interleaving store reaches.
         int blockStride = Rows * maxPixels + 8;
         int operandLength = s.Blocks * blockStride + maxPixels * PanelColumns;
@@ -334,11 +334,13 @@ public static unsafe class StemConvolution
     private static int SplitRowCount(in Shape s, int convRows) => 2 * convRows + s.KernelH - 2;
 
     // The calling thread's split rows for up to convRows output rows, panel and edge tile, and
-    // (pooling) a band of pooledRows convolution rows of every output channel with a row of their maxima.
-    private static float* Scratch(in Shape s, int convRows, int pooledRows, out float* split, out float* panel, out float* edge)
+    // (pooling) a band of pooledRows convolution rows of every output channel with a row of their
+    // maxima (maxRowLength floats, MaxRowLength).
+    private static float* Scratch(in Shape s, int convRows, int pooledRows, int maxRowLength, out float* split, out float* panel, out float* edge)
     {
         int splitLength = s.CIn * SplitRowCount(s, convRows) * 2 * s.RowLength;
-        long needed = splitLength + (long)s.Taps * PanelColumns + Rows * PanelColumns + (long)s.Blocks * Rows * pooledRows * s.OutW + s.OutW;
+        long needed = splitLength + (long)s.Taps * PanelColumns + Rows * PanelColumns + (long)s.Blocks * Rows * pooledRows * s.OutW
+            + maxRowLength;
         if (t_band is null || t_band.Length < needed)
         {
             t_band = GC.AllocateUninitializedArray<float>(checked((int)needed), pinned: true);
@@ -353,7 +355,7 @@ public static unsafe class StemConvolution
     // Units [start, start + count): unit = image * bands + band of BandRows output rows.
     private static void RunBands(in Shape s, float* x, in Epilogue e, float* y, int bands, int start, int count)
     {
-        Scratch(s, BandRows, 0, out float* split, out float* panel, out float* edge);
+        Scratch(s, BandRows, 0, 0, out float* split, out float* panel, out float* edge);
         int splitRows = SplitRowCount(s, BandRows);
         long planeOut = (long)s.OutH * s.OutW;
         for (int unit = start; unit < start + count; unit++)
@@ -365,6 +367,13 @@ public static unsafe class StemConvolution
         }
     }
 
+    // The row of maxima with -infinity either side: pool.Padding floats before it and, after it,
+    // enough for whole-vector loads of the last group of outputs (the last window reads at most
+    // padding + 2 past the row's end; a vector's loads 31 past its first tap): no window, not
+    // even one that reaches past the row's end (ceil mode), is left to a scalar loop. The edges
+    // never win a window: each starts inside the row.
+    private static int MaxRowLength(in Shape s, PoolWindow pool) => 2 * pool.Padding + s.OutW + pool.Kernel + 16;
+
     // Units [start, start + count): unit = image * bands + band of BandRows pooled rows. Each
     // band computes the convolution rows its windows cover (one row more than twice its own for
     // a 3x3/2 pool: the row its neighbour shares is computed by both).
@@ -372,12 +381,13 @@ public static unsafe class StemConvolution
     {
         int maxRows = (BandRows - 1) * pool.Stride + pool.Kernel;
         // All of a band's convolution rows in one pass, so the input rows they share are split once.
-        float* rows = Scratch(s, maxRows, maxRows, out float* split, out float* panel, out float* edge);
+        float* rows = Scratch(s, maxRows, maxRows, MaxRowLength(s, pool), out float* split, out float* panel, out float* edge);
         int splitRows = SplitRowCount(s, maxRows);
         float* rowMax = rows + (long)s.Blocks * Rows * maxRows * s.OutW;
+        new Span<float>(rowMax, MaxRowLength(s, pool)).Fill(float.NegativeInfinity);
+        rowMax += pool.Padding;
         long channelRows = (long)maxRows * s.OutW;
         long pooledPlane = (long)pool.OutH * pool.OutW;
-        var maxima = new Span<float>(rowMax, s.OutW);
         for (int unit = start; unit < start + count; unit++)
         {
             int image = unit / bands;
@@ -395,7 +405,7 @@ public static unsafe class StemConvolution
                     int y0 = Math.Max(py * pool.Stride - pool.Padding, 0);
                     int y1 = Math.Min(py * pool.Stride - pool.Padding + pool.Kernel, s.OutH);
                     MaxOfRows(channel + (long)(y0 - r0) * s.OutW, y1 - y0, s.OutW, rowMax);
-                    PoolColumns(maxima, pool, new Span<float>(target + (long)py * pool.OutW, pool.OutW));
+                    PoolColumns(rowMax, pool, target + (long)py * pool.OutW);
                 }
             }
         }
@@ -406,6 +416,18 @@ public static unsafe class StemConvolution
     private static void MaxOfRows(float* first, int count, int width, float* dst)
     {
         int i = 0;
+        if (Avx512F.IsSupported)
+        {
+            for (; i + 16 <= width; i += 16)
+            {
+                Vector512<float> best = Vector512.Load(first + i);
+                for (int r = 1; r < count; r++)
+                {
+                    best = Vector512.Max(best, Vector512.Load(first + (long)r * width + i));
+                }
+                best.Store(dst + i);
+            }
+        }
         for (; i + 8 <= width; i += 8)
         {
             Vector256<float> best = Vector256.Load(first + i);
@@ -426,24 +448,46 @@ public static unsafe class StemConvolution
         }
     }
 
-    // dst[px] = max of row over columns [px * stride - padding, + kernel) inside the row;
-    // NaN wins, as in Pooling.MaxForward.
-    private static void PoolColumns(ReadOnlySpan<float> row, PoolWindow pool, Span<float> dst)
+    // dst[px] = max of row over columns [px * stride - padding, + kernel), px < pool.OutW; row
+    // has -infinity either side (MaxRowLength). NaN wins, as in Pooling.MaxForward. Stride 2
+    // takes the even lanes of each tap's loads, 16 outputs a step (AVX-512) or 8 (AVX2).
+    private static void PoolColumns(float* row, PoolWindow pool, float* dst)
     {
-        (int first, int last) = pool.Stride == 2 ? Pooling.MaxStride2Columns(row, pool.Kernel, pool.Padding, pool.OutW, dst) : (pool.OutW, pool.OutW);
-        for (int px = 0; px < pool.OutW; px++)
+        int px = 0;
+        if (pool.Stride == 2 && Avx512F.IsSupported)
         {
-            if (px == first && last > first)
+            Vector512<int> evenLanes = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            for (; px + 16 <= pool.OutW; px += 16)
             {
-                px = last - 1;
-                continue;
+                float* start = row + 2 * px - pool.Padding;
+                Vector512<float> best = Avx512F.PermuteVar16x32x2(Vector512.Load(start), evenLanes, Vector512.Load(start + 16));
+                for (int j = 1; j < pool.Kernel; j++)
+                {
+                    best = Vector512.Max(best, Avx512F.PermuteVar16x32x2(Vector512.Load(start + j), evenLanes, Vector512.Load(start + j + 16)));
+                }
+                best.Store(dst + px);
             }
-            int x0 = Math.Max(px * pool.Stride - pool.Padding, 0);
-            int x1 = Math.Min(px * pool.Stride - pool.Padding + pool.Kernel, row.Length);
-            float best = float.NegativeInfinity;
-            for (int ix = x0; ix < x1; ix++)
+        }
+        if (pool.Stride == 2 && Avx2.IsSupported)
+        {
+            for (; px + 8 <= pool.OutW; px += 8)
             {
-                best = MathF.Max(best, row[ix]);
+                float* start = row + 2 * px - pool.Padding;
+                Vector256<float> best = Pooling.Evens(start);
+                for (int j = 1; j < pool.Kernel; j++)
+                {
+                    best = Vector256.Max(best, Pooling.Evens(start + j));
+                }
+                best.Store(dst + px);
+            }
+        }
+        for (; px < pool.OutW; px++)
+        {
+            float* start = row + px * pool.Stride - pool.Padding;
+            float best = start[0];
+            for (int j = 1; j < pool.Kernel; j++)
+            {
+                best = MathF.Max(best, start[j]);
             }
             dst[px] = best;
         }
