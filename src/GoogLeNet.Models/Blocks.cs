@@ -13,6 +13,7 @@ public sealed class ConvBlock : Layer
     private readonly Sequential _body;
     private readonly ReLU _relu = new("relu");
     private Tensor? _foldedInput;
+    private (MaxPool2d Pool, Tensor Input)? _pooledFoldedInput;
 
     public ConvBlock(string name, int inChannels, int outChannels, int kernelSize, int stride, int padding, bool batchNorm)
         : base(name)
@@ -44,6 +45,7 @@ public sealed class ConvBlock : Layer
     /// </summary>
     public Tensor ForwardInto(Tensor input, Tensor? destination)
     {
+        _pooledFoldedInput = null;
         if (IsTraining)
         {
             _foldedInput = null;
@@ -78,14 +80,35 @@ public sealed class ConvBlock : Layer
             return null;
         }
         _foldedInput = input;
+        _pooledFoldedInput = null;
         return Conv.ForwardFoldedPooled(input, Norm, pool);
+    }
+
+    /// <summary>
+    /// Inference: this block on <paramref name="pool"/>'s output, with the pooling done as the
+    /// convolution reads its input (<see cref="Conv2d.CanFuseAfterPool"/>), into
+    /// <paramref name="destination"/>; null where it cannot (nothing has run then).
+    /// </summary>
+    internal Tensor? TryForwardAfterPool(Tensor input, MaxPool2d pool, Tensor destination)
+    {
+        if (IsTraining || pool.IsTraining || !Conv.CanFuseAfterPool(pool))
+        {
+            return null;
+        }
+        _foldedInput = null;
+        _pooledFoldedInput = (pool, input);
+        return Conv.ForwardFoldedAfterPool(input, Norm, pool, destination);
     }
 
     /// <summary>
     /// Marks a forward pass that ran outside this block (the Inception block's stacked 1x1 GEMM):
     /// Backward then runs the layers again on this input, as after a folded forward.
     /// </summary>
-    internal void RememberFoldedInput(Tensor input) => _foldedInput = input;
+    internal void RememberFoldedInput(Tensor input)
+    {
+        _foldedInput = input;
+        _pooledFoldedInput = null;
+    }
 
     /// <summary>
     /// Training, for a caller that ran this block's convolution itself (the Inception block's
@@ -95,6 +118,7 @@ public sealed class ConvBlock : Layer
     internal Tensor ForwardAfterConvolution(Tensor convolved)
     {
         _foldedInput = null;
+        _pooledFoldedInput = null;
         if (Norm is null)
         {
             _relu.AdoptOutput(convolved);
@@ -134,9 +158,15 @@ public sealed class ConvBlock : Layer
         return Conv.Backward(Norm is null ? dPreActivation : Norm.Backward(dPreActivation));
     }
 
-    // The folded forward kept nothing for the backward pass: run the layers one by one.
+    // The folded forward kept nothing for the backward pass: run the layers one by one (after a
+    // fused pool, the pool first, so that its own Backward finds its forward pass).
     private void RerunFoldedForward()
     {
+        if (_pooledFoldedInput is { } pooled)
+        {
+            _body.Forward(pooled.Pool.Forward(pooled.Input));
+            _pooledFoldedInput = null;
+        }
         if (_foldedInput is not null)
         {
             _body.Forward(_foldedInput);
@@ -308,7 +338,13 @@ public sealed class Inception : Layer
         // Views of the stacked buffer have their own cache: training's output is another buffer.
         _branchTails[1].ForwardInto(reduced3x3, Slice(_stackedSlices, 1, output, pixels));
         _branchTails[2].ForwardInto(reduced5x5, Slice(_stackedSlices, 2, output, pixels));
-        _branchTails[3].ForwardInto(_branchHeads[3]!.Forward(input), Slice(_stackedSlices, 3, output, pixels));
+        // The pool branch's 1x1 convolution pools as it reads the block input.
+        Tensor poolSlice = Slice(_stackedSlices, 3, output, pixels);
+        var pool = (MaxPool2d)_branchHeads[3]!;
+        if (_branchTails[3].TryForwardAfterPool(input, pool, poolSlice) is null)
+        {
+            _branchTails[3].ForwardInto(pool.Forward(input), poolSlice);
+        }
         return output;
     }
 

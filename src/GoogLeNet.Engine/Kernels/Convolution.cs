@@ -114,9 +114,15 @@ public static unsafe class Convolution
     /// The im2col matrix of a channel-major batch, (ci*kh*kw) x (images*oh*ow), read a row segment
     /// at a time instead of being stored: the GEMM packs its panels of B straight from the image.
     /// </summary>
+    /// <remarks>
+    /// With <c>maxPooled</c> (a flag the rows set when they meet a NaN) the matrix is instead the
+    /// batch max-pooled 3x3, stride 1, padding 1 (channels x images*h*w: the input of the 1x1
+    /// convolution after the Inception block's pool), generated as the GEMM packs it, so the
+    /// pooled tensor is never written out and read back.
+    /// </remarks>
     internal readonly struct ImplicitColumns(
         float* image, int batch, int first, int channels, int height, int width,
-        int kernelH, int kernelW, int stride, int padding, int outH, int outW, float* padded = null)
+        int kernelH, int kernelW, int stride, int padding, int outH, int outW, float* padded = null, int* maxPooled = null)
     {
         /// <summary>Floats that <see cref="FillRow"/> may write past dst + count (whole-vector copies of a row's end).</summary>
         public const int Overrun = 16;
@@ -129,6 +135,11 @@ public static unsafe class Convolution
         // less) and calls or divisions per row would dominate.
         public void FillRow(int k, int j0, int count, float* dst)
         {
+            if (maxPooled != null)
+            {
+                FillRowMaxPooled(k, j0, count, dst);
+                return;
+            }
             if (padded != null)
             {
                 FillRowPadded(k, j0, count, dst);
@@ -234,6 +245,28 @@ public static unsafe class Convolution
             }
         }
 
+        // Row k is channel k max-pooled, a plane's run of pixels at a time. With the plain max
+        // instruction, which drops a NaN in its first operand: a NaN met in the input raises the
+        // flag, and the caller pools that product again with NaN-propagating maxima.
+        private void FillRowMaxPooled(int k, int j0, int count, float* dst)
+        {
+            int plane = height * width;
+            int n = j0 / plane;
+            int q = j0 % plane;
+            float* end = dst + count;
+            while (dst < end)
+            {
+                int run = (int)Math.Min(plane - q, end - dst);
+                if (MaxPool3x3Run(image + (long)(k * batch + first + n) * plane, height, width, q, run, dst))
+                {
+                    *maxPooled = 1;
+                }
+                dst += run;
+                q = 0;
+                n++;
+            }
+        }
+
         private static void Zero(float* d, int from, int to)
         {
             for (int i = from; i < to; i++)
@@ -245,6 +278,123 @@ public static unsafe class Convolution
 
     [ThreadStatic]
     private static float[]? t_padded;
+
+    [ThreadStatic]
+    private static float[]? t_poolRun;
+
+    [ThreadStatic]
+    private static int[]? t_poolMasks;
+
+    [ThreadStatic]
+    private static int t_poolMaskWidth, t_poolMaskPlane;
+
+    // dst[i] = the 3x3 maximum (stride 1, padding 1) around pixel q0 + i of plane (height x width),
+    // i < run, with whole-vector stores that may write 7 floats past the run. Returns whether
+    // the plane's pixels the run centres on hold a NaN (then dst is not the IEEE maximum).
+    // The order of the maxima is Pooling.MaxForward's for a centred window: rows, then columns.
+    private static bool MaxPool3x3Run(float* plane, int height, int width, int q0, int run, float* dst)
+    {
+        int size = height * width;
+        int vector = Vector256<float>.Count;
+        if (!Avx2.IsSupported)
+        {
+            return MaxPool3x3RunScalar(plane, height, width, q0, run, dst);
+        }
+        // maxima[i] = the column maximum at pixel q0 - 1 + i, for i in [0, run + 2).
+        int length = run + 2 + 2 * vector;
+        if (t_poolRun is null || t_poolRun.Length < length)
+        {
+            t_poolRun = GC.AllocateUninitializedArray<float>(Math.Max(length, 1024), pinned: true);
+        }
+        int* masks = PoolMasks(height, width);
+        int maskStride = size + vector;
+        Vector256<float> negativeInfinity = Vector256.Create(float.NegativeInfinity);
+        Vector256<int> lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        Vector256<float> nan = Vector256<float>.Zero;
+        float* maxima = (float*)Unsafe.AsPointer(ref t_poolRun[0]);
+        int from = Math.Max(q0 - 1, 0);
+        int to = Math.Min(q0 + run + 1, size);
+        float* m = maxima - (q0 - 1);
+        for (int q = from; q < to; q += vector)
+        {
+            Vector256<float> best;
+            if (q >= width && q + vector + width <= size)
+            {
+                best = Avx.LoadVector256(plane + q);
+                nan |= Vector256.IsNaN(best);
+                best = Vector256.MaxNative(best, Avx.LoadVector256(plane + q - width));
+                best = Vector256.MaxNative(best, Avx.LoadVector256(plane + q + width));
+            }
+            else
+            {
+                // The first and last rows: masked loads, which read nothing outside the plane.
+                Vector256<int> at = lanes + Vector256.Create(q);
+                Vector256<float> inside = Vector256.LessThan(at, Vector256.Create(size)).AsSingle();
+                Vector256<float> above = (inside.AsInt32() & Vector256.GreaterThanOrEqual(at, Vector256.Create(width))).AsSingle();
+                Vector256<float> below = Vector256.LessThan(at, Vector256.Create(size - width)).AsSingle();
+                best = Avx.MaskLoad(plane + q, inside);
+                nan |= Vector256.IsNaN(best);
+                best = Vector256.MaxNative(best, Vector256.ConditionalSelect(above, Avx.MaskLoad(plane + q - width, above), negativeInfinity));
+                best = Vector256.MaxNative(best, Vector256.ConditionalSelect(below, Avx.MaskLoad(plane + q + width, below), negativeInfinity));
+            }
+            best.Store(m + q);
+        }
+        for (int i = 0; i < run; i += vector)
+        {
+            int q = q0 + i;
+            Vector256<float> best = Avx.LoadVector256(m + q);
+            best = Vector256.MaxNative(best, Vector256.ConditionalSelect(Avx.LoadVector256(masks + q).AsSingle(), Avx.LoadVector256(m + q - 1), negativeInfinity));
+            best = Vector256.MaxNative(best, Vector256.ConditionalSelect(Avx.LoadVector256(masks + maskStride + q).AsSingle(), Avx.LoadVector256(m + q + 1), negativeInfinity));
+            best.Store(dst + i);
+        }
+        return nan != Vector256<float>.Zero;
+    }
+
+    // Two masks per pixel of a plane (and a vector past it): masks[q] is -1 where pixel q has a
+    // left neighbour in its row, masks[stride + q] where it has a right one, stride = size + 8.
+    // Rebuilt when the plane's shape changes.
+    private static int* PoolMasks(int height, int width)
+    {
+        int size = height * width;
+        int stride = size + Vector256<float>.Count;
+        if (t_poolMasks is null || t_poolMasks.Length < 2 * stride || t_poolMaskWidth != width || t_poolMaskPlane != size)
+        {
+            if (t_poolMasks is null || t_poolMasks.Length < 2 * stride)
+            {
+                t_poolMasks = GC.AllocateUninitializedArray<int>(2 * stride, pinned: true);
+            }
+            for (int q = 0; q < stride; q++)
+            {
+                int column = q % width;
+                t_poolMasks[q] = column > 0 ? -1 : 0;
+                t_poolMasks[stride + q] = column < width - 1 ? -1 : 0;
+            }
+            t_poolMaskWidth = width;
+            t_poolMaskPlane = size;
+        }
+        return (int*)Unsafe.AsPointer(ref t_poolMasks[0]);
+    }
+
+    private static bool MaxPool3x3RunScalar(float* plane, int height, int width, int q0, int run, float* dst)
+    {
+        bool nan = false;
+        for (int i = 0; i < run; i++)
+        {
+            int q = q0 + i;
+            int y = q / width, x = q % width;
+            float best = float.NegativeInfinity;
+            for (int iy = Math.Max(y - 1, 0); iy < Math.Min(y + 2, height); iy++)
+            {
+                for (int ix = Math.Max(x - 1, 0); ix < Math.Min(x + 2, width); ix++)
+                {
+                    best = MathF.Max(best, plane[iy * width + ix]);
+                }
+            }
+            nan |= float.IsNaN(plane[q]);
+            dst[i] = best;
+        }
+        return nan;
+    }
 
     /// <summary>Whether implicit columns read a zero-padded copy of the batch (stride 1 with padding, the 5x5 layers).</summary>
     public static bool PaddedColumns { get; set; } = true;
@@ -564,6 +714,41 @@ public static unsafe class Convolution
             float* padded = PadImages(image, batch, inChannels, height, width, stride, padding);
             var source = new ImplicitColumns(image, batch, 0, inChannels, height, width, kernelH, kernelW, stride, padding, outH, outW, padded);
             Gemm.MultiplyImplicit(outChannels, columns, k, weight, k, source, output, columns, accumulate: false, rowBias: bias, relu: relu, rowScale: scale);
+        }
+    }
+
+    /// <summary>
+    /// A 1x1 convolution of the channel-major batch max-pooled 3x3, stride 1, padding 1 (the
+    /// Inception block's pool branch in inference): output (co, n, h, w) = relu?(W (co, ci)
+    /// maxpool(input) * scale + bias). The pooled values are generated as the product packs its
+    /// panels, never stored; the result equals <see cref="Pooling.MaxForward"/> followed by
+    /// <see cref="ForwardChannelMajor"/> bit for bit.
+    /// </summary>
+    public static void ForwardMaxPooledPointwise(
+        ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
+        ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, bool relu, Span<float> output,
+        ReadOnlySpan<float> scale = default)
+    {
+        long pixels = (long)batch * height * width;
+        if (input.Length < inChannels * pixels)
+        {
+            throw new ArgumentException($"A channel-major input of {inChannels} x {batch} x {height} x {width} needs {inChannels * pixels} values, got {input.Length}.");
+        }
+        int columns = checked((int)pixels);
+        int nanSeen = 0;
+        fixed (float* image = input)
+        {
+            var pooled = new ImplicitColumns(image, batch, 0, inChannels, height, width, 1, 1, 1, 0, height, width, maxPooled: &nanSeen);
+            Gemm.MultiplyImplicit(outChannels, columns, inChannels, weight, inChannels, pooled, output, columns,
+                accumulate: false, rowBias: bias, relu: relu, rowScale: scale);
+        }
+        if (Volatile.Read(ref nanSeen) != 0)
+        {
+            // The plain maxima may have dropped a NaN: pool with the NaN-propagating kernel.
+            var pooledInput = new float[inChannels * pixels];
+            Pooling.MaxForward(input, inChannels * batch, height, width, 3, 1, 1, height, width, pooledInput);
+            Gemm.Multiply(false, false, outChannels, columns, inChannels, weight, inChannels, pooledInput, columns, output, columns,
+                accumulate: false, rowBias: bias, relu: relu, rowScale: scale);
         }
     }
 

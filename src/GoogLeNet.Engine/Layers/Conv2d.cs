@@ -167,6 +167,40 @@ public sealed class Conv2d : Layer
     }
 
     /// <summary>
+    /// Whether <see cref="ForwardFoldedAfterPool"/> can take <paramref name="pool"/>'s input: a
+    /// channel-major 1x1 convolution after a 3x3, stride-1, padding-1 max pool (the Inception
+    /// block's pool branch).
+    /// </summary>
+    public bool CanFuseAfterPool(MaxPool2d pool) =>
+        ChannelMajor && Convolution.IsPointwise(KernelSize, KernelSize, Stride, Padding)
+        && pool.KernelSize == 3 && pool.Stride == 1 && pool.Padding == 1;
+
+    /// <summary>
+    /// <see cref="ForwardFolded"/> of the 3x3, stride-1 max pooling of <paramref name="input"/>
+    /// (see <see cref="CanFuseAfterPool"/>), the pooled values generated as the product reads
+    /// them rather than stored. Inference only: neither the pool nor this layer keeps anything for
+    /// Backward.
+    /// </summary>
+    public Tensor ForwardFoldedAfterPool(Tensor input, BatchNorm2d? norm, MaxPool2d pool, Tensor? destination = null)
+    {
+        if (!CanFuseAfterPool(pool))
+        {
+            throw new InvalidOperationException($"{Name}: only a channel-major 1x1 convolution can read a 3x3 stride-1 max pool's input.");
+        }
+        Tensor output = OutputFor(input, destination); // a pool of this kind keeps the input's shape
+        if (_foldedBias.Length != OutChannels)
+        {
+            _foldedBias = new float[OutChannels];
+            _foldedScale = new float[OutChannels];
+        }
+        bool scaled = Fold(norm, _foldedScale, _foldedBias);
+        Convolution.ForwardMaxPooledPointwise(input.Span, input.Shape[0], InChannels, input.Shape[2], input.Shape[3],
+            _weight.Value.Span, _foldedBias, OutChannels, relu: true, output.Span, scaled ? _foldedScale : default);
+        _input = null;
+        return output;
+    }
+
+    /// <summary>
     /// Writes the per-output-channel epilogue of <see cref="ForwardFolded"/>: scale s = gamma /
     /// sqrt(var + eps) and bias b * s + beta - mean * s. Returns false when there is no BatchNorm,
     /// where the scale is 1 and the epilogue needs only the bias.
