@@ -166,7 +166,7 @@ public static unsafe class Winograd
     //   channels, each transforming the group's input again: batch-1 inference (conv3 at 196
     //   tiles, 3a at 49) took 27.9 ms with 4x4 tiles against 26.2 with 2x2 (`googlenet bench
     //   --preset torchvision --mode infer --batch 1`, alternating).
-    internal static bool TakesLargeTiles(int batch, int inChannels, int height, int width, int groupFloats)
+    internal static bool TakesLargeTiles(int batch, int inChannels, int height, int width, int groupFloats, int outChannels = 0)
     {
         if (LargeTilesForced is bool forced)
         {
@@ -176,7 +176,8 @@ public static unsafe class Winograd
         return LargeTilesEnabled
             && 3L * height * width >= 2L * ((height + 3) / 4 * 4) * (tilesWide * 4)
             && 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8)
-            && groupFloats / (Large.Positions * inChannels) >= 2 * Panel
+            && (groupFloats / (Large.Positions * inChannels) >= 2 * Panel
+                || (outChannels > 0 && ChunksFor(inChannels, outChannels, groupFloats, Large.Positions, kSplit: true) > 1))
             && (long)batch * ((height + 3) / 4) * tilesWide >= 8 * 2 * Panel;
     }
 
@@ -218,21 +219,22 @@ public static unsafe class Winograd
     private static int ForwardGroupFloats(int inChannels) =>
         Math.Max(GroupFloats, (int)Math.Min(2L * Panel * Large.Positions * inChannels, (long)BlockFloats * 5 / 8));
 
-    private static WinogradTiles TilesFor(int kernelSize, int batch, int inChannels, int height, int width, int groupFloats) => kernelSize switch
+    // outChannels > 0: the caller splits k where that lets a group hold two panels (ChunksFor).
+    private static WinogradTiles TilesFor(int kernelSize, int batch, int inChannels, int height, int width, int groupFloats, int outChannels = 0) => kernelSize switch
     {
-        3 => TakesLargeTiles(batch, inChannels, height, width, groupFloats) ? WinogradTiles.F4x4Kernel3 : WinogradTiles.F2x2Kernel3,
+        3 => TakesLargeTiles(batch, inChannels, height, width, groupFloats, outChannels) ? WinogradTiles.F4x4Kernel3 : WinogradTiles.F2x2Kernel3,
         5 => WinogradTiles.F2x2Kernel5,
         _ => throw new ArgumentException($"Winograd convolutions take 3x3 or 5x5 kernels, not {kernelSize}x{kernelSize}.", nameof(kernelSize)),
     };
 
     private static void Run(WinogradTiles tiles,
         ReadOnlySpan<float> input, int batch, int cIn, int height, int width, ReadOnlySpan<float> u, int cOut,
-        ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output, int groupFloats)
+        ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output, int groupFloats, bool kSplit = false)
     {
         switch (tiles)
         {
             case WinogradTiles.F4x4Kernel3:
-                Run<Large>(input, batch, cIn, height, width, u, cOut, bias, scale, relu, output, groupFloats);
+                Run<Large>(input, batch, cIn, height, width, u, cOut, bias, scale, relu, output, groupFloats, kSplit);
                 break;
             case WinogradTiles.F2x2Kernel5:
                 Run<Five>(input, batch, cIn, height, width, u, cOut, bias, scale, relu, output, groupFloats);
@@ -252,10 +254,11 @@ public static unsafe class Winograd
     {
         Check(dOutput.Length, outChannels, batch, height, width, "dOutput");
         Check(dInput.Length, inChannels, batch, height, width, "dInput");
-        WinogradTiles tiles = TilesFor(kernelSize, batch, outChannels, height, width, InputGradientGroupFloats);
+        WinogradTiles tiles = TilesFor(kernelSize, batch, outChannels, height, width, InputGradientGroupFloats, inChannels);
         Span<float> u = PackedWeights(inChannels, outChannels, tiles);
         TransformWeights(weight, outChannels, inChannels, tiles, transposeAndRotate: true, u);
-        Run(tiles, dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats);
+        Run(tiles, dOutput, batch, outChannels, height, width, u, inChannels, default, default, relu: false, dInput, InputGradientGroupFloats,
+            kSplit: true);
     }
 
     // input (ci, n, h, w); dOutput (co, n, h, w); dWeight (co, ci, 3, 3) += the weight gradient.
@@ -603,22 +606,55 @@ public static unsafe class Winograd
         return Math.Clamp(Math.Min(fit, needed), Panel, MaxGroupTiles);
     }
 
+    // K chunks of a product whose V for two panels of tiles would not fit the group: the input
+    // channels are transformed and multiplied a chunk at a time, the products summed in M, which
+    // then holds every output channel of the group (so the output transform waits for the last
+    // chunk). Where two panels fit whole, or kSplit is off, 1. The input gradients from 192
+    // channels (conv3 in both presets) ran on 2x2 tiles before: on the Cascade Lake VM (best of
+    // 6, three rounds alternating) d2l conv3 (24x24, batch 128) 75.4-76.2 -> 71.5-73.7 ms in two
+    // chunks on 4x4 tiles, torchvision conv3 (56x56, batch 32) 91.7-93.9 -> 86.9-88.2. Half its
+    // time is then the input transform of the 192 gradient channels.
+    internal static int ChunksFor(int cIn, int cOut, int groupFloats, int positions, bool kSplit)
+    {
+        if (!kSplit || groupFloats / (positions * cIn) >= 2 * Panel)
+        {
+            return 1;
+        }
+        int rows = Blocks(cOut) * Rows;
+        for (int chunks = 2; chunks <= MaxChunks && (cIn + chunks - 1) / chunks >= MinChunkChannels; chunks++)
+        {
+            if (groupFloats / (positions * ((cIn + chunks - 1) / chunks + rows)) >= 2 * Panel)
+            {
+                return chunks;
+            }
+        }
+        return 1;
+    }
+
+    private const int MaxChunks = 4;
+
+    // Each chunk's products are micro-kernel calls with this many k steps or more.
+    private const int MinChunkChannels = 32;
+
     // Tile t is (image, ty, tx) = (t / (th * tw), t / tw % th, t % tw).
     private static void Run<T>(
         ReadOnlySpan<float> input, int batch, int cIn, int height, int width, ReadOnlySpan<float> u, int cOut,
-        ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output, int groupFloats)
+        ReadOnlySpan<float> bias, ReadOnlySpan<float> scale, bool relu, Span<float> output, int groupFloats, bool kSplit = false)
         where T : struct, ITiles
     {
         int tilesWide = (width + T.Size - 1) / T.Size;
         int tilesHigh = (height + T.Size - 1) / T.Size;
         int tiles = batch * tilesHigh * tilesWide;
-        int group = GroupTiles(cIn, tiles, groupFloats, T.Positions);
-        int groups = (tiles + group - 1) / group;
         int blocks = Blocks(cOut);
+        int chunks = ChunksFor(cIn, cOut, groupFloats, T.Positions, kSplit);
+        int group = chunks == 1
+            ? GroupTiles(cIn, tiles, groupFloats, T.Positions)
+            : Math.Min(groupFloats / (T.Positions * ((cIn + chunks - 1) / chunks + blocks * Rows)) / Panel * Panel, (tiles + Panel - 1) / Panel * Panel);
+        int groups = (tiles + group - 1) / group;
         // With few groups the output channels are split as well, so every thread has work; each
         // split transforms its group's input again, a small cost beside its products.
         int splits = Math.Clamp((4 * Gemm.MaxThreads + groups - 1) / groups, 1, blocks);
-        var shape = new Shape(batch, cIn, cOut, height, width, tilesWide, tilesHigh, tiles, group, group + Slack, splits);
+        var shape = new Shape(batch, cIn, cOut, height, width, tilesWide, tilesHigh, tiles, group, group + Slack, splits, chunks);
         fixed (float* x = input, pu = u, y = output, pBias = bias, pScale = scale)
         {
             Parallelism.For(groups * splits, (long)group * cIn * Rows * blocks / splits * T.Positions,
@@ -631,11 +667,14 @@ public static unsafe class Winograd
 
     private readonly record struct Shape(
         int Batch, int CIn, int COut, int Height, int Width, int TilesWide, int TilesHigh,
-        int Tiles, int Group, int Ld, int Splits)
+        int Tiles, int Group, int Ld, int Splits, int Chunks = 1)
     {
+        // Input channels per k chunk (all of them without a split; see ChunksFor).
+        public int ChunkChannels => (CIn + Chunks - 1) / Chunks;
+
         // The 16 positions of V and M lie an odd number of cache lines apart: the transforms
         // touch all 16 at once, and at a multiple of 2 KiB they would share two L1 sets.
-        public int VStride => OddLines(CIn * Ld);
+        public int VStride => OddLines(ChunkChannels * Ld);
 
         public int MStride => OddLines(Rows * Ld);
 
@@ -653,13 +692,14 @@ public static unsafe class Winograd
     private static void RunUnits<T>(in Shape s, float* x, float* u, float* y, float* bias, float* scale, bool relu, int start, int count)
         where T : struct, ITiles
     {
+        int blocks = Blocks(s.COut);
         int vLength = T.Positions * s.VStride;
-        int mLength = T.Positions * s.MStride;
+        // With k chunks M holds each of the split's blocks of output channels; else one block.
+        int mLength = T.Positions * s.MStride * (s.Chunks == 1 ? 1 : (blocks + s.Splits - 1) / s.Splits);
         if (t_group is null || t_group.Length < vLength + mLength)
         {
             t_group = new float[vLength + mLength];
         }
-        int blocks = Blocks(s.COut);
         fixed (float* scratch = t_group)
         {
             float* v = scratch;
@@ -671,6 +711,11 @@ public static unsafe class Winograd
                 int split = unit % s.Splits;
                 int first = g * s.Group;
                 int tiles = Math.Min(s.Group, s.Tiles - first);
+                if (s.Chunks > 1)
+                {
+                    RunChunked<T>(s, x, u, y, bias, scale, relu, v, m, first, tiles, blocks * split / s.Splits, blocks * (split + 1) / s.Splits);
+                    continue;
+                }
                 if (g != transformed)
                 {
                     T.TransformInput(s, x, v, first, tiles, 0, s.CIn);
@@ -693,6 +738,41 @@ public static unsafe class Winograd
                     T.TransformOutput(s, m, y, first, tiles, block * Rows, channels, bias, scale, relu);
                 }
             }
+        }
+    }
+
+    // One group's output channel blocks [block0, block1) with the products in k chunks: M[block]
+    // accumulates every chunk's products, in chunk order, before its output transform.
+    private static void RunChunked<T>(in Shape s, float* x, float* u, float* y, float* bias, float* scale, bool relu,
+        float* v, float* m, int first, int tiles, int block0, int block1)
+        where T : struct, ITiles
+    {
+        int panels = (tiles + Panel - 1) / Panel;
+        for (int chunk = 0; chunk < s.Chunks; chunk++)
+        {
+            int c0 = chunk * s.ChunkChannels;
+            int channels = Math.Min(s.ChunkChannels, s.CIn - c0);
+            // V is written at v + (c - c0) * Ld for channel c.
+            T.TransformInput(s, x, v - (long)c0 * s.Ld, first, tiles, c0, channels);
+            for (int block = block0; block < block1; block++)
+            {
+                for (int xi = 0; xi < T.Positions; xi++)
+                {
+                    float* a = u + (((long)block * T.Positions + xi) * s.CIn + c0) * Rows;
+                    float* b = v + xi * s.VStride;
+                    float* c = m + ((long)(block - block0) * T.Positions + xi) * s.MStride;
+                    for (int p = 0; p < panels; p += Gemm.MaxTilePanels)
+                    {
+                        Gemm.MicroKernel(Math.Min(Gemm.MaxTilePanels, panels - p), channels, a, b + p * Panel, s.Ld, c + p * Panel, s.Ld,
+                            accumulate: chunk > 0);
+                    }
+                }
+            }
+        }
+        for (int block = block0; block < block1; block++)
+        {
+            int channels = Math.Min(Rows, s.COut - block * Rows);
+            T.TransformOutput(s, m + (long)(block - block0) * T.Positions * s.MStride, y, first, tiles, block * Rows, channels, bias, scale, relu);
         }
     }
 

@@ -141,6 +141,33 @@ public class WinogradTests
         Compare.Close(ToChannelMajor(expected, batch, ci, h * w), actual, ToleranceOf(tiles), "dInput");
     }
 
+    // 99 gradient channels on 4x4 tiles in groups too small for two panels of them: the input
+    // transform and the products run in two k chunks (50 and 49 channels) summed in M, over two
+    // groups (the second short) whose 7 blocks of output channels the units split unevenly.
+    [Fact]
+    public void InputGradientInKChunksMatchesTheDirectConvolution()
+    {
+        const int batch = 3, ci = 40, co = 99, h = 16, w = 16, groupFloats = 72000; // input-gradient groups of 108000 floats
+        Assert.Equal(2, Winograd.ChunksFor(co, ci, groupFloats / 2 * 3, 36, kSplit: true));
+        Assert.Equal(1, Winograd.ChunksFor(co, ci, groupFloats / 2 * 3, 36, kSplit: false));
+        Assert.Equal(1, Winograd.ChunksFor(co, ci, 2 * groupFloats, 36, kSplit: true)); // two panels fit whole
+        float[] weight = GoldenFill.Fill("wino.chunks.w", co * ci * 9, 2.0);
+        float[] dy = GoldenFill.Fill("wino.chunks.dy", batch * co * h * w, 2.0);
+        var expected = new float[batch * ci * h * w];
+        ReferenceConvolution.Backward(new float[expected.Length], batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
+            ToBatchMajor(dy, batch, co, h * w), new float[weight.Length], new float[co], expected);
+        float[] Run(int threads) => EngineThreads.With(threads, () => WithGroupFloats(groupFloats, () => WithTiles(large: true, () =>
+        {
+            var dx = new float[expected.Length];
+            dx.AsSpan().Fill(float.NaN); // overwritten, never read
+            Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, dx);
+            return dx;
+        })));
+        float[] actual = Run(2);
+        Compare.Close(ToChannelMajor(expected, batch, ci, h * w), actual, LargeTolerance, "dInput");
+        Assert.Equal(Run(1), actual);
+    }
+
     // Shapes() for the weight gradient's tiles (3x3 kernels only).
     public static TheoryData<int, int, int, int, int, string> WeightGradientShapes()
     {
@@ -386,6 +413,10 @@ public class WinogradTests
         Assert.True(Winograd.TakesLargeTiles(2, 64, 56, 56, halfL2));
         Assert.False(Winograd.TakesLargeTiles(7, 64, 24, 24, halfL2));   // 252
         Assert.True(Winograd.TakesLargeTiles(8, 64, 24, 24, halfL2));
+        // An input gradient from 192 channels (conv3's) in groups of 3/4 of the L2: two panels
+        // fit only in k chunks, which its caller takes.
+        Assert.False(Winograd.TakesLargeTiles(32, 192, 24, 24, halfL2 / 2 * 3));
+        Assert.True(Winograd.TakesLargeTiles(32, 192, 24, 24, halfL2 / 2 * 3, outChannels: 64));
     }
 
     // Through the convolution entry points a 5x5 layer takes F(2x2, 5x5) for its output and
