@@ -40,9 +40,22 @@ public class ReferenceLayerTests
         return data;
     }
 
+    // The windowed max pools run 16 outputs a step with AVX-512 and 8 with AVX2: both are tested
+    // wherever the CPU has AVX-512 (elsewhere the two runs take the AVX2 path).
+    private static void BothVectorWidths(Action run)
+    {
+        foreach (bool wide in new[] { true, false })
+        {
+            EngineSetting.With(() => Pooling.WideVectors, value => Pooling.WideVectors = value, wide, () => { run(); return 0; });
+        }
+    }
+
     [Theory]
     [MemberData(nameof(PoolShapes))]
-    public void MaxAndAveragePoolingMatchTheirDefinitions(int kernel, int stride, int padding, bool ceil, int h, int w)
+    public void MaxAndAveragePoolingMatchTheirDefinitions(int kernel, int stride, int padding, bool ceil, int h, int w) =>
+        BothVectorWidths(() => MaxAndAveragePoolingMatchTheirDefinitionsOnce(kernel, stride, padding, ceil, h, w));
+
+    private static void MaxAndAveragePoolingMatchTheirDefinitionsOnce(int kernel, int stride, int padding, bool ceil, int h, int w)
     {
         var input = GoldenFill.Tensor($"pool{kernel}{stride}{padding}{h}{w}", [2, 3, h, w], 4.0);
         int oh = WindowMath.OutputSize(h, kernel, stride, padding, ceil);
@@ -67,7 +80,10 @@ public class ReferenceLayerTests
     // (in some shapes) tests that it wins its windows. Both must agree exactly.
     [Theory]
     [MemberData(nameof(PoolShapes))]
-    public void IndexedMaxPoolingMatchesTheSearchingBackward(int kernel, int stride, int padding, bool ceil, int h, int w)
+    public void IndexedMaxPoolingMatchesTheSearchingBackward(int kernel, int stride, int padding, bool ceil, int h, int w) =>
+        BothVectorWidths(() => IndexedMaxPoolingMatchesTheSearchingBackwardOnce(kernel, stride, padding, ceil, h, w));
+
+    private static void IndexedMaxPoolingMatchesTheSearchingBackwardOnce(int kernel, int stride, int padding, bool ceil, int h, int w)
     {
         const int planes = 3;
         float[] x = GoldenFill.Fill($"ties{kernel}{stride}{padding}{h}{w}", planes * h * w, 6.0).Select(v => MathF.Round(v * 2f) / 2f).ToArray();
@@ -102,7 +118,10 @@ public class ReferenceLayerTests
     [InlineData(1, 0, 7)]
     [InlineData(2, 1, 7)]
     [InlineData(2, 0, 40)]
-    public void MaxPoolingPropagatesNaNLikePyTorch(int stride, int padding, int width)
+    public void MaxPoolingPropagatesNaNLikePyTorch(int stride, int padding, int width) =>
+        BothVectorWidths(() => MaxPoolingPropagatesNaNLikePyTorchOnce(stride, padding, width));
+
+    private static void MaxPoolingPropagatesNaNLikePyTorchOnce(int stride, int padding, int width)
     {
         var input = GoldenFill.Tensor("nan", [1, 1, 6, width], 4.0);
         input.Span[2 * width + 3] = float.NaN;
