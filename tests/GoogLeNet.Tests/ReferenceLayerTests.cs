@@ -25,9 +25,8 @@ public class ReferenceLayerTests
             foreach (bool ceil in new[] { false, true })
             {
                 // Centred stride-1 windows (3/1/1, 5/1/2) pool each plane as one flat run whatever its
-                // width. Narrow rows are pooled eight outputs at a time with a partial last group (6, 7, 9,
-                // 11, 12, 14, 17 wide); rows of 37 and 56 take the separable path with vectorised
-                // stride-2 columns and their tails.
+                // width. Other stride-1 and stride-2 rows are pooled 8 or 16 outputs at a time with a
+                // partial last group (widths 4 to 56); stride 3 takes the separable path.
                 foreach (var (h, w) in new[] { (5, 5), (7, 6), (6, 6), (7, 7), (12, 12), (14, 14), (9, 11), (3, 4), (4, 17), (5, 9), (5, 37), (4, 56) })
                 {
                     if (WindowMath.OutputSize(h, k, s, p, ceil) > 0 && WindowMath.OutputSize(w, k, s, p, ceil) > 0)
