@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -444,36 +445,19 @@ public static class Pooling
         // for whole-vector copies of the rows.
         int pitch = Math.Max(lastGroup * stride + kernel - 1 + 2 * Group, padding + rowVectors * 8);
         int size = height * pitch;
-        float[] scratch = t_paddedPlane is { } cached && cached.Length >= size
-            ? cached
-            : t_paddedPlane = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
+        float[] scratch = PaddedPlaneScratch(size);
         int inPlane = height * width;
         int outPlane = outH * outW;
         long outputEnd = (long)planes * outPlane;
         Vector512<int> lanes = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) * stride;
         Vector512<int> evenLanes = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         Vector512<float> negativeInfinity = Vector512.Create(float.NegativeInfinity);
-        Vector256<float> negativeInfinity256 = Vector256.Create(float.NegativeInfinity);
         fixed (float* padded = scratch)
         {
             new Span<float>(padded, size).Fill(float.NegativeInfinity);
             for (int p = 0; p < planes; p++)
             {
-                float* x = input + (long)p * inPlane;
-                // Copy the rows; lanes past a row's end load as -infinity, so the copy keeps its edges.
-                for (int iy = 0; iy < height; iy++)
-                {
-                    float* source = x + iy * width;
-                    float* target = padded + iy * pitch + padding;
-                    for (int c = 0; c < width; c += 8)
-                    {
-                        Vector256<float> values = c + 8 <= width
-                            ? Avx.LoadVector256(source + c)
-                            : Vector256.ConditionalSelect(LanesBelow(width - c).AsSingle(),
-                                Avx.MaskLoad(source + c, LanesBelow(width - c).AsSingle()), negativeInfinity256);
-                        values.Store(target + c);
-                    }
-                }
+                CopyPaddedRows(input + (long)p * inPlane, height, width, pitch, padding, padded);
                 float* y = output + (long)p * outPlane;
                 int* argmax = TArgmax.Records ? indices + (long)p * outPlane : null;
                 for (int oy = 0; oy < outH; oy++)
@@ -551,9 +535,7 @@ public static class Pooling
         // Room for the loads of the last group and for whole-vector copies of the rows.
         int pitch = Math.Max(lastGroup * stride + kernel - 1 + 8 * stride, padding + rowVectors * 8);
         int size = height * pitch;
-        float[] scratch = t_paddedPlane is { } cached && cached.Length >= size
-            ? cached
-            : t_paddedPlane = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
+        float[] scratch = PaddedPlaneScratch(size);
         int inPlane = height * width;
         int outPlane = outH * outW;
         // Whole-vector stores may run past a row's end into outputs written later; only the
@@ -566,21 +548,7 @@ public static class Pooling
             new Span<float>(padded, size).Fill(float.NegativeInfinity);
             for (int p = 0; p < planes; p++)
             {
-                float* x = input + (long)p * inPlane;
-                // Copy the rows; lanes past a row's end load as -infinity, so the copy keeps its edges.
-                for (int iy = 0; iy < height; iy++)
-                {
-                    float* source = x + iy * width;
-                    float* target = padded + iy * pitch + padding;
-                    for (int c = 0; c < width; c += 8)
-                    {
-                        Vector256<float> values = c + 8 <= width
-                            ? Avx.LoadVector256(source + c)
-                            : Vector256.ConditionalSelect(LanesBelow(width - c).AsSingle(),
-                                Avx.MaskLoad(source + c, LanesBelow(width - c).AsSingle()), negativeInfinity);
-                        values.Store(target + c);
-                    }
-                }
+                CopyPaddedRows(input + (long)p * inPlane, height, width, pitch, padding, padded);
                 float* y = output + (long)p * outPlane;
                 int* argmax = TArgmax.Records ? indices + (long)p * outPlane : null;
                 for (int oy = 0; oy < outH; oy++)
@@ -645,6 +613,33 @@ public static class Pooling
                         }
                     }
                 }
+            }
+        }
+    }
+
+    // The calling thread's copy of one plane for MaxPlanesVector, filled with -infinity by the caller.
+    private static float[] PaddedPlaneScratch(int size) =>
+        t_paddedPlane is { } cached && cached.Length >= size
+            ? cached
+            : t_paddedPlane = GC.AllocateUninitializedArray<float>(Math.Max(size, 4096));
+
+    // The plane's rows into the copy, pitch floats apart and padding floats in; lanes past a row's
+    // end load as -infinity, so the copy keeps its edges.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void CopyPaddedRows(float* x, int height, int width, int pitch, int padding, float* padded)
+    {
+        Vector256<float> negativeInfinity = Vector256.Create(float.NegativeInfinity);
+        for (int iy = 0; iy < height; iy++)
+        {
+            float* source = x + iy * width;
+            float* target = padded + iy * pitch + padding;
+            for (int c = 0; c < width; c += 8)
+            {
+                Vector256<float> values = c + 8 <= width
+                    ? Avx.LoadVector256(source + c)
+                    : Vector256.ConditionalSelect(LanesBelow(width - c).AsSingle(),
+                        Avx.MaskLoad(source + c, LanesBelow(width - c).AsSingle()), negativeInfinity);
+                values.Store(target + c);
             }
         }
     }

@@ -110,21 +110,17 @@ public class MaxPooledPointwiseTests
     private static void AssertFusedEquals(float[] expected, float[] x, int batch, int ci, int h, int w, float[] weight, float[] bias,
         int co, bool relu, ReadOnlySpan<float> scale)
     {
-        int savedThreads = Gemm.MaxThreads;
-        try
+        float[] scaleCopy = scale.ToArray();
+        foreach (int threads in new[] { 1, 2 })
         {
-            foreach (int threads in new[] { 1, 2 })
+            float[] actual = EngineThreads.With(threads, () =>
             {
-                Gemm.MaxThreads = threads;
-                var actual = new float[expected.Length];
-                actual.AsSpan().Fill(-7f); // every output is written
-                Convolution.ForwardMaxPooledPointwise(x, batch, ci, h, w, weight, bias, co, relu, actual, scale);
-                Assert.Equal(expected, actual);
-            }
-        }
-        finally
-        {
-            Gemm.MaxThreads = savedThreads;
+                var result = new float[expected.Length];
+                result.AsSpan().Fill(-7f); // every output is written
+                Convolution.ForwardMaxPooledPointwise(x, batch, ci, h, w, weight, bias, co, relu, result, scaleCopy);
+                return result;
+            });
+            Assert.Equal(expected, actual);
         }
     }
 }

@@ -148,22 +148,17 @@ public class StemConvolutionTests
             Pooling.MaxForward(convolved, co * batch, oh, ow, poolKernel, poolStride, poolPadding, ph, pw, expected);
             Assert.Contains(expected, float.IsNaN);
 
-            int savedThreads = Gemm.MaxThreads;
-            try
+            foreach (int threads in new[] { 1, 2 })
             {
-                foreach (int threads in new[] { 1, 2 })
+                float[] pooled = EngineThreads.With(threads, () =>
                 {
-                    Gemm.MaxThreads = threads;
-                    var pooled = new float[expected.Length];
-                    pooled.AsSpan().Fill(-7f); // every output is written
-                    StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow, relu, pooled, scale,
+                    var result = new float[expected.Length];
+                    result.AsSpan().Fill(-7f); // every output is written
+                    StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow, relu, result, scale,
                         new PoolWindow(poolKernel, poolStride, poolPadding, ph, pw));
-                    Assert.Equal(expected, pooled);
-                }
-            }
-            finally
-            {
-                Gemm.MaxThreads = savedThreads;
+                    return result;
+                });
+                Assert.Equal(expected, pooled);
             }
         }
         Assert.Throws<ArgumentException>(() => StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow,
