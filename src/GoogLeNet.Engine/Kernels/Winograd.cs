@@ -612,8 +612,8 @@ public static unsafe class Winograd
     // chunk). Where two panels fit whole, or kSplit is off, 1. The input gradients from 192
     // channels (conv3 in both presets) ran on 2x2 tiles before: on the Cascade Lake VM (best of
     // 6, three rounds alternating) d2l conv3 (24x24, batch 128) 75.4-76.2 -> 71.5-73.7 ms in two
-    // chunks on 4x4 tiles, torchvision conv3 (56x56, batch 32) 91.7-93.9 -> 86.9-88.2. Half its
-    // time is then the input transform of the 192 gradient channels.
+    // chunks on 4x4 tiles, torchvision conv3 (56x56, batch 32) 91.7-93.9 -> 86.9-88.2. Some 40%
+    // of its time is then the input transform of the 192 gradient channels.
     internal static int ChunksFor(int cIn, int cOut, int groupFloats, int positions, bool kSplit)
     {
         if (!kSplit || groupFloats / (positions * cIn) >= 2 * Panel)
@@ -649,7 +649,8 @@ public static unsafe class Winograd
         int chunks = ChunksFor(cIn, cOut, groupFloats, T.Positions, kSplit);
         int group = chunks == 1
             ? GroupTiles(cIn, tiles, groupFloats, T.Positions)
-            : Math.Min(groupFloats / (T.Positions * ((cIn + chunks - 1) / chunks + blocks * Rows)) / Panel * Panel, (tiles + Panel - 1) / Panel * Panel);
+            : Math.Clamp(Math.Min(groupFloats / (T.Positions * ((cIn + chunks - 1) / chunks + blocks * Rows)) / Panel * Panel,
+                (tiles + Panel - 1) / Panel * Panel), Panel, MaxGroupTiles);
         int groups = (tiles + group - 1) / group;
         // With few groups the output channels are split as well, so every thread has work; each
         // split transforms its group's input again, a small cost beside its products.
