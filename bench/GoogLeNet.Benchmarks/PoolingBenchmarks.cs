@@ -23,6 +23,7 @@ public class PoolingBenchmarks
     public static IEnumerable<PoolShape> Shapes =>
     [
         new("maxpool1", 64, 112, 3, 2, 0),
+        new("maxpool2", 192, 56, 3, 2, 0),
         new("maxpool3", 480, 28, 3, 2, 0),
         new("3b branch4", 256, 28, 3, 1, 1),
         new("4a branch4", 480, 14, 3, 1, 1),
@@ -34,6 +35,10 @@ public class PoolingBenchmarks
 
     [Params("infer", "train")]
     public string Mode { get; set; } = "infer";
+
+    /// <summary>16 outputs a step with AVX-512 where rows are wide enough (Pooling.WideVectors), or 8.</summary>
+    [Params(true, false)]
+    public bool WideVectors { get; set; } = true;
 
     private MaxPool2d _pool = new("pool", 3, 1, 1, ceilMode: true);
     private Tensor _input = new(1, 1, 1, 1);
@@ -48,6 +53,7 @@ public class PoolingBenchmarks
         _input = new Tensor(Batch, s.Channels, s.Size, s.Size);
         GemmBenchmarks.Fill(new Random(1), _input.Length).CopyTo(_input.Span);
         Gemm.MaxThreads = Environment.ProcessorCount;
+        Pooling.WideVectors = WideVectors;
     }
 
     [Benchmark]
