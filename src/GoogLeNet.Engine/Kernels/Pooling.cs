@@ -402,8 +402,8 @@ public static class Pooling
     [ThreadStatic]
     private static float[]? t_paddedPlane;
 
-    // Stride 1 or 2: every output row is computed eight outputs at a time, the last group
-    // partial, from a copy of the plane with -infinity beyond its left and right edges. The loads
+    // Stride 1 or 2: every output row is computed a group of outputs at a time (16 with AVX-512
+    // on rows of more than 8, else 8), the last group partial, from a copy of the plane with -infinity beyond its left and right edges. The loads
     // of every window then stay inside the copy whatever the row's width (the 6x6 and 7x7 planes
     // of the last stages have no window away from an edge), and padding never wins a window:
     // each output starts from the first real cell of its window, which is also PyTorch's argmax
