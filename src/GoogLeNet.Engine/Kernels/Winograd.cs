@@ -32,7 +32,7 @@ namespace GoogLeNet.Engine.Kernels;
 /// several times more (WinogradTests bounds both). The weight gradient takes 3x3 kernels only, on
 /// 4x4 tiles where the forward pass takes them within half the L2.
 /// </remarks>
-public static unsafe class Winograd
+public static unsafe partial class Winograd
 {
     // Read once: both block sizes below follow it. Declared before them, as static fields are
     // initialised in textual order.
@@ -116,7 +116,7 @@ public static unsafe class Winograd
         int inChannels = 0, int outChannels = 0) =>
         Enabled && Applies(kernelH, kernelW, stride, padding) && FillsTiles(height, width)
         && (long)batch * ((height + 1) / 2) * TilesWide(width) >= (cachedWeights ? MinTilesCached : MinTiles)
-        && (kernelH == 3 || FiveByFivePays(inChannels, outChannels, width));
+        && (kernelH == 3 || FiveByFivePays(batch, inChannels, outChannels, height, width));
 
     // F(2x2, 5x5) multiplies 36 times per 2x2 outputs instead of 100, but with 36 positions per
     // tile its transforms weigh more against the products than F(2x2, 3x3)'s, and the products
@@ -127,10 +127,11 @@ public static unsafe class Winograd
     // on 28x28 (paper inception3b, batch 32) 24.2 -> 16.1 and 33.2 -> 28.4. It lost on 6x6
     // planes (three tiles a row: 32 -> 64, forward 3.1 -> 4.4 ms) and with 16 input channels
     // (12x12, 16 -> 32: 4.3 -> 4.9).
-    private static bool FiveByFivePays(int inChannels, int outChannels, int width)
+    private static bool FiveByFivePays(int batch, int inChannels, int outChannels, int height, int width)
     {
         int tilesWide = TilesWide(width);
-        return LargeTilesEnabled && inChannels >= 32 && outChannels >= 32 && 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8);
+        return LargeTilesEnabled && inChannels >= 32 && outChannels >= 32
+            && (LanesFor(batch, height, width) != 0 || 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8));
     }
 
     // 2x2 tiles over an odd plane compute outputs past its edge: 64 for a 7x7 plane's 49, 16 for
@@ -151,9 +152,10 @@ public static unsafe class Winograd
 
     // F(4x4, 3x3) multiplies 36 times per 16 outputs where F(2x2, 3x3) multiplies 16 times per
     // 4, so its products cost 0.56 as much, but four things can take the gain back:
-    // - its transforms run eight tiles of a tile row per vector, which a narrow plane leaves
-    //   partly empty (a 12- or 14-wide plane fills three or four of eight lanes, where 2x2 tiles
-    //   fill six or seven); taken where its vectors are three quarters full;
+    // - in image-row order its transforms run eight tiles of a tile row per vector, which a
+    //   narrow plane leaves partly empty (a 12- or 14-wide plane fills three or four of eight
+    //   lanes, where 2x2 tiles fill six or seven); taken where its vectors are three quarters
+    //   full (interleaved tiles fill every lane: see LargeTilesFill);
     // - tiles past the plane's edge, as above;
     // - V holds 36 positions per tile, so fewer tiles fit a group: with a single 16-tile panel
     //   per group the micro-kernel loads a vector per six multiply-adds and ran slower. On the
@@ -172,13 +174,42 @@ public static unsafe class Winograd
         {
             return forced;
         }
-        int tilesWide = (width + 3) / 4;
-        return LargeTilesEnabled
-            && 3L * height * width >= 2L * ((height + 3) / 4 * 4) * (tilesWide * 4)
-            && 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8)
+        return LargeTilesFill(batch, height, width)
             && (groupFloats / (Large.Positions * inChannels) >= 2 * Panel
-                || (outChannels > 0 && ChunksFor(inChannels, outChannels, groupFloats, Large.Positions, kSplit: true) > 1))
+                || (outChannels > 0 && ChunksFor(inChannels, outChannels, groupFloats, Large.Positions, kSplit: true) > 1));
+    }
+
+    // All but the group: the plane's coverage, the transforms' lanes and the batch. Where the
+    // tiles are interleaved the lanes are full, and 2x2 tiles are too, so 4x4 ones must cover
+    // seven eighths of the plane: on the Cascade Lake VM (best of 8, two rounds, batch 32) 14x14
+    // planes (77%) ran slower on them (torchvision 4b, 112 -> 224 channels, forward, input and
+    // weight gradient summed: 58.3-59.9 ms on 2x2 tiles against 65.9-67.5), 12x12 ones (all of
+    // the plane) faster (d2l 3a, 96 -> 128, batch 128: 54.4-56.6 -> 47.9-48.9; 3b, 128 -> 192:
+    // 93.7-94.7 -> 87.8-88.4).
+    private static bool LargeTilesFill(int batch, int height, int width)
+    {
+        int tilesWide = (width + 3) / 4;
+        long covered = (long)(height + 3) / 4 * 4 * (tilesWide * 4);
+        bool interleaved = LanesFor(batch, height, width) != 0;
+        return LargeTilesEnabled
+            && (interleaved ? 8L * height * width >= 7 * covered : 3L * height * width >= 2 * covered)
+            && (interleaved || 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8))
             && (long)batch * ((height + 3) / 4) * tilesWide >= 8 * 2 * Panel;
+    }
+
+    // The weight gradient has no groups; where the tiles are interleaved it takes 4x4 tiles
+    // wherever they fill. On the Cascade Lake VM (best of 8, two rounds) d2l 3b's weight gradient
+    // (128 -> 192 channels, 12x12, batch 128) went 34.2-35.1 ms on 2x2 tiles -> 28.8-30.0, 3a's
+    // 20.5-20.9 -> 18.5-18.7.
+    private static bool WeightGradientTakesLargeTiles(int batch, int inChannels, int height, int width)
+    {
+        if (LargeTilesForced is bool forced)
+        {
+            return forced;
+        }
+        return LanesFor(batch, height, width) != 0
+            ? LargeTilesFill(batch, height, width)
+            : TakesLargeTiles(batch, inChannels, height, width, GroupFloats);
     }
 
     // input (ci, n, h, w); weight (co, ci, 3, 3); bias (co) or empty; scale (co) or empty;
@@ -281,7 +312,7 @@ public static unsafe class Winograd
         {
             throw new ArgumentException($"dWeight of {outChannels} x {inChannels} x 3 x 3 needs {outChannels * inChannels * 9} values, got {dWeight.Length}.", nameof(dWeight));
         }
-        if (TakesLargeTiles(batch, inChannels, height, width, GroupFloats))
+        if (WeightGradientTakesLargeTiles(batch, inChannels, height, width))
         {
             BackwardWeights<Large>(input, batch, inChannels, height, width, dOutput, outChannels, dWeight);
         }
@@ -299,8 +330,14 @@ public static unsafe class Winograd
         int tilesWide = (width + T.Size - 1) / T.Size;
         int tilesHigh = (height + T.Size - 1) / T.Size;
         int tiles = batch * tilesHigh * tilesWide;
-        int block = BlockTiles(T.Positions * (inChannels + outChannels), tilesWide, tiles);
-        var s = new Shape(batch, inChannels, outChannels, height, width, tilesWide, tilesHigh, tiles, block, block + Slack, 1);
+        int lanes = LanesFor(batch, height, width);
+        // Interleaved, a block holds whole vectors of tiles, and a tile row of every lane.
+        int block = BlockTiles(T.Positions * (inChannels + outChannels), lanes == 0 ? tilesWide : tilesWide * lanes, tiles);
+        if (lanes != 0)
+        {
+            block = Math.Max(block / lanes, 1) * lanes;
+        }
+        var s = new Shape(batch, inChannels, outChannels, height, width, tilesWide, tilesHigh, tiles, block, block + Slack, 1, 1, lanes);
         int uSize = T.Positions * outChannels * inChannels;
         int vSize = T.Positions * s.VStride;
         int gSize = T.Positions * s.GStride;
@@ -444,6 +481,11 @@ public static unsafe class Winograd
     // like the input's, so even[tx + 1] and odd[tx] are its columns 2tx + 1 and 2tx.
     private static void TransformOutputGradient(in Shape s, float* dy, float* dm, int first, int count, int channel, int channels)
     {
+        if (s.Lanes != 0)
+        {
+            SmallOutputGradientInterleaved(s, dy, dm, first, count, channel, channels);
+            return;
+        }
         int stride = s.TilesWide + 1 + Slack;
         float* buffer = stackalloc float[4 * stride];
         new Span<float>(buffer, 4 * stride).Clear();
@@ -655,7 +697,8 @@ public static unsafe class Winograd
         // With few groups the output channels are split as well, so every thread has work; each
         // split transforms its group's input again, a small cost beside its products.
         int splits = Math.Clamp((4 * Gemm.MaxThreads + groups - 1) / groups, 1, blocks);
-        var shape = new Shape(batch, cIn, cOut, height, width, tilesWide, tilesHigh, tiles, group, group + Slack, splits, chunks);
+        var shape = new Shape(batch, cIn, cOut, height, width, tilesWide, tilesHigh, tiles, group, group + Slack, splits, chunks,
+            LanesFor(batch, height, width));
         fixed (float* x = input, pu = u, y = output, pBias = bias, pScale = scale)
         {
             Parallelism.For(groups * splits, (long)group * cIn * Rows * blocks / splits * T.Positions,
@@ -668,7 +711,7 @@ public static unsafe class Winograd
 
     private readonly record struct Shape(
         int Batch, int CIn, int COut, int Height, int Width, int TilesWide, int TilesHigh,
-        int Tiles, int Group, int Ld, int Splits, int Chunks = 1)
+        int Tiles, int Group, int Ld, int Splits, int Chunks = 1, int Lanes = 0)
     {
         // Input channels per k chunk (all of them without a split; see ChunksFor).
         public int ChunkChannels => (CIn + Chunks - 1) / Chunks;
@@ -900,6 +943,11 @@ public static unsafe class Winograd
         // even[tx + 1], odd[tx + 1] and eight tiles take one vector from each.
         public static void TransformInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels)
         {
+            if (s.Lanes != 0)
+            {
+                SmallInputInterleaved(s, x, v, first, count, channel, channels);
+                return;
+            }
             int stride = s.TilesWide + 1 + Slack;
             // Reads reach index tilesWide + 7 at most; entries past tilesWide stay zero.
             float* buffer = stackalloc float[8 * stride];
@@ -964,9 +1012,21 @@ public static unsafe class Winograd
             r3 = d1 - d3;
         }
 
+        // Column d[0], d[w], d[2w], d[3w] of eight interleaved tiles: B^T d.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Vertical(Vector256<float>* d, int w,
+            out Vector256<float> r0, out Vector256<float> r1, out Vector256<float> r2, out Vector256<float> r3)
+        {
+            Vector256<float> d0 = d[0], d1 = d[w], d2 = d[2 * w], d3 = d[3 * w];
+            r0 = d0 - d2;
+            r1 = d1 + d2;
+            r2 = d2 - d1;
+            r3 = d1 - d3;
+        }
+
         // Columns c0..c3 of eight tiles (c0 = even[tx], c1 = odd[tx], c2 = even[tx + 1], c3 = odd[tx + 1]).
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void Horizontal(float* d, long positionStride,
+        public static void Horizontal(float* d, long positionStride,
             Vector256<float> c0, Vector256<float> c2, Vector256<float> c1, Vector256<float> c3)
         {
             Vector256.Store(c0 - c2, d);
@@ -1008,6 +1068,11 @@ public static unsafe class Winograd
         public static void TransformOutput(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
             float* bias, float* scale, bool relu)
         {
+            if (s.Lanes != 0)
+            {
+                SmallOutputInterleaved(s, m, y, first, count, channel, channels, bias, scale, relu);
+                return;
+            }
             int rowLength = 2 * (s.TilesWide + Slack);
             float* top = stackalloc float[rowLength];
             float* bottom = stackalloc float[rowLength];
@@ -1049,7 +1114,7 @@ public static unsafe class Winograd
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void Column(float* p, long positionStride, int b, out Vector256<float> row0, out Vector256<float> row1)
+        public static void Column(float* p, long positionStride, int b, out Vector256<float> row0, out Vector256<float> row1)
         {
             Vector256<float> m0 = Vector256.Load(p + b * positionStride);
             Vector256<float> m1 = Vector256.Load(p + (4 + b) * positionStride);
@@ -1162,6 +1227,11 @@ public static unsafe class Winograd
         // split rows stay in six slots (row iy in slot iy % 6) while a channel's tiles are walked.
         public static void TransformSixInput(in Shape s, float* x, float* v, int first, int count, int channel, int channels, int step, int origin)
         {
+            if (s.Lanes != 0)
+            {
+                SixInputInterleaved(s, x, v, first, count, channel, channels, step, origin);
+                return;
+            }
             int stride = s.TilesWide + 2 + Slack;
             float* buffer = stackalloc float[6 * 4 * stride];
             new Span<float>(buffer, 6 * 4 * stride).Clear();
@@ -1265,6 +1335,11 @@ public static unsafe class Winograd
         public static void TransformSixOutput<T>(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
             float* bias, float* scale, bool relu) where T : struct, ITiles
         {
+            if (s.Lanes != 0)
+            {
+                SixOutputInterleaved<T>(s, m, y, first, count, channel, channels, bias, scale, relu);
+                return;
+            }
             int size = T.Size;
             int rowLength = size * (s.TilesWide + Slack);
             float* rowsOut = stackalloc float[4 * rowLength];
@@ -1332,7 +1407,7 @@ public static unsafe class Winograd
 
         // (y0 .. y3) = A^T (m0 .. m5).
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void OutputRows(
+        public static void OutputRows(
             Vector256<float> m0, Vector256<float> m1, Vector256<float> m2, Vector256<float> m3, Vector256<float> m4, Vector256<float> m5,
             out Vector256<float> y0, out Vector256<float> y1, out Vector256<float> y2, out Vector256<float> y3)
         {
@@ -1349,6 +1424,11 @@ public static unsafe class Winograd
         // one vector from each.
         public static void TransformOutputGradient(in Shape s, float* dy, float* dm, int first, int count, int channel, int channels)
         {
+            if (s.Lanes != 0)
+            {
+                LargeOutputGradientInterleaved(s, dy, dm, first, count, channel, channels);
+                return;
+            }
             int stride = s.TilesWide + 2 + Slack;
             float* buffer = stackalloc float[4 * Size * stride];
             new Span<float>(buffer, 4 * Size * stride).Clear();
@@ -1406,7 +1486,7 @@ public static unsafe class Winograd
 
         // (m0 .. m5) = A (y0 .. y3), A the transpose of the output transform A^T.
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void GradientRows(
+        public static void GradientRows(
             Vector256<float> y0, Vector256<float> y1, Vector256<float> y2, Vector256<float> y3,
             out Vector256<float> m0, out Vector256<float> m1, out Vector256<float> m2,
             out Vector256<float> m3, out Vector256<float> m4, out Vector256<float> m5)

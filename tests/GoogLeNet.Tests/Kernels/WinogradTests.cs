@@ -401,9 +401,16 @@ public class WinogradTests
         Assert.True(Winograd.TakesLargeTiles(32, 96, 28, 28, halfL2));    // 7 a row, 37 per group
         Assert.True(Winograd.TakesLargeTiles(32, 64, 56, 56, halfL2));    // 14 a row (of 16 lanes)
         Assert.False(Winograd.TakesLargeTiles(32, 128, 28, 28, halfL2));  // 28 per group: one panel
-        Assert.False(Winograd.TakesLargeTiles(32, 64, 12, 12, halfL2));   // 3 tiles a row of 8 lanes
-        Assert.False(Winograd.TakesLargeTiles(32, 64, 14, 14, halfL2));   // 4 a row
-        Assert.False(Winograd.TakesLargeTiles(32, 64, 7, 7, halfL2));     // 2 a row
+        // Batches of 36 run tiles in image-row order (not in blocks of eight images).
+        Assert.False(Winograd.TakesLargeTiles(36, 64, 12, 12, halfL2));   // 3 tiles a row of 8 lanes
+        Assert.False(Winograd.TakesLargeTiles(36, 64, 14, 14, halfL2));   // 4 a row
+        Assert.False(Winograd.TakesLargeTiles(36, 64, 7, 7, halfL2));     // 2 a row
+        // Interleaved, the lanes are full: 4x4 tiles where they cover 7/8 of the plane.
+        Assert.True(Winograd.TakesLargeTiles(32, 64, 12, 12, halfL2));
+        Assert.False(Winograd.TakesLargeTiles(32, 64, 14, 14, halfL2));   // 196 of 256
+        Assert.False(Winograd.TakesLargeTiles(128, 64, 6, 6, halfL2));    // 36 of 64
+        Assert.True(Winograd.TakesLargeTiles(32, 64, 15, 16, halfL2));    // 240 of 256
+        Assert.False(Winograd.TakesLargeTiles(32, 128, 12, 12, halfL2));  // 28 per group: one panel
         Assert.False(Winograd.TakesLargeTiles(32, 64, 24, 20, halfL2));   // 5 a row
         Assert.True(Winograd.TakesLargeTiles(32, 64, 24, 21, halfL2));    // 6 a row, 21 of 24 columns
         Assert.False(Winograd.TakesLargeTiles(32, 64, 5, 24, halfL2));    // 5 of 8 rows: under two thirds
@@ -468,13 +475,14 @@ public class WinogradTests
         Assert.True(Winograd.Chosen(3, 3, 1, 1, 128, 5, 5));
         Assert.True(Winograd.Chosen(3, 3, 1, 1, 32, 7, 7));
         // 5x5 kernels with 32 or more channels on both sides and rows of 6 to 8 or 12 to 16
-        // tiles: not without the channel counts, not on a 6x6 or 10x10 plane, not from 16
-        // channels.
+        // tiles, or interleaved tiles: not without the channel counts, not on a 6x6 or 10x10
+        // plane in image-row order, not from 16 channels.
         Assert.True(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12, inChannels: 32, outChannels: 96));
         Assert.True(Winograd.Chosen(5, 5, 1, 2, 32, 28, 28, inChannels: 32, outChannels: 32));
         Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12));
-        Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 6, 6, inChannels: 32, outChannels: 64));
-        Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 10, 10, inChannels: 32, outChannels: 64));
+        Assert.False(Winograd.Chosen(5, 5, 1, 2, 100, 6, 6, inChannels: 32, outChannels: 64));
+        Assert.True(Winograd.Chosen(5, 5, 1, 2, 128, 6, 6, inChannels: 32, outChannels: 64)); // interleaved: lanes full
+        Assert.False(Winograd.Chosen(5, 5, 1, 2, 100, 10, 10, inChannels: 32, outChannels: 64));
         Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12, inChannels: 16, outChannels: 32));
         Assert.False(Winograd.Chosen(5, 5, 1, 2, 128, 12, 12, inChannels: 32, outChannels: 16));
 

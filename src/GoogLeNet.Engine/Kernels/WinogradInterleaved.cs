@@ -1,0 +1,476 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace GoogLeNet.Engine.Kernels;
+
+/// <summary>
+/// Winograd transforms on narrow planes with the tiles of eight images in the lanes of a vector.
+/// </summary>
+/// <remarks>
+/// In image-row order (<see cref="Segment"/>) a vector holds eight tiles of one tile row, so a
+/// 12-wide plane fills six of its lanes with 2x2 tiles and three with 4x4 ones, a 6-wide plane
+/// three, and the row splits that feed it run scalar below 16 columns. Interleaved, tile t is
+/// (image block, ty, tx, lane) with image = block * 8 + lane: a channel's planes of eight images
+/// are transposed a row at a time into a padded plane of vectors (one per pixel, a lane per
+/// image), where every tile's inputs are whole vectors at fixed offsets, and the outputs come
+/// back through a plane of vectors transposed the other way. The products do not care about the
+/// order of the tiles, so only the transforms differ.
+/// </remarks>
+public static unsafe partial class Winograd
+{
+    private const int ImageLanes = 8;
+
+    // Interleaving needs whole blocks of eight images and the 8 x 8 transposes (AVX2); it is
+    // taken on planes at most this wide, where image-row vectors run at most three quarters full.
+    internal static int InterleaveMaxWidth { get; set; } = 16;
+
+    /// <summary>Forces interleaved tiles on (true) or off (false) wherever they are possible; null chooses by the width.</summary>
+    internal static bool? InterleaveForced { get; set; }
+
+    // The padded planes are held per thread: interleaving is possible on planes up to this side.
+    private const int InterleaveMaxSide = 64;
+
+    /// <summary>Whether tiles of this batch and plane run interleaved (for tests).</summary>
+    internal static bool Interleaves(int batch, int height, int width) => LanesFor(batch, height, width) != 0;
+
+    private static int LanesFor(int batch, int height, int width)
+    {
+        bool possible = Avx2.IsSupported && batch % ImageLanes == 0 && height <= InterleaveMaxSide && width <= InterleaveMaxSide;
+        bool wanted = InterleaveForced ?? width <= InterleaveMaxWidth;
+        return possible && wanted ? ImageLanes : 0;
+    }
+
+    [ThreadStatic]
+    private static float[]? t_interleavedPlane;
+
+    [ThreadStatic]
+    private static float[]? t_interleavedOutput;
+
+    // A plane of vectors for a channel's eight images: pixel (iy, ix) at (iy + Pad) * PlaneWidth
+    // + ix + Pad, zero outside the image. Pad 2 covers every tile origin (-1 for 3x3 kernels, -2
+    // for 5x5); the width also covers the eight-column stores of GatherRows.
+    private const int Pad = 2;
+
+    private static int PlaneWidth(in Shape s, int size) => Math.Max(size * s.TilesWide + 2 * Pad, (s.Width + 7) / 8 * 8 + Pad);
+
+    private static int PlaneRows(in Shape s, int size) => size * s.TilesHigh + 2 * Pad;
+
+    // The calling thread's input plane, cleared: rows and columns outside the image are never
+    // written after this, so they stay zero for the whole call.
+    private static float[] InterleavedPlane(in Shape s, int size)
+    {
+        int length = PlaneRows(s, size) * PlaneWidth(s, size) * ImageLanes;
+        if (t_interleavedPlane is null || t_interleavedPlane.Length < length)
+        {
+            t_interleavedPlane = new float[length];
+        }
+        t_interleavedPlane.AsSpan(0, length).Clear();
+        return t_interleavedPlane;
+    }
+
+    // Outputs wait here, (oy, ox) at oy * OutputWidth + ox, for their transpose back.
+    private static int OutputWidth(in Shape s, int size) => size * s.TilesWide + ImageLanes;
+
+    private static float[] InterleavedOutput(in Shape s, int size)
+    {
+        int length = size * s.TilesHigh * OutputWidth(s, size) * ImageLanes;
+        if (t_interleavedOutput is null || t_interleavedOutput.Length < length)
+        {
+            t_interleavedOutput = new float[length];
+        }
+        return t_interleavedOutput;
+    }
+
+    // The tiles [first, first + count) (multiples of eight) as runs of tile positions [p0, p1)
+    // within one image block; at is the run's first tile less first.
+    private static (int Block, int P0, int P1) VectorSegment(in Shape s, int q, int qEnd)
+    {
+        int positions = s.TilesHigh * s.TilesWide;
+        int block = q / positions;
+        int p0 = q - block * positions;
+        return (block, p0, Math.Min(positions, p0 + qEnd - q));
+    }
+
+    // Rows [iy0, iy1) (clipped to the image) of channel c's eight images of the block into the plane.
+    private static void GatherRows(in Shape s, float* x, int c, int block, int iy0, int iy1, Vector256<float>* plane, int planeWidth)
+    {
+        int imagePlane = s.Height * s.Width;
+        float* source = x + ((long)c * s.Batch + (long)block * ImageLanes) * imagePlane;
+        Vector256<float>* r = stackalloc Vector256<float>[ImageLanes];
+        for (int iy = Math.Max(iy0, 0); iy < Math.Min(iy1, s.Height); iy++)
+        {
+            float* row = source + (long)iy * s.Width;
+            Vector256<float>* target = plane + (iy + Pad) * planeWidth + Pad;
+            for (int ix = 0; ix < s.Width; ix += 8)
+            {
+                int n = Math.Min(8, s.Width - ix);
+                if (n == 8)
+                {
+                    for (int l = 0; l < ImageLanes; l++)
+                    {
+                        r[l] = Avx.LoadVector256(row + (long)l * imagePlane + ix);
+                    }
+                }
+                else
+                {
+                    Vector256<float> mask = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(n)).AsSingle();
+                    for (int l = 0; l < ImageLanes; l++)
+                    {
+                        r[l] = Avx.MaskLoad(row + (long)l * imagePlane + ix, mask);
+                    }
+                }
+                // Masked-off columns load as zero and land in the padding, which stays zero.
+                Transpose8(r);
+                for (int k = 0; k < 8; k++)
+                {
+                    target[ix + k] = r[k];
+                }
+            }
+        }
+    }
+
+    // Columns [ox0, ox1) of output row oy, from the output plane row, into channel c's eight images of the block.
+    private static void ScatterRow(in Shape s, Vector256<float>* outputRow, float* y, int c, int block, int oy, int ox0, int ox1)
+    {
+        int imagePlane = s.Height * s.Width;
+        float* target = y + ((long)c * s.Batch + (long)block * ImageLanes) * imagePlane + (long)oy * s.Width;
+        Vector256<float>* r = stackalloc Vector256<float>[ImageLanes];
+        for (int ox = ox0; ox < ox1; ox += 8)
+        {
+            for (int k = 0; k < 8; k++)
+            {
+                r[k] = outputRow[ox + k];
+            }
+            Transpose8(r);
+            int n = Math.Min(8, ox1 - ox);
+            if (n == 8)
+            {
+                for (int l = 0; l < ImageLanes; l++)
+                {
+                    Avx.Store(target + (long)l * imagePlane + ox, r[l]);
+                }
+            }
+            else
+            {
+                Vector256<float> mask = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(n)).AsSingle();
+                for (int l = 0; l < ImageLanes; l++)
+                {
+                    Avx.MaskStore(target + (long)l * imagePlane + ox, mask, r[l]);
+                }
+            }
+        }
+    }
+
+    // The output rows of tile rows ty0..ty1 that positions [p0, p1) produced, `size` image rows per tile row.
+    private static void ScatterTiles(in Shape s, int size, Vector256<float>* output, int outputWidth, float* y, int c, int block, int p0, int p1)
+    {
+        int ty0 = p0 / s.TilesWide, ty1 = (p1 - 1) / s.TilesWide;
+        for (int ty = ty0; ty <= ty1; ty++)
+        {
+            int tx0 = ty == ty0 ? p0 - ty0 * s.TilesWide : 0;
+            int tx1 = ty == ty1 ? p1 - ty1 * s.TilesWide : s.TilesWide;
+            for (int row = 0; row < size && size * ty + row < s.Height; row++)
+            {
+                int oy = size * ty + row;
+                ScatterRow(s, output + oy * outputWidth, y, c, block, oy, size * tx0, Math.Min(size * tx1, s.Width));
+            }
+        }
+    }
+
+    // r[k][l] = r[l][k] for the 8 x 8 block.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8(Vector256<float>* r)
+    {
+        Vector256<float> t0 = Avx.UnpackLow(r[0], r[1]), t1 = Avx.UnpackHigh(r[0], r[1]);
+        Vector256<float> t2 = Avx.UnpackLow(r[2], r[3]), t3 = Avx.UnpackHigh(r[2], r[3]);
+        Vector256<float> t4 = Avx.UnpackLow(r[4], r[5]), t5 = Avx.UnpackHigh(r[4], r[5]);
+        Vector256<float> t6 = Avx.UnpackLow(r[6], r[7]), t7 = Avx.UnpackHigh(r[6], r[7]);
+        // u0 holds column 0 of rows 0-3 and column 4 in its upper half, u1 columns 1 and 5, ...
+        Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE);
+        Vector256<float> u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
+        Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE);
+        Vector256<float> u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
+        r[0] = Avx.Permute2x128(u0, u4, 0x20);
+        r[1] = Avx.Permute2x128(u1, u5, 0x20);
+        r[2] = Avx.Permute2x128(u2, u6, 0x20);
+        r[3] = Avx.Permute2x128(u3, u7, 0x20);
+        r[4] = Avx.Permute2x128(u0, u4, 0x31);
+        r[5] = Avx.Permute2x128(u1, u5, 0x31);
+        r[6] = Avx.Permute2x128(u2, u6, 0x31);
+        r[7] = Avx.Permute2x128(u3, u7, 0x31);
+    }
+
+    // F(2x2, 3x3): V[xi][c][t - first] for 4 x 4 input tiles at (2ty - 1, 2tx - 1).
+    private static void SmallInputInterleaved(in Shape s, float* x, float* v, int first, int count, int channel, int channels)
+    {
+        int planeWidth = PlaneWidth(s, 2);
+        long positionStride = s.VStride;
+        fixed (float* buffer = InterleavedPlane(s, 2))
+        {
+            var plane = (Vector256<float>*)buffer;
+            for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
+            {
+                var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
+                int ty0 = p0 / s.TilesWide, ty1 = (p1 - 1) / s.TilesWide;
+                for (int c = channel; c < channel + channels; c++)
+                {
+                    GatherRows(s, x, c, block, 2 * ty0 - 1, 2 * ty1 + 3, plane, planeWidth);
+                    float* target = v + (long)c * s.Ld + (q * ImageLanes - first);
+                    for (int p = p0; p < p1; p++)
+                    {
+                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
+                        Vector256<float>* d = plane + (2 * ty + Pad - 1) * planeWidth + 2 * tx + Pad - 1;
+                        // Rows first (B^T d) on the tile's four columns, then columns (. B).
+                        Small.Vertical(d, planeWidth, out var e0, out var e1, out var e2, out var e3);
+                        Small.Vertical(d + 2, planeWidth, out var f0, out var f1, out var f2, out var f3);
+                        Small.Vertical(d + 1, planeWidth, out var o0, out var o1, out var o2, out var o3);
+                        Small.Vertical(d + 3, planeWidth, out var g0, out var g1, out var g2, out var g3);
+                        float* at = target + (p - p0) * ImageLanes;
+                        Small.Horizontal(at, positionStride, e0, f0, o0, g0);
+                        Small.Horizontal(at + 4 * positionStride, positionStride, e1, f1, o1, g1);
+                        Small.Horizontal(at + 8 * positionStride, positionStride, e2, f2, o2, g2);
+                        Small.Horizontal(at + 12 * positionStride, positionStride, e3, f3, o3, g3);
+                    }
+                }
+                q += p1 - p0;
+            }
+        }
+    }
+
+    // F(2x2, 3x3): output channels [channel, channel + channels) from m[xi][r][t - first].
+    private static void SmallOutputInterleaved(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
+        float* bias, float* scale, bool relu)
+    {
+        int outputWidth = OutputWidth(s, 2);
+        long positionStride = s.MStride;
+        fixed (float* buffer = InterleavedOutput(s, 2))
+        {
+            var output = (Vector256<float>*)buffer;
+            for (int r = 0; r < channels; r++)
+            {
+                int c = channel + r;
+                Vector256<float> channelScale = Vector256.Create(scale is null ? 1f : scale[c]);
+                Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
+                for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
+                {
+                    var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
+                    float* source = m + (long)r * s.Ld + (q * ImageLanes - first);
+                    for (int p = p0; p < p1; p++)
+                    {
+                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
+                        float* at = source + (p - p0) * ImageLanes;
+                        Small.Column(at, positionStride, 0, out var a0, out var b0);
+                        Small.Column(at, positionStride, 1, out var a1, out var b1);
+                        Small.Column(at, positionStride, 2, out var a2, out var b2);
+                        Small.Column(at, positionStride, 3, out var a3, out var b3);
+                        Vector256<float>* d = output + 2 * ty * outputWidth + 2 * tx;
+                        d[0] = Epilogue(a0 + a1 + a2, channelScale, channelBias, relu);
+                        d[1] = Epilogue(a1 - a2 - a3, channelScale, channelBias, relu);
+                        d[outputWidth] = Epilogue(b0 + b1 + b2, channelScale, channelBias, relu);
+                        d[outputWidth + 1] = Epilogue(b1 - b2 - b3, channelScale, channelBias, relu);
+                    }
+                    ScatterTiles(s, 2, output, outputWidth, y, c, block, p0, p1);
+                    q += p1 - p0;
+                }
+            }
+        }
+    }
+
+    // F(2x2, 3x3) weight gradient: dM[xi][c][t - first] = (A dY A^T)[xi], dY's 2 x 2 tile at (2ty, 2tx).
+    private static void SmallOutputGradientInterleaved(in Shape s, float* dy, float* dm, int first, int count, int channel, int channels)
+    {
+        int planeWidth = PlaneWidth(s, 2);
+        long positionStride = s.GStride;
+        fixed (float* buffer = InterleavedPlane(s, 2))
+        {
+            var plane = (Vector256<float>*)buffer;
+            for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
+            {
+                var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
+                int ty0 = p0 / s.TilesWide, ty1 = (p1 - 1) / s.TilesWide;
+                for (int c = channel; c < channel + channels; c++)
+                {
+                    GatherRows(s, dy, c, block, 2 * ty0, 2 * ty1 + 2, plane, planeWidth);
+                    float* target = dm + (long)c * s.Ld + (q * ImageLanes - first);
+                    for (int p = p0; p < p1; p++)
+                    {
+                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
+                        Vector256<float>* d = plane + (2 * ty + Pad) * planeWidth + 2 * tx + Pad;
+                        // Row a of the tile: A y = (y0, y0 + y1, y0 - y1, -y1); then the rows likewise.
+                        Vector256<float> a0 = d[0], a1 = d[1], b0 = d[planeWidth], b1 = d[planeWidth + 1];
+                        Vector256<float> p0v = a0, p1v = a0 + a1, p2v = a0 - a1, p3v = -a1;
+                        Vector256<float> q0 = b0, q1 = b0 + b1, q2 = b0 - b1, q3 = -b1;
+                        float* at = target + (p - p0) * ImageLanes;
+                        GradientRow(at, positionStride, p0v, p1v, p2v, p3v);
+                        GradientRow(at + 4 * positionStride, positionStride, p0v + q0, p1v + q1, p2v + q2, p3v + q3);
+                        GradientRow(at + 8 * positionStride, positionStride, p0v - q0, p1v - q1, p2v - q2, p3v - q3);
+                        GradientRow(at + 12 * positionStride, positionStride, -q0, -q1, -q2, -q3);
+                    }
+                }
+                q += p1 - p0;
+            }
+        }
+    }
+
+    // 6 x 6 input tiles (F(4x4, 3x3) with step 4, origin -1; F(2x2, 5x5) with step 2, origin -2).
+    private static void SixInputInterleaved(in Shape s, float* x, float* v, int first, int count, int channel, int channels, int step, int origin)
+    {
+        int planeWidth = PlaneWidth(s, step);
+        long positionStride = s.VStride;
+        Vector256<float>* rows = stackalloc Vector256<float>[36];
+        fixed (float* buffer = InterleavedPlane(s, step))
+        {
+            var plane = (Vector256<float>*)buffer;
+            for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
+            {
+                var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
+                int ty0 = p0 / s.TilesWide, ty1 = (p1 - 1) / s.TilesWide;
+                for (int c = channel; c < channel + channels; c++)
+                {
+                    GatherRows(s, x, c, block, step * ty0 + origin, step * ty1 + origin + 6, plane, planeWidth);
+                    float* target = v + (long)c * s.Ld + (q * ImageLanes - first);
+                    for (int p = p0; p < p1; p++)
+                    {
+                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
+                        Vector256<float>* d = plane + (step * ty + origin + Pad) * planeWidth + step * tx + origin + Pad;
+                        for (int column = 0; column < 6; column++)
+                        {
+                            Vector256<float>* e = d + column;
+                            Large.InputRows(e[0], e[planeWidth], e[2 * planeWidth], e[3 * planeWidth], e[4 * planeWidth], e[5 * planeWidth],
+                                out rows[column], out rows[6 + column], out rows[12 + column],
+                                out rows[18 + column], out rows[24 + column], out rows[30 + column]);
+                        }
+                        float* at = target + (p - p0) * ImageLanes;
+                        for (int i = 0; i < 6; i++)
+                        {
+                            Vector256<float>* r = rows + 6 * i;
+                            Large.InputRows(r[0], r[1], r[2], r[3], r[4], r[5], out var v0, out var v1, out var v2, out var v3, out var v4, out var v5);
+                            float* o = at + 6 * i * positionStride;
+                            Vector256.Store(v0, o);
+                            Vector256.Store(v1, o + positionStride);
+                            Vector256.Store(v2, o + 2 * positionStride);
+                            Vector256.Store(v3, o + 3 * positionStride);
+                            Vector256.Store(v4, o + 4 * positionStride);
+                            Vector256.Store(v5, o + 5 * positionStride);
+                        }
+                    }
+                }
+                q += p1 - p0;
+            }
+        }
+    }
+
+    // Y = A^T M A for 6 x 6 tiles giving T.Size x T.Size outputs (4: Large, 2: Five).
+    private static void SixOutputInterleaved<T>(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
+        float* bias, float* scale, bool relu) where T : struct, ITiles
+    {
+        int size = T.Size;
+        int outputWidth = OutputWidth(s, size);
+        long positionStride = s.MStride;
+        Vector256<float>* columns = stackalloc Vector256<float>[24];
+        fixed (float* buffer = InterleavedOutput(s, size))
+        {
+            var output = (Vector256<float>*)buffer;
+            for (int r = 0; r < channels; r++)
+            {
+                int c = channel + r;
+                Vector256<float> channelScale = Vector256.Create(scale is null ? 1f : scale[c]);
+                Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
+                for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
+                {
+                    var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
+                    float* source = m + (long)r * s.Ld + (q * ImageLanes - first);
+                    for (int p = p0; p < p1; p++)
+                    {
+                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
+                        float* at = source + (p - p0) * ImageLanes;
+                        for (int j = 0; j < 6; j++)
+                        {
+                            float* e = at + j * positionStride;
+                            Vector256<float> m0 = Vector256.Load(e), m1 = Vector256.Load(e + 6 * positionStride);
+                            Vector256<float> m2 = Vector256.Load(e + 12 * positionStride), m3 = Vector256.Load(e + 18 * positionStride);
+                            Vector256<float> m4 = Vector256.Load(e + 24 * positionStride), m5 = Vector256.Load(e + 30 * positionStride);
+                            if (size == 4)
+                            {
+                                Large.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j], out columns[12 + j], out columns[18 + j]);
+                            }
+                            else
+                            {
+                                Five.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j]);
+                            }
+                        }
+                        for (int row = 0; row < size; row++)
+                        {
+                            Vector256<float>* z = columns + 6 * row;
+                            Vector256<float>* d = output + (size * ty + row) * outputWidth + size * tx;
+                            if (size == 4)
+                            {
+                                Large.OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1, out var y2, out var y3);
+                                d[0] = Epilogue(y0, channelScale, channelBias, relu);
+                                d[1] = Epilogue(y1, channelScale, channelBias, relu);
+                                d[2] = Epilogue(y2, channelScale, channelBias, relu);
+                                d[3] = Epilogue(y3, channelScale, channelBias, relu);
+                            }
+                            else
+                            {
+                                Five.OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1);
+                                d[0] = Epilogue(y0, channelScale, channelBias, relu);
+                                d[1] = Epilogue(y1, channelScale, channelBias, relu);
+                            }
+                        }
+                    }
+                    ScatterTiles(s, size, output, outputWidth, y, c, block, p0, p1);
+                    q += p1 - p0;
+                }
+            }
+        }
+    }
+
+    // F(4x4, 3x3) weight gradient: dM[xi][c][t - first] = (A dY A^T)[xi], dY's 4 x 4 tile at (4ty, 4tx).
+    private static void LargeOutputGradientInterleaved(in Shape s, float* dy, float* dm, int first, int count, int channel, int channels)
+    {
+        const int size = 4;
+        int planeWidth = PlaneWidth(s, size);
+        long positionStride = s.GStride;
+        Vector256<float>* rows = stackalloc Vector256<float>[6 * size];
+        fixed (float* buffer = InterleavedPlane(s, size))
+        {
+            var plane = (Vector256<float>*)buffer;
+            for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
+            {
+                var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
+                int ty0 = p0 / s.TilesWide, ty1 = (p1 - 1) / s.TilesWide;
+                for (int c = channel; c < channel + channels; c++)
+                {
+                    GatherRows(s, dy, c, block, size * ty0, size * ty1 + size, plane, planeWidth);
+                    float* target = dm + (long)c * s.Ld + (q * ImageLanes - first);
+                    for (int p = p0; p < p1; p++)
+                    {
+                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
+                        Vector256<float>* d = plane + (size * ty + Pad) * planeWidth + size * tx + Pad;
+                        for (int r = 0; r < size; r++)
+                        {
+                            Vector256<float>* e = d + r * planeWidth;
+                            Large.GradientRows(e[0], e[1], e[2], e[3],
+                                out rows[6 * r], out rows[6 * r + 1], out rows[6 * r + 2], out rows[6 * r + 3], out rows[6 * r + 4], out rows[6 * r + 5]);
+                        }
+                        float* at = target + (p - p0) * ImageLanes;
+                        for (int j = 0; j < 6; j++)
+                        {
+                            Large.GradientRows(rows[j], rows[6 + j], rows[12 + j], rows[18 + j],
+                                out var m0, out var m1, out var m2, out var m3, out var m4, out var m5);
+                            Vector256.Store(m0, at + j * positionStride);
+                            Vector256.Store(m1, at + (6 + j) * positionStride);
+                            Vector256.Store(m2, at + (12 + j) * positionStride);
+                            Vector256.Store(m3, at + (18 + j) * positionStride);
+                            Vector256.Store(m4, at + (24 + j) * positionStride);
+                            Vector256.Store(m5, at + (30 + j) * positionStride);
+                        }
+                    }
+                }
+                q += p1 - p0;
+            }
+        }
+    }
+}
