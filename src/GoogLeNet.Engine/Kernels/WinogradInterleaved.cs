@@ -95,37 +95,31 @@ public static unsafe partial class Winograd
     // Rows [iy0, iy1) (clipped to the image) of channel c's eight images of the block into the plane.
     private static void GatherRows(in Shape s, float* x, int c, int block, int iy0, int iy1, Vector256<float>* plane, int planeWidth)
     {
-        int imagePlane = s.Height * s.Width;
+        long imagePlane = s.Height * s.Width;
         float* source = x + ((long)c * s.Batch + (long)block * ImageLanes) * imagePlane;
-        Vector256<float>* r = stackalloc Vector256<float>[ImageLanes];
+        int last = (s.Width - 1) / 8 * 8;
+        // Masked-off columns load as zero and land in the padding, which stays zero.
+        Vector256<float> mask = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(s.Width - last)).AsSingle();
         for (int iy = Math.Max(iy0, 0); iy < Math.Min(iy1, s.Height); iy++)
         {
             float* row = source + (long)iy * s.Width;
             Vector256<float>* target = plane + (iy + Pad) * planeWidth + Pad;
-            for (int ix = 0; ix < s.Width; ix += 8)
+            for (int ix = 0; ix < last; ix += 8)
             {
-                int n = Math.Min(8, s.Width - ix);
-                if (n == 8)
-                {
-                    for (int l = 0; l < ImageLanes; l++)
-                    {
-                        r[l] = Avx.LoadVector256(row + (long)l * imagePlane + ix);
-                    }
-                }
-                else
-                {
-                    Vector256<float> mask = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(n)).AsSingle();
-                    for (int l = 0; l < ImageLanes; l++)
-                    {
-                        r[l] = Avx.MaskLoad(row + (long)l * imagePlane + ix, mask);
-                    }
-                }
-                // Masked-off columns load as zero and land in the padding, which stays zero.
-                Transpose8(r);
-                for (int k = 0; k < 8; k++)
-                {
-                    target[ix + k] = r[k];
-                }
+                float* p = row + ix;
+                Vector256<float> r0 = Avx.LoadVector256(p), r1 = Avx.LoadVector256(p + imagePlane);
+                Vector256<float> r2 = Avx.LoadVector256(p + 2 * imagePlane), r3 = Avx.LoadVector256(p + 3 * imagePlane);
+                Vector256<float> r4 = Avx.LoadVector256(p + 4 * imagePlane), r5 = Avx.LoadVector256(p + 5 * imagePlane);
+                Vector256<float> r6 = Avx.LoadVector256(p + 6 * imagePlane), r7 = Avx.LoadVector256(p + 7 * imagePlane);
+                Transpose8(target + ix, r0, r1, r2, r3, r4, r5, r6, r7);
+            }
+            {
+                float* p = row + last;
+                Vector256<float> r0 = Avx.MaskLoad(p, mask), r1 = Avx.MaskLoad(p + imagePlane, mask);
+                Vector256<float> r2 = Avx.MaskLoad(p + 2 * imagePlane, mask), r3 = Avx.MaskLoad(p + 3 * imagePlane, mask);
+                Vector256<float> r4 = Avx.MaskLoad(p + 4 * imagePlane, mask), r5 = Avx.MaskLoad(p + 5 * imagePlane, mask);
+                Vector256<float> r6 = Avx.MaskLoad(p + 6 * imagePlane, mask), r7 = Avx.MaskLoad(p + 7 * imagePlane, mask);
+                Transpose8(target + last, r0, r1, r2, r3, r4, r5, r6, r7);
             }
         }
     }
@@ -133,22 +127,20 @@ public static unsafe partial class Winograd
     // Columns [ox0, ox1) of output row oy, from the output plane row, into channel c's eight images of the block.
     private static void ScatterRow(in Shape s, Vector256<float>* outputRow, float* y, int c, int block, int oy, int ox0, int ox1)
     {
-        int imagePlane = s.Height * s.Width;
+        long imagePlane = s.Height * s.Width;
         float* target = y + ((long)c * s.Batch + (long)block * ImageLanes) * imagePlane + (long)oy * s.Width;
         Vector256<float>* r = stackalloc Vector256<float>[ImageLanes];
         for (int ox = ox0; ox < ox1; ox += 8)
         {
-            for (int k = 0; k < 8; k++)
-            {
-                r[k] = outputRow[ox + k];
-            }
-            Transpose8(r);
+            Vector256<float>* o = outputRow + ox;
+            Transpose8(r, o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]);
             int n = Math.Min(8, ox1 - ox);
+            float* p = target + ox;
             if (n == 8)
             {
                 for (int l = 0; l < ImageLanes; l++)
                 {
-                    Avx.Store(target + (long)l * imagePlane + ox, r[l]);
+                    Avx.Store(p + l * imagePlane, r[l]);
                 }
             }
             else
@@ -156,7 +148,7 @@ public static unsafe partial class Winograd
                 Vector256<float> mask = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(n)).AsSingle();
                 for (int l = 0; l < ImageLanes; l++)
                 {
-                    Avx.MaskStore(target + (long)l * imagePlane + ox, mask, r[l]);
+                    Avx.MaskStore(p + l * imagePlane, mask, r[l]);
                 }
             }
         }
@@ -178,27 +170,29 @@ public static unsafe partial class Winograd
         }
     }
 
-    // r[k][l] = r[l][k] for the 8 x 8 block.
+    // d[k][l] = r_l[k]: the 8 x 8 block transposed.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8(Vector256<float>* r)
+    private static void Transpose8(Vector256<float>* d,
+        Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
+        Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7)
     {
-        Vector256<float> t0 = Avx.UnpackLow(r[0], r[1]), t1 = Avx.UnpackHigh(r[0], r[1]);
-        Vector256<float> t2 = Avx.UnpackLow(r[2], r[3]), t3 = Avx.UnpackHigh(r[2], r[3]);
-        Vector256<float> t4 = Avx.UnpackLow(r[4], r[5]), t5 = Avx.UnpackHigh(r[4], r[5]);
-        Vector256<float> t6 = Avx.UnpackLow(r[6], r[7]), t7 = Avx.UnpackHigh(r[6], r[7]);
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1);
+        Vector256<float> t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5);
+        Vector256<float> t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
         // u0 holds column 0 of rows 0-3 and column 4 in its upper half, u1 columns 1 and 5, ...
         Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE);
         Vector256<float> u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
         Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE);
         Vector256<float> u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
-        r[0] = Avx.Permute2x128(u0, u4, 0x20);
-        r[1] = Avx.Permute2x128(u1, u5, 0x20);
-        r[2] = Avx.Permute2x128(u2, u6, 0x20);
-        r[3] = Avx.Permute2x128(u3, u7, 0x20);
-        r[4] = Avx.Permute2x128(u0, u4, 0x31);
-        r[5] = Avx.Permute2x128(u1, u5, 0x31);
-        r[6] = Avx.Permute2x128(u2, u6, 0x31);
-        r[7] = Avx.Permute2x128(u3, u7, 0x31);
+        d[0] = Avx.Permute2x128(u0, u4, 0x20);
+        d[1] = Avx.Permute2x128(u1, u5, 0x20);
+        d[2] = Avx.Permute2x128(u2, u6, 0x20);
+        d[3] = Avx.Permute2x128(u3, u7, 0x20);
+        d[4] = Avx.Permute2x128(u0, u4, 0x31);
+        d[5] = Avx.Permute2x128(u1, u5, 0x31);
+        d[6] = Avx.Permute2x128(u2, u6, 0x31);
+        d[7] = Avx.Permute2x128(u3, u7, 0x31);
     }
 
     // F(2x2, 3x3): V[xi][c][t - first] for 4 x 4 input tiles at (2ty - 1, 2tx - 1).
