@@ -174,7 +174,7 @@ public static unsafe partial class Winograd
         {
             return forced;
         }
-        return LargeTilesFill(batch, height, width)
+        return LargeTilesFill(batch, height, width, LanesFor(batch, height, width) != 0)
             && (groupFloats / (Large.Positions * inChannels) >= 2 * Panel
                 || (outChannels > 0 && ChunksFor(inChannels, outChannels, groupFloats, Large.Positions, kSplit: true) > 1));
     }
@@ -186,11 +186,10 @@ public static unsafe partial class Winograd
     // weight gradient summed: 58.3-59.9 ms on 2x2 tiles against 65.9-67.5), 12x12 ones (all of
     // the plane) faster (d2l 3a, 96 -> 128, batch 128: 54.4-56.6 -> 47.9-48.9; 3b, 128 -> 192:
     // 93.7-94.7 -> 87.8-88.4).
-    private static bool LargeTilesFill(int batch, int height, int width)
+    private static bool LargeTilesFill(int batch, int height, int width, bool interleaved)
     {
         int tilesWide = (width + 3) / 4;
         long covered = (long)(height + 3) / 4 * 4 * (tilesWide * 4);
-        bool interleaved = LanesFor(batch, height, width) != 0;
         return LargeTilesEnabled
             && (interleaved ? 8L * height * width >= 7 * covered : 3L * height * width >= 2 * covered)
             && (interleaved || 4 * tilesWide >= 3 * ((tilesWide + 7) / 8 * 8))
@@ -207,8 +206,8 @@ public static unsafe partial class Winograd
         {
             return forced;
         }
-        return LanesFor(batch, height, width) != 0
-            ? LargeTilesFill(batch, height, width)
+        return LanesFor(batch, height, width, weightGradient: true) != 0
+            ? LargeTilesFill(batch, height, width, interleaved: true)
             : TakesLargeTiles(batch, inChannels, height, width, GroupFloats);
     }
 
@@ -330,7 +329,7 @@ public static unsafe partial class Winograd
         int tilesWide = (width + T.Size - 1) / T.Size;
         int tilesHigh = (height + T.Size - 1) / T.Size;
         int tiles = batch * tilesHigh * tilesWide;
-        int lanes = LanesFor(batch, height, width);
+        int lanes = LanesFor(batch, height, width, weightGradient: true);
         // Interleaved, a block holds whole vectors of tiles, and a tile row of every lane.
         int block = BlockTiles(T.Positions * (inChannels + outChannels), lanes == 0 ? tilesWide : tilesWide * lanes, tiles);
         if (lanes != 0)

@@ -198,16 +198,22 @@ public class WinogradInterleavedTests
         Assert.Equal(Run(true, 1), actual);
     }
 
-    // Interleaving needs whole blocks of eight images; by default it is taken on planes up to 16
-    // wide (and 64 tall), where tiles in image-row order leave vector lanes empty.
+    // Interleaving needs whole blocks of eight images and planes of at most 64 x 64; by default
+    // the forward pass and input gradient take it on planes up to 24 wide, the weight gradient
+    // wherever it is possible.
     [Fact]
     public void InterleavingIsTakenOnNarrowPlanesOfWholeImageBlocks()
     {
         Assert.True(Winograd.Interleaves(128, 12, 12));
         Assert.True(Winograd.Interleaves(8, 6, 6));
         Assert.True(Winograd.Interleaves(32, 14, 14));
+        Assert.True(Winograd.Interleaves(128, 24, 24));
         Assert.False(Winograd.Interleaves(32, 28, 28));
+        Assert.True(Winograd.Interleaves(32, 28, 28, weightGradient: true));
+        Assert.True(Winograd.Interleaves(32, 56, 56, weightGradient: true));
+        Assert.False(Winograd.Interleaves(32, 65, 56, weightGradient: true));
         Assert.False(Winograd.Interleaves(12, 6, 6));
+        Assert.False(Winograd.Interleaves(12, 6, 6, weightGradient: true));
         Assert.False(Winograd.Interleaves(1, 7, 7));
         Assert.False(Winograd.Interleaves(8, 100, 6));
     }

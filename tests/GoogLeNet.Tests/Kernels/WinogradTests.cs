@@ -411,10 +411,12 @@ public class WinogradTests
         Assert.False(Winograd.TakesLargeTiles(128, 64, 6, 6, halfL2));    // 36 of 64
         Assert.True(Winograd.TakesLargeTiles(32, 64, 15, 16, halfL2));    // 240 of 256
         Assert.False(Winograd.TakesLargeTiles(32, 128, 12, 12, halfL2));  // 28 per group: one panel
-        Assert.False(Winograd.TakesLargeTiles(32, 64, 24, 20, halfL2));   // 5 a row
-        Assert.True(Winograd.TakesLargeTiles(32, 64, 24, 21, halfL2));    // 6 a row, 21 of 24 columns
-        Assert.False(Winograd.TakesLargeTiles(32, 64, 5, 24, halfL2));    // 5 of 8 rows: under two thirds
-        Assert.True(Winograd.TakesLargeTiles(32, 64, 6, 24, halfL2));     // 6 of 8
+        Assert.False(Winograd.TakesLargeTiles(36, 64, 24, 20, halfL2));   // 5 a row
+        Assert.True(Winograd.TakesLargeTiles(36, 64, 24, 21, halfL2));    // 6 a row, 21 of 24 columns
+        Assert.False(Winograd.TakesLargeTiles(36, 64, 5, 24, halfL2));    // 5 of 8 rows: under two thirds
+        Assert.True(Winograd.TakesLargeTiles(36, 64, 6, 24, halfL2));     // 6 of 8
+        Assert.True(Winograd.TakesLargeTiles(32, 64, 24, 20, halfL2));    // interleaved: all lanes, all the plane
+        Assert.False(Winograd.TakesLargeTiles(32, 64, 6, 24, halfL2));    // interleaved: 6 of 8 rows, under 7/8
         // Eight groups of two panels in the batch: 256 tiles.
         Assert.False(Winograd.TakesLargeTiles(1, 64, 56, 56, halfL2));   // 196 tiles
         Assert.True(Winograd.TakesLargeTiles(2, 64, 56, 56, halfL2));
