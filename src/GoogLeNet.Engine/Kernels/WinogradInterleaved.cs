@@ -117,7 +117,7 @@ public static unsafe partial class Winograd
                 Vector256<float> r2 = Avx.LoadVector256(p + 2 * imagePlane), r3 = Avx.LoadVector256(p + 3 * imagePlane);
                 Vector256<float> r4 = Avx.LoadVector256(p + 4 * imagePlane), r5 = Avx.LoadVector256(p + 5 * imagePlane);
                 Vector256<float> r6 = Avx.LoadVector256(p + 6 * imagePlane), r7 = Avx.LoadVector256(p + 7 * imagePlane);
-                Transpose8(target + ix, r0, r1, r2, r3, r4, r5, r6, r7);
+                Transpose8((float*)(target + ix), 8, r0, r1, r2, r3, r4, r5, r6, r7);
             }
             {
                 float* p = row + last;
@@ -125,7 +125,7 @@ public static unsafe partial class Winograd
                 Vector256<float> r2 = Avx.MaskLoad(p + 2 * imagePlane, mask), r3 = Avx.MaskLoad(p + 3 * imagePlane, mask);
                 Vector256<float> r4 = Avx.MaskLoad(p + 4 * imagePlane, mask), r5 = Avx.MaskLoad(p + 5 * imagePlane, mask);
                 Vector256<float> r6 = Avx.MaskLoad(p + 6 * imagePlane, mask), r7 = Avx.MaskLoad(p + 7 * imagePlane, mask);
-                Transpose8(target + last, r0, r1, r2, r3, r4, r5, r6, r7);
+                Transpose8((float*)(target + last), 8, r0, r1, r2, r3, r4, r5, r6, r7);
             }
         }
     }
@@ -139,23 +139,18 @@ public static unsafe partial class Winograd
         for (int ox = ox0; ox < ox1; ox += 8)
         {
             Vector256<float>* o = outputRow + ox;
-            Transpose8(r, o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]);
             int n = Math.Min(8, ox1 - ox);
             float* p = target + ox;
             if (n == 8)
             {
-                for (int l = 0; l < ImageLanes; l++)
-                {
-                    Avx.Store(p + l * imagePlane, r[l]);
-                }
+                Transpose8(p, imagePlane, o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]);
+                continue;
             }
-            else
+            Transpose8((float*)r, 8, o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]);
+            Vector256<float> mask = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(n)).AsSingle();
+            for (int l = 0; l < ImageLanes; l++)
             {
-                Vector256<float> mask = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(n)).AsSingle();
-                for (int l = 0; l < ImageLanes; l++)
-                {
-                    Avx.MaskStore(p + l * imagePlane, mask, r[l]);
-                }
+                Avx.MaskStore(p + l * imagePlane, mask, r[l]);
             }
         }
     }
@@ -176,9 +171,9 @@ public static unsafe partial class Winograd
         }
     }
 
-    // d[k][l] = r_l[k]: the 8 x 8 block transposed.
+    // d[k * stride + l] = r_l[k]: the 8 x 8 block transposed, its rows stride floats apart.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8(Vector256<float>* d,
+    private static void Transpose8(float* d, long stride,
         Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
         Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7)
     {
@@ -191,14 +186,14 @@ public static unsafe partial class Winograd
         Vector256<float> u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
         Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE);
         Vector256<float> u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
-        d[0] = Avx.Permute2x128(u0, u4, 0x20);
-        d[1] = Avx.Permute2x128(u1, u5, 0x20);
-        d[2] = Avx.Permute2x128(u2, u6, 0x20);
-        d[3] = Avx.Permute2x128(u3, u7, 0x20);
-        d[4] = Avx.Permute2x128(u0, u4, 0x31);
-        d[5] = Avx.Permute2x128(u1, u5, 0x31);
-        d[6] = Avx.Permute2x128(u2, u6, 0x31);
-        d[7] = Avx.Permute2x128(u3, u7, 0x31);
+        Avx.Store(d + 0 * stride, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(d + 1 * stride, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(d + 2 * stride, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(d + 3 * stride, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(d + 4 * stride, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(d + 5 * stride, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(d + 6 * stride, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(d + 7 * stride, Avx.Permute2x128(u3, u7, 0x31));
     }
 
     // F(2x2, 3x3): V[xi][c][t - first] for 4 x 4 input tiles at (2ty - 1, 2tx - 1).
