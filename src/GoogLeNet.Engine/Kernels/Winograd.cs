@@ -30,7 +30,7 @@ namespace GoogLeNet.Engine.Kernels;
 /// do not depend on the thread count. The 2x2 transforms only add, subtract and halve, so the
 /// result differs from the direct sum by a few float32 roundings; the 4x4 ones (see Large) by
 /// several times more (WinogradTests bounds both). The weight gradient takes 3x3 kernels only, on
-/// 4x4 tiles where the forward pass takes them within half the L2.
+/// 4x4 tiles where they fill (WeightGradientTakesLargeTiles).
 /// </remarks>
 public static unsafe partial class Winograd
 {
