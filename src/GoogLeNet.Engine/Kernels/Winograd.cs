@@ -294,13 +294,12 @@ public static unsafe partial class Winograd
     // input (ci, n, h, w); dOutput (co, n, h, w); dWeight (co, ci, 3, 3) += the weight gradient.
     // With V = B^T d B the input tiles' transform and dM = A dY A^T the output gradient's, the
     // gradient of U_xi is dM_xi (co, tiles) V_xi (ci, tiles)^T, summed over tiles in blocks with
-    // one GEMM per position, and the kernels' gradient is G^T dU G. The tiles are 4x4 where the
-    // forward pass takes them within half the L2 (TakesLargeTiles at GroupFloats): the products
-    // shrink as there (36 per 16 outputs instead of 16 per 4), and on the Cascade Lake VM (best
-    // of 4, alternating, same blocks) the weight gradient went 101-104 -> 96-98 ms (d2l conv3,
-    // batch 128) and 105-106 -> 94-97 (torchvision conv3, batch 32), level on 3a. 3b, whose 128
-    // input channels the forward pass puts on 4x4 tiles only in its stretched groups, lost 3%
-    // with 4x4 tiles here and keeps 2x2 ones.
+    // one GEMM per position, and the kernels' gradient is G^T dU G. The tiles are 4x4 where they
+    // fill (WeightGradientTakesLargeTiles): the products shrink as in the forward pass (36 per 16
+    // outputs instead of 16 per 4). In image-row order, on the Cascade Lake VM (best of 4,
+    // alternating, same blocks), the weight gradient went 101-104 -> 96-98 ms (d2l conv3, batch
+    // 128) and 105-106 -> 94-97 (torchvision conv3, batch 32) on 4x4 tiles, level on 3a; 3b
+    // (128 input channels) lost 3% and keeps 2x2 ones there, while interleaved it gains.
     public static void BackwardWeightsChannelMajor(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> dOutput, int outChannels, Span<float> dWeight)
