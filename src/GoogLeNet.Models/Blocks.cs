@@ -62,7 +62,7 @@ public sealed class ConvBlock : Layer
             {
                 return output;
             }
-            output.Span.CopyTo(destination.Span);
+            CopyInParallel(output, destination.Data.AsMemory(destination.Offset, destination.Length));
             return destination;
         }
         _foldedInput = input;
@@ -138,7 +138,7 @@ public sealed class ConvBlock : Layer
             _relu.BackwardInto(dOutput, destination);
             return;
         }
-        Norm.Backward(_relu.Backward(dOutput)).Span.CopyTo(destination.Span);
+        CopyInParallel(Norm.Backward(_relu.Backward(dOutput)), destination);
     }
 
     public override Tensor? Backward(Tensor dOutput)
@@ -146,6 +146,11 @@ public sealed class ConvBlock : Layer
         RerunFoldedForward();
         return _body.Backward(dOutput);
     }
+
+    // Block outputs run to tens of megabytes: both threads copy.
+    internal static void CopyInParallel(Tensor source, Memory<float> destination) =>
+        Parallelism.For(source.Length, 1, (source, destination), static (s, start, count) =>
+            s.source.Span.Slice(start, count).CopyTo(s.destination.Span.Slice(start, count)));
 
     /// <summary>
     /// Backward from the gradient with respect to the ReLU's input, for a caller that applied the
@@ -413,7 +418,8 @@ public sealed class Inception : Layer
         ConvBlock[] blocks = _stackedBlocks;
         _branchTails[1].ForwardInto(blocks[0].ForwardAfterConvolution(reduced3x3), OutputSlice(1, output, pixels));
         _branchTails[2].ForwardInto(blocks[1].ForwardAfterConvolution(reduced5x5), OutputSlice(2, output, pixels));
-        blocks[2].ForwardAfterConvolution(branch1).Span.CopyTo(OutputSlice(0, output, pixels).Span);
+        Tensor branch0 = OutputSlice(0, output, pixels);
+        ConvBlock.CopyInParallel(blocks[2].ForwardAfterConvolution(branch1), branch0.Data.AsMemory(branch0.Offset, branch0.Length));
         _branchTails[3].ForwardInto(_branchHeads[3]!.Forward(input), OutputSlice(3, output, pixels));
         return output;
     }
@@ -455,11 +461,7 @@ public sealed class Inception : Layer
             System.Numerics.Tensors.TensorPrimitives.Add(dWeight, _stackedWeightGradient.AsSpan(row * inChannels, count * inChannels), dWeight);
             if (block.Conv.Bias is { } bias)
             {
-                Span<float> dBias = bias.Grad!.Span;
-                for (int c = 0; c < count; c++)
-                {
-                    dBias[c] += System.Numerics.Tensors.TensorPrimitives.Sum(dStacked.Slice((row + c) * pixels, pixels));
-                }
+                Elementwise.AddChannelSums(dStacked.Slice(row * pixels, count * pixels), count, pixels, bias.Grad!.Span);
             }
             row += count;
         }

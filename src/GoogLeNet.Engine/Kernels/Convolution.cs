@@ -767,10 +767,7 @@ public static unsafe class Convolution
         int k = inChannels * kernelH * kernelW;
         if (!dBias.IsEmpty)
         {
-            for (int co = 0; co < outChannels; co++)
-            {
-                dBias[co] += System.Numerics.Tensors.TensorPrimitives.Sum(dOutput.Slice(co * columns, columns));
-            }
+            Elementwise.AddChannelSums(dOutput, outChannels, columns, dBias);
         }
         if (IsPointwise(kernelH, kernelW, stride, padding))
         {

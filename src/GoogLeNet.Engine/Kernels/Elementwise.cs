@@ -34,6 +34,29 @@ public static class Elementwise
         }
     }
 
+    /// <summary>
+    /// sums[c] += the sum of channel c's values, for channels runs of length values back to back
+    /// (a channel-major gradient: its bias gradient). The channels are shared among the engine's
+    /// threads, each summed whole by one, so the sums do not depend on the thread count.
+    /// </summary>
+    public static unsafe void AddChannelSums(ReadOnlySpan<float> values, int channels, int length, Span<float> sums)
+    {
+        if (values.Length < (long)channels * length || sums.Length < channels)
+        {
+            throw new ArgumentException($"Sums of {channels} channels of {length} values need {(long)channels * length} values and {channels} sums, got {values.Length} and {sums.Length}.");
+        }
+        fixed (float* v = values, s = sums)
+        {
+            Parallelism.For(channels, length, (values: (nint)v, sums: (nint)s, length), static (t, start, count) =>
+            {
+                for (int c = start; c < start + count; c++)
+                {
+                    ((float*)t.sums)[c] += TensorPrimitives.Sum(new ReadOnlySpan<float>((float*)t.values + (long)c * t.length, t.length));
+                }
+            });
+        }
+    }
+
     /// <summary>Inverted dropout: mask holds 0 or 1/(1-p) so inference needs no rescaling.</summary>
     public static void DropoutForward(ReadOnlySpan<float> input, float probability, Rng rng, Span<float> mask, Span<float> output)
     {
