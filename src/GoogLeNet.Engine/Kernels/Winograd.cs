@@ -594,6 +594,11 @@ public static unsafe partial class Winograd
             throw new ArgumentException($"Weights of {outChannels} x {inChannels} x {KernelOf(tiles)} x {KernelOf(tiles)} need {outChannels * inChannels * taps} values and their transform {length}.");
         }
         u.Slice(0, length).Clear();
+        if (VectorTransformsWeights && Avx2.IsSupported && tiles != WinogradTiles.F2x2Kernel5 && !transposeAndRotate)
+        {
+            TransformWeightBlocks(weight, outChannels, inChannels, tiles, u);
+            return;
+        }
         fixed (float* w = weight, pu = u)
         {
             Parallelism.For(outChannels, inChannels * 64,

@@ -295,6 +295,32 @@ public class WinogradTests
         Compare.Close(expected, WeightGradient(7), Tolerance, "blocks of 7 tiles");
     }
 
+    // The forward pass's vector transform of 3x3 kernels (six rows of U at a time, gathered)
+    // against the scalar one kernel at a time: the same operations in the same order, so the
+    // same floats, with output channel counts that leave the last block of six short.
+    [Theory]
+    [InlineData("2x2", 13, 5)]
+    [InlineData("2x2", 6, 1)]
+    [InlineData("4x4", 13, 5)]
+    [InlineData("4x4", 7, 9)]
+    [InlineData("4x4", 1, 2)]
+    public void VectorWeightTransformGivesTheScalarOne(string tiles, int co, int ci)
+    {
+        WinogradTiles kind = tiles == "4x4" ? WinogradTiles.F4x4Kernel3 : WinogradTiles.F2x2Kernel3;
+        float[] weight = GoldenFill.Fill("wino.transform.w", co * ci * 9, 2.0);
+        float[] Run(bool vector) => EngineSetting.With(() => Winograd.VectorTransformsWeights, value => Winograd.VectorTransformsWeights = value, vector, () =>
+        {
+            var u = new float[Winograd.PackedWeightLength(co, ci, kind) + 5];
+            u.AsSpan().Fill(float.NaN); // cleared, then written
+            Winograd.TransformWeights(weight, co, ci, kind, transposeAndRotate: false, u);
+            return u;
+        });
+        float[] scalar = Run(false);
+        Assert.Equal(scalar, Run(true));
+        Assert.Contains(scalar, v => v != 0f);
+        Assert.All(scalar.AsSpan(0, scalar.Length - 5).ToArray(), v => Assert.False(float.IsNaN(v)));
+    }
+
     [Fact]
     public void CachedWeightTransformIsReusedUntilAWeightChanges()
     {
