@@ -481,7 +481,7 @@ public static unsafe partial class Winograd
     {
         if (s.Lanes != 0)
         {
-            SmallOutputGradientInterleaved(s, dy, dm, first, count, channel, channels);
+            GatherAndTransform(s, new SmallGradientTiles(), dy, dm, s.GStride, first, count, channel, channels);
             return;
         }
         int stride = s.TilesWide + 1 + Slack;
@@ -948,7 +948,7 @@ public static unsafe partial class Winograd
         {
             if (s.Lanes != 0)
             {
-                SmallInputInterleaved(s, x, v, first, count, channel, channels);
+                GatherAndTransform(s, new SmallInputTiles(), x, v, s.VStride, first, count, channel, channels);
                 return;
             }
             int stride = s.TilesWide + 1 + Slack;
@@ -1073,7 +1073,7 @@ public static unsafe partial class Winograd
         {
             if (s.Lanes != 0)
             {
-                SmallOutputInterleaved(s, m, y, first, count, channel, channels, bias, scale, relu);
+                TransformAndScatter(s, new SmallOutputTiles(), m, y, first, count, channel, channels, bias, scale, relu);
                 return;
             }
             int rowLength = 2 * (s.TilesWide + Slack);
@@ -1232,7 +1232,7 @@ public static unsafe partial class Winograd
         {
             if (s.Lanes != 0)
             {
-                SixInputInterleaved(s, x, v, first, count, channel, channels, step, origin);
+                GatherAndTransform(s, new SixInputTiles(step, origin), x, v, s.VStride, first, count, channel, channels);
                 return;
             }
             int stride = s.TilesWide + 2 + Slack;
@@ -1340,7 +1340,7 @@ public static unsafe partial class Winograd
         {
             if (s.Lanes != 0)
             {
-                SixOutputInterleaved<T>(s, m, y, first, count, channel, channels, bias, scale, relu);
+                TransformAndScatter(s, new SixOutputTiles<T>(), m, y, first, count, channel, channels, bias, scale, relu);
                 return;
             }
             int size = T.Size;
@@ -1429,7 +1429,7 @@ public static unsafe partial class Winograd
         {
             if (s.Lanes != 0)
             {
-                LargeOutputGradientInterleaved(s, dy, dm, first, count, channel, channels);
+                GatherAndTransform(s, new LargeGradientTiles(), dy, dm, s.GStride, first, count, channel, channels);
                 return;
             }
             int stride = s.TilesWide + 2 + Slack;

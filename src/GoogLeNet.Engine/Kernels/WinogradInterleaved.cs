@@ -196,124 +196,28 @@ public static unsafe partial class Winograd
         Avx.Store(d + 7 * stride, Avx.Permute2x128(u3, u7, 0x31));
     }
 
-    // F(2x2, 3x3): V[xi][c][t - first] for 4 x 4 input tiles at (2ty - 1, 2tx - 1).
-    private static void SmallInputInterleaved(in Shape s, float* x, float* v, int first, int count, int channel, int channels)
+    // A transform of one vector of tiles read from the interleaved plane: Rows rows and columns
+    // from (Step * ty + Origin, Step * tx + Origin) give the positions at `at`, positionStride
+    // apart; scratch holds 36 vectors.
+    private interface IGatheredTiles
     {
-        int planeWidth = PlaneWidth(s, 2);
-        long positionStride = s.VStride;
-        fixed (float* buffer = InterleavedPlane(s, 2))
-        {
-            var plane = (Vector256<float>*)buffer;
-            for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
-            {
-                var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
-                int ty0 = p0 / s.TilesWide, ty1 = (p1 - 1) / s.TilesWide;
-                for (int c = channel; c < channel + channels; c++)
-                {
-                    GatherRows(s, x, c, block, 2 * ty0 - 1, 2 * ty1 + 3, plane, planeWidth);
-                    float* target = v + (long)c * s.Ld + (q * ImageLanes - first);
-                    for (int p = p0; p < p1; p++)
-                    {
-                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
-                        Vector256<float>* d = plane + (2 * ty + Pad - 1) * planeWidth + 2 * tx + Pad - 1;
-                        // Rows first (B^T d) on the tile's four columns, then columns (. B).
-                        Small.Vertical(d, planeWidth, out var e0, out var e1, out var e2, out var e3);
-                        Small.Vertical(d + 2, planeWidth, out var f0, out var f1, out var f2, out var f3);
-                        Small.Vertical(d + 1, planeWidth, out var o0, out var o1, out var o2, out var o3);
-                        Small.Vertical(d + 3, planeWidth, out var g0, out var g1, out var g2, out var g3);
-                        float* at = target + (p - p0) * ImageLanes;
-                        Small.Horizontal(at, positionStride, e0, f0, o0, g0);
-                        Small.Horizontal(at + 4 * positionStride, positionStride, e1, f1, o1, g1);
-                        Small.Horizontal(at + 8 * positionStride, positionStride, e2, f2, o2, g2);
-                        Small.Horizontal(at + 12 * positionStride, positionStride, e3, f3, o3, g3);
-                    }
-                }
-                q += p1 - p0;
-            }
-        }
+        int Step { get; }
+
+        int Origin { get; }
+
+        int Rows { get; }
+
+        void Transform(Vector256<float>* d, int planeWidth, float* at, long positionStride, Vector256<float>* scratch);
     }
 
-    // F(2x2, 3x3): output channels [channel, channel + channels) from m[xi][r][t - first].
-    private static void SmallOutputInterleaved(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
-        float* bias, float* scale, bool relu)
+    // The tiles [first, first + count) of channels [channel, channel + channels): each channel's
+    // rows of a segment gathered once, then every tile of the segment transformed from them.
+    private static void GatherAndTransform<TTiles>(in Shape s, TTiles tiles, float* x, float* v, long positionStride,
+        int first, int count, int channel, int channels) where TTiles : struct, IGatheredTiles
     {
-        int outputWidth = OutputWidth(s, 2);
-        long positionStride = s.MStride;
-        fixed (float* buffer = InterleavedOutput(s, 2))
-        {
-            var output = (Vector256<float>*)buffer;
-            for (int r = 0; r < channels; r++)
-            {
-                int c = channel + r;
-                Vector256<float> channelScale = Vector256.Create(scale is null ? 1f : scale[c]);
-                Vector256<float> channelBias = Vector256.Create(bias is null ? 0f : bias[c]);
-                for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
-                {
-                    var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
-                    float* source = m + (long)r * s.Ld + (q * ImageLanes - first);
-                    for (int p = p0; p < p1; p++)
-                    {
-                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
-                        float* at = source + (p - p0) * ImageLanes;
-                        Small.Column(at, positionStride, 0, out var a0, out var b0);
-                        Small.Column(at, positionStride, 1, out var a1, out var b1);
-                        Small.Column(at, positionStride, 2, out var a2, out var b2);
-                        Small.Column(at, positionStride, 3, out var a3, out var b3);
-                        Vector256<float>* d = output + 2 * ty * outputWidth + 2 * tx;
-                        d[0] = Epilogue(a0 + a1 + a2, channelScale, channelBias, relu);
-                        d[1] = Epilogue(a1 - a2 - a3, channelScale, channelBias, relu);
-                        d[outputWidth] = Epilogue(b0 + b1 + b2, channelScale, channelBias, relu);
-                        d[outputWidth + 1] = Epilogue(b1 - b2 - b3, channelScale, channelBias, relu);
-                    }
-                    ScatterTiles(s, 2, output, outputWidth, y, c, block, p0, p1);
-                    q += p1 - p0;
-                }
-            }
-        }
-    }
-
-    // F(2x2, 3x3) weight gradient: dM[xi][c][t - first] = (A dY A^T)[xi], dY's 2 x 2 tile at (2ty, 2tx).
-    private static void SmallOutputGradientInterleaved(in Shape s, float* dy, float* dm, int first, int count, int channel, int channels)
-    {
-        int planeWidth = PlaneWidth(s, 2);
-        long positionStride = s.GStride;
-        fixed (float* buffer = InterleavedPlane(s, 2))
-        {
-            var plane = (Vector256<float>*)buffer;
-            for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
-            {
-                var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
-                int ty0 = p0 / s.TilesWide, ty1 = (p1 - 1) / s.TilesWide;
-                for (int c = channel; c < channel + channels; c++)
-                {
-                    GatherRows(s, dy, c, block, 2 * ty0, 2 * ty1 + 2, plane, planeWidth);
-                    float* target = dm + (long)c * s.Ld + (q * ImageLanes - first);
-                    for (int p = p0; p < p1; p++)
-                    {
-                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
-                        Vector256<float>* d = plane + (2 * ty + Pad) * planeWidth + 2 * tx + Pad;
-                        // Row a of the tile: A y = (y0, y0 + y1, y0 - y1, -y1); then the rows likewise.
-                        Vector256<float> a0 = d[0], a1 = d[1], b0 = d[planeWidth], b1 = d[planeWidth + 1];
-                        Vector256<float> p0v = a0, p1v = a0 + a1, p2v = a0 - a1, p3v = -a1;
-                        Vector256<float> q0 = b0, q1 = b0 + b1, q2 = b0 - b1, q3 = -b1;
-                        float* at = target + (p - p0) * ImageLanes;
-                        GradientRow(at, positionStride, p0v, p1v, p2v, p3v);
-                        GradientRow(at + 4 * positionStride, positionStride, p0v + q0, p1v + q1, p2v + q2, p3v + q3);
-                        GradientRow(at + 8 * positionStride, positionStride, p0v - q0, p1v - q1, p2v - q2, p3v - q3);
-                        GradientRow(at + 12 * positionStride, positionStride, -q0, -q1, -q2, -q3);
-                    }
-                }
-                q += p1 - p0;
-            }
-        }
-    }
-
-    // 6 x 6 input tiles (F(4x4, 3x3) with step 4, origin -1; F(2x2, 5x5) with step 2, origin -2).
-    private static void SixInputInterleaved(in Shape s, float* x, float* v, int first, int count, int channel, int channels, int step, int origin)
-    {
+        int step = tiles.Step, origin = tiles.Origin;
         int planeWidth = PlaneWidth(s, step);
-        long positionStride = s.VStride;
-        Vector256<float>* rows = stackalloc Vector256<float>[36];
+        Vector256<float>* scratch = stackalloc Vector256<float>[36];
         fixed (float* buffer = InterleavedPlane(s, step))
         {
             var plane = (Vector256<float>*)buffer;
@@ -323,32 +227,13 @@ public static unsafe partial class Winograd
                 int ty0 = p0 / s.TilesWide, ty1 = (p1 - 1) / s.TilesWide;
                 for (int c = channel; c < channel + channels; c++)
                 {
-                    GatherRows(s, x, c, block, step * ty0 + origin, step * ty1 + origin + 6, plane, planeWidth);
+                    GatherRows(s, x, c, block, step * ty0 + origin, step * ty1 + origin + tiles.Rows, plane, planeWidth);
                     float* target = v + (long)c * s.Ld + (q * ImageLanes - first);
                     for (int p = p0; p < p1; p++)
                     {
                         int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
                         Vector256<float>* d = plane + (step * ty + origin + Pad) * planeWidth + step * tx + origin + Pad;
-                        for (int column = 0; column < 6; column++)
-                        {
-                            Vector256<float>* e = d + column;
-                            Large.InputRows(e[0], e[planeWidth], e[2 * planeWidth], e[3 * planeWidth], e[4 * planeWidth], e[5 * planeWidth],
-                                out rows[column], out rows[6 + column], out rows[12 + column],
-                                out rows[18 + column], out rows[24 + column], out rows[30 + column]);
-                        }
-                        float* at = target + (p - p0) * ImageLanes;
-                        for (int i = 0; i < 6; i++)
-                        {
-                            Vector256<float>* r = rows + 6 * i;
-                            Large.InputRows(r[0], r[1], r[2], r[3], r[4], r[5], out var v0, out var v1, out var v2, out var v3, out var v4, out var v5);
-                            float* o = at + 6 * i * positionStride;
-                            Vector256.Store(v0, o);
-                            Vector256.Store(v1, o + positionStride);
-                            Vector256.Store(v2, o + 2 * positionStride);
-                            Vector256.Store(v3, o + 3 * positionStride);
-                            Vector256.Store(v4, o + 4 * positionStride);
-                            Vector256.Store(v5, o + 5 * positionStride);
-                        }
+                        tiles.Transform(d, planeWidth, target + (p - p0) * ImageLanes, positionStride, scratch);
                     }
                 }
                 q += p1 - p0;
@@ -356,14 +241,25 @@ public static unsafe partial class Winograd
         }
     }
 
-    // Y = A^T M A for 6 x 6 tiles giving T.Size x T.Size outputs (4: Large, 2: Five).
-    private static void SixOutputInterleaved<T>(in Shape s, float* m, float* y, int first, int count, int channel, int channels,
-        float* bias, float* scale, bool relu) where T : struct, ITiles
+    // A transform of one vector of tiles' products into their Size x Size outputs (epilogue
+    // applied) in the output plane at d; scratch holds 24 vectors.
+    private interface IScatteredTiles
     {
-        int size = T.Size;
+        int Size { get; }
+
+        void Transform(float* at, long positionStride, Vector256<float>* d, int outputWidth,
+            Vector256<float> scale, Vector256<float> bias, bool relu, Vector256<float>* scratch);
+    }
+
+    // Output channels [channel, channel + channels) of tiles [first, first + count) from their
+    // products m[xi][r][t - first]: each segment's outputs transformed into the output plane,
+    // then transposed back into the images.
+    private static void TransformAndScatter<TTiles>(in Shape s, TTiles tiles, float* m, float* y, int first, int count,
+        int channel, int channels, float* bias, float* scale, bool relu) where TTiles : struct, IScatteredTiles
+    {
+        int size = tiles.Size;
         int outputWidth = OutputWidth(s, size);
-        long positionStride = s.MStride;
-        Vector256<float>* columns = stackalloc Vector256<float>[24];
+        Vector256<float>* scratch = stackalloc Vector256<float>[24];
         fixed (float* buffer = InterleavedOutput(s, size))
         {
             var output = (Vector256<float>*)buffer;
@@ -379,41 +275,8 @@ public static unsafe partial class Winograd
                     for (int p = p0; p < p1; p++)
                     {
                         int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
-                        float* at = source + (p - p0) * ImageLanes;
-                        for (int j = 0; j < 6; j++)
-                        {
-                            float* e = at + j * positionStride;
-                            Vector256<float> m0 = Vector256.Load(e), m1 = Vector256.Load(e + 6 * positionStride);
-                            Vector256<float> m2 = Vector256.Load(e + 12 * positionStride), m3 = Vector256.Load(e + 18 * positionStride);
-                            Vector256<float> m4 = Vector256.Load(e + 24 * positionStride), m5 = Vector256.Load(e + 30 * positionStride);
-                            if (size == 4)
-                            {
-                                Large.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j], out columns[12 + j], out columns[18 + j]);
-                            }
-                            else
-                            {
-                                Five.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j]);
-                            }
-                        }
-                        for (int row = 0; row < size; row++)
-                        {
-                            Vector256<float>* z = columns + 6 * row;
-                            Vector256<float>* d = output + (size * ty + row) * outputWidth + size * tx;
-                            if (size == 4)
-                            {
-                                Large.OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1, out var y2, out var y3);
-                                d[0] = Epilogue(y0, channelScale, channelBias, relu);
-                                d[1] = Epilogue(y1, channelScale, channelBias, relu);
-                                d[2] = Epilogue(y2, channelScale, channelBias, relu);
-                                d[3] = Epilogue(y3, channelScale, channelBias, relu);
-                            }
-                            else
-                            {
-                                Five.OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1);
-                                d[0] = Epilogue(y0, channelScale, channelBias, relu);
-                                d[1] = Epilogue(y1, channelScale, channelBias, relu);
-                            }
-                        }
+                        tiles.Transform(source + (p - p0) * ImageLanes, s.MStride, output + size * ty * outputWidth + size * tx, outputWidth,
+                            channelScale, channelBias, relu, scratch);
                     }
                     ScatterTiles(s, size, output, outputWidth, y, c, block, p0, p1);
                     q += p1 - p0;
@@ -422,49 +285,176 @@ public static unsafe partial class Winograd
         }
     }
 
-    // F(4x4, 3x3) weight gradient: dM[xi][c][t - first] = (A dY A^T)[xi], dY's 4 x 4 tile at (4ty, 4tx).
-    private static void LargeOutputGradientInterleaved(in Shape s, float* dy, float* dm, int first, int count, int channel, int channels)
+    // F(2x2, 3x3): V = B^T d B for 4 x 4 input tiles at (2ty - 1, 2tx - 1).
+    private readonly struct SmallInputTiles : IGatheredTiles
     {
-        const int size = 4;
-        int planeWidth = PlaneWidth(s, size);
-        long positionStride = s.GStride;
-        Vector256<float>* rows = stackalloc Vector256<float>[6 * size];
-        fixed (float* buffer = InterleavedPlane(s, size))
+        public int Step => 2;
+
+        public int Origin => -1;
+
+        public int Rows => 4;
+
+        public void Transform(Vector256<float>* d, int planeWidth, float* at, long positionStride, Vector256<float>* scratch)
         {
-            var plane = (Vector256<float>*)buffer;
-            for (int q = first / ImageLanes; q < (first + count) / ImageLanes;)
+            // Rows first (B^T d) on the tile's four columns, then columns (. B).
+            Small.Vertical(d, planeWidth, out var e0, out var e1, out var e2, out var e3);
+            Small.Vertical(d + 2, planeWidth, out var f0, out var f1, out var f2, out var f3);
+            Small.Vertical(d + 1, planeWidth, out var o0, out var o1, out var o2, out var o3);
+            Small.Vertical(d + 3, planeWidth, out var g0, out var g1, out var g2, out var g3);
+            Small.Horizontal(at, positionStride, e0, f0, o0, g0);
+            Small.Horizontal(at + 4 * positionStride, positionStride, e1, f1, o1, g1);
+            Small.Horizontal(at + 8 * positionStride, positionStride, e2, f2, o2, g2);
+            Small.Horizontal(at + 12 * positionStride, positionStride, e3, f3, o3, g3);
+        }
+    }
+
+    // F(2x2, 3x3) weight gradient: dM = A dY A^T for dY's 2 x 2 tiles at (2ty, 2tx).
+    private readonly struct SmallGradientTiles : IGatheredTiles
+    {
+        public int Step => 2;
+
+        public int Origin => 0;
+
+        public int Rows => 2;
+
+        public void Transform(Vector256<float>* d, int planeWidth, float* at, long positionStride, Vector256<float>* scratch)
+        {
+            // Row a of the tile: A y = (y0, y0 + y1, y0 - y1, -y1); then the rows likewise.
+            Vector256<float> a0 = d[0], a1 = d[1], b0 = d[planeWidth], b1 = d[planeWidth + 1];
+            Vector256<float> p0 = a0, p1 = a0 + a1, p2 = a0 - a1, p3 = -a1;
+            Vector256<float> q0 = b0, q1 = b0 + b1, q2 = b0 - b1, q3 = -b1;
+            GradientRow(at, positionStride, p0, p1, p2, p3);
+            GradientRow(at + 4 * positionStride, positionStride, p0 + q0, p1 + q1, p2 + q2, p3 + q3);
+            GradientRow(at + 8 * positionStride, positionStride, p0 - q0, p1 - q1, p2 - q2, p3 - q3);
+            GradientRow(at + 12 * positionStride, positionStride, -q0, -q1, -q2, -q3);
+        }
+    }
+
+    // 6 x 6 input tiles: F(4x4, 3x3) steps 4 from -1, F(2x2, 5x5) steps 2 from -2.
+    private readonly struct SixInputTiles(int step, int origin) : IGatheredTiles
+    {
+        public int Step => step;
+
+        public int Origin => origin;
+
+        public int Rows => 6;
+
+        public void Transform(Vector256<float>* d, int planeWidth, float* at, long positionStride, Vector256<float>* rows)
+        {
+            for (int column = 0; column < 6; column++)
             {
-                var (block, p0, p1) = VectorSegment(s, q, (first + count) / ImageLanes);
-                int ty0 = p0 / s.TilesWide, ty1 = (p1 - 1) / s.TilesWide;
-                for (int c = channel; c < channel + channels; c++)
+                Vector256<float>* e = d + column;
+                Large.InputRows(e[0], e[planeWidth], e[2 * planeWidth], e[3 * planeWidth], e[4 * planeWidth], e[5 * planeWidth],
+                    out rows[column], out rows[6 + column], out rows[12 + column],
+                    out rows[18 + column], out rows[24 + column], out rows[30 + column]);
+            }
+            for (int i = 0; i < 6; i++)
+            {
+                Vector256<float>* r = rows + 6 * i;
+                Large.InputRows(r[0], r[1], r[2], r[3], r[4], r[5], out var v0, out var v1, out var v2, out var v3, out var v4, out var v5);
+                float* o = at + 6 * i * positionStride;
+                Vector256.Store(v0, o);
+                Vector256.Store(v1, o + positionStride);
+                Vector256.Store(v2, o + 2 * positionStride);
+                Vector256.Store(v3, o + 3 * positionStride);
+                Vector256.Store(v4, o + 4 * positionStride);
+                Vector256.Store(v5, o + 5 * positionStride);
+            }
+        }
+    }
+
+    // F(4x4, 3x3) weight gradient: dM = A dY A^T for dY's 4 x 4 tiles at (4ty, 4tx).
+    private readonly struct LargeGradientTiles : IGatheredTiles
+    {
+        public int Step => 4;
+
+        public int Origin => 0;
+
+        public int Rows => 4;
+
+        public void Transform(Vector256<float>* d, int planeWidth, float* at, long positionStride, Vector256<float>* rows)
+        {
+            for (int r = 0; r < 4; r++)
+            {
+                Vector256<float>* e = d + r * planeWidth;
+                Large.GradientRows(e[0], e[1], e[2], e[3],
+                    out rows[6 * r], out rows[6 * r + 1], out rows[6 * r + 2], out rows[6 * r + 3], out rows[6 * r + 4], out rows[6 * r + 5]);
+            }
+            for (int j = 0; j < 6; j++)
+            {
+                Large.GradientRows(rows[j], rows[6 + j], rows[12 + j], rows[18 + j],
+                    out var m0, out var m1, out var m2, out var m3, out var m4, out var m5);
+                Vector256.Store(m0, at + j * positionStride);
+                Vector256.Store(m1, at + (6 + j) * positionStride);
+                Vector256.Store(m2, at + (12 + j) * positionStride);
+                Vector256.Store(m3, at + (18 + j) * positionStride);
+                Vector256.Store(m4, at + (24 + j) * positionStride);
+                Vector256.Store(m5, at + (30 + j) * positionStride);
+            }
+        }
+    }
+
+    // F(2x2, 3x3): Y = A^T M A.
+    private readonly struct SmallOutputTiles : IScatteredTiles
+    {
+        public int Size => 2;
+
+        public void Transform(float* at, long positionStride, Vector256<float>* d, int outputWidth,
+            Vector256<float> scale, Vector256<float> bias, bool relu, Vector256<float>* scratch)
+        {
+            Small.Column(at, positionStride, 0, out var a0, out var b0);
+            Small.Column(at, positionStride, 1, out var a1, out var b1);
+            Small.Column(at, positionStride, 2, out var a2, out var b2);
+            Small.Column(at, positionStride, 3, out var a3, out var b3);
+            d[0] = Epilogue(a0 + a1 + a2, scale, bias, relu);
+            d[1] = Epilogue(a1 - a2 - a3, scale, bias, relu);
+            d[outputWidth] = Epilogue(b0 + b1 + b2, scale, bias, relu);
+            d[outputWidth + 1] = Epilogue(b1 - b2 - b3, scale, bias, relu);
+        }
+    }
+
+    // Y = A^T M A for 6 x 6 tiles giving T.Size x T.Size outputs (4: Large, 2: Five).
+    private readonly struct SixOutputTiles<T> : IScatteredTiles where T : struct, ITiles
+    {
+        public int Size => T.Size;
+
+        public void Transform(float* at, long positionStride, Vector256<float>* d, int outputWidth,
+            Vector256<float> scale, Vector256<float> bias, bool relu, Vector256<float>* columns)
+        {
+            int size = T.Size;
+            for (int j = 0; j < 6; j++)
+            {
+                float* e = at + j * positionStride;
+                Vector256<float> m0 = Vector256.Load(e), m1 = Vector256.Load(e + 6 * positionStride);
+                Vector256<float> m2 = Vector256.Load(e + 12 * positionStride), m3 = Vector256.Load(e + 18 * positionStride);
+                Vector256<float> m4 = Vector256.Load(e + 24 * positionStride), m5 = Vector256.Load(e + 30 * positionStride);
+                if (size == 4)
                 {
-                    GatherRows(s, dy, c, block, size * ty0, size * ty1 + size, plane, planeWidth);
-                    float* target = dm + (long)c * s.Ld + (q * ImageLanes - first);
-                    for (int p = p0; p < p1; p++)
-                    {
-                        int ty = p / s.TilesWide, tx = p - ty * s.TilesWide;
-                        Vector256<float>* d = plane + (size * ty + Pad) * planeWidth + size * tx + Pad;
-                        for (int r = 0; r < size; r++)
-                        {
-                            Vector256<float>* e = d + r * planeWidth;
-                            Large.GradientRows(e[0], e[1], e[2], e[3],
-                                out rows[6 * r], out rows[6 * r + 1], out rows[6 * r + 2], out rows[6 * r + 3], out rows[6 * r + 4], out rows[6 * r + 5]);
-                        }
-                        float* at = target + (p - p0) * ImageLanes;
-                        for (int j = 0; j < 6; j++)
-                        {
-                            Large.GradientRows(rows[j], rows[6 + j], rows[12 + j], rows[18 + j],
-                                out var m0, out var m1, out var m2, out var m3, out var m4, out var m5);
-                            Vector256.Store(m0, at + j * positionStride);
-                            Vector256.Store(m1, at + (6 + j) * positionStride);
-                            Vector256.Store(m2, at + (12 + j) * positionStride);
-                            Vector256.Store(m3, at + (18 + j) * positionStride);
-                            Vector256.Store(m4, at + (24 + j) * positionStride);
-                            Vector256.Store(m5, at + (30 + j) * positionStride);
-                        }
-                    }
+                    Large.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j], out columns[12 + j], out columns[18 + j]);
                 }
-                q += p1 - p0;
+                else
+                {
+                    Five.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j]);
+                }
+            }
+            for (int row = 0; row < size; row++)
+            {
+                Vector256<float>* z = columns + 6 * row;
+                Vector256<float>* o = d + row * outputWidth;
+                if (size == 4)
+                {
+                    Large.OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1, out var y2, out var y3);
+                    o[0] = Epilogue(y0, scale, bias, relu);
+                    o[1] = Epilogue(y1, scale, bias, relu);
+                    o[2] = Epilogue(y2, scale, bias, relu);
+                    o[3] = Epilogue(y3, scale, bias, relu);
+                }
+                else
+                {
+                    Five.OutputRows(z[0], z[1], z[2], z[3], z[4], z[5], out var y0, out var y1);
+                    o[0] = Epilogue(y0, scale, bias, relu);
+                    o[1] = Epilogue(y1, scale, bias, relu);
+                }
             }
         }
     }
