@@ -100,18 +100,7 @@ public class WinogradInterleavedTests
     }
 
     // Shapes() with 3x3 kernels: 5x5 weight gradients run as a GEMM, not through Winograd.
-    public static TheoryData<int, int, int, int, int, string> WeightGradientShapes()
-    {
-        var data = new TheoryData<int, int, int, int, int, string>();
-        foreach (object[] row in Shapes())
-        {
-            if ((string)row[5] != "5x5")
-            {
-                data.Add((int)row[0], (int)row[1], (int)row[2], (int)row[3], (int)row[4], (string)row[5]);
-            }
-        }
-        return data;
-    }
+    public static TheoryData<int, int, int, int, int, string> WeightGradientShapes() => WinogradTests.WithoutFiveByFive(Shapes());
 
     [Theory]
     [MemberData(nameof(WeightGradientShapes))]

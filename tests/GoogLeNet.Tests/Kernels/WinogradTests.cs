@@ -169,10 +169,13 @@ public class WinogradTests
     }
 
     // Shapes() for the weight gradient's tiles (3x3 kernels only).
-    public static TheoryData<int, int, int, int, int, string> WeightGradientShapes()
+    public static TheoryData<int, int, int, int, int, string> WeightGradientShapes() => WithoutFiveByFive(ShapesWithTiles());
+
+    // The rows of (batch, ci, co, h, w, tiles) shapes whose kernels are 3x3.
+    internal static TheoryData<int, int, int, int, int, string> WithoutFiveByFive(TheoryData<int, int, int, int, int, string> shapes)
     {
         var data = new TheoryData<int, int, int, int, int, string>();
-        foreach (object[] row in ShapesWithTiles())
+        foreach (object[] row in shapes)
         {
             if ((string)row[5] != "5x5")
             {
