@@ -910,8 +910,9 @@ public static unsafe class Gemm
         o7.Store(destination + 7 * destinationStride);
     }
 
+    // (o0 .. o7) = the 8 x 8 block (r0 .. r7) transposed. AVX only.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(
+    internal static void Transpose8x8(
         Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
         Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7,
         out Vector256<float> o0, out Vector256<float> o1, out Vector256<float> o2, out Vector256<float> o3,

@@ -1290,22 +1290,28 @@ public static unsafe partial class Winograd
                                 out rows[column], out rows[6 + column], out rows[12 + column],
                                 out rows[18 + column], out rows[24 + column], out rows[30 + column]);
                         }
-                        float* d = target + tx;
-                        for (int i = 0; i < 6; i++)
-                        {
-                            Vector256<float>* r = rows + 6 * i;
-                            InputRows(r[0], r[1], r[2], r[3], r[4], r[5], out var v0, out var v1, out var v2, out var v3, out var v4, out var v5);
-                            float* p = d + 6 * i * positionStride;
-                            Vector256.Store(v0, p);
-                            Vector256.Store(v1, p + positionStride);
-                            Vector256.Store(v2, p + 2 * positionStride);
-                            Vector256.Store(v3, p + 3 * positionStride);
-                            Vector256.Store(v4, p + 4 * positionStride);
-                            Vector256.Store(v5, p + 5 * positionStride);
-                        }
+                        StoreInputColumns(rows, target + tx, positionStride);
                     }
                     t += tx1 - tx0;
                 }
+            }
+        }
+
+        // V[6i + j] at d, positions positionStride apart, = (B^T d B)[i][j] from rows[6i + j] = (B^T d)[i][j].
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void StoreInputColumns(Vector256<float>* rows, float* d, long positionStride)
+        {
+            for (int i = 0; i < 6; i++)
+            {
+                Vector256<float>* r = rows + 6 * i;
+                InputRows(r[0], r[1], r[2], r[3], r[4], r[5], out var v0, out var v1, out var v2, out var v3, out var v4, out var v5);
+                float* p = d + 6 * i * positionStride;
+                Vector256.Store(v0, p);
+                Vector256.Store(v1, p + positionStride);
+                Vector256.Store(v2, p + 2 * positionStride);
+                Vector256.Store(v3, p + 3 * positionStride);
+                Vector256.Store(v4, p + 4 * positionStride);
+                Vector256.Store(v5, p + 5 * positionStride);
             }
         }
 

@@ -177,23 +177,16 @@ public static unsafe partial class Winograd
         Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
         Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7)
     {
-        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1);
-        Vector256<float> t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
-        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5);
-        Vector256<float> t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
-        // u0 holds column 0 of rows 0-3 and column 4 in its upper half, u1 columns 1 and 5, ...
-        Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE);
-        Vector256<float> u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
-        Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE);
-        Vector256<float> u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
-        Avx.Store(d + 0 * stride, Avx.Permute2x128(u0, u4, 0x20));
-        Avx.Store(d + 1 * stride, Avx.Permute2x128(u1, u5, 0x20));
-        Avx.Store(d + 2 * stride, Avx.Permute2x128(u2, u6, 0x20));
-        Avx.Store(d + 3 * stride, Avx.Permute2x128(u3, u7, 0x20));
-        Avx.Store(d + 4 * stride, Avx.Permute2x128(u0, u4, 0x31));
-        Avx.Store(d + 5 * stride, Avx.Permute2x128(u1, u5, 0x31));
-        Avx.Store(d + 6 * stride, Avx.Permute2x128(u2, u6, 0x31));
-        Avx.Store(d + 7 * stride, Avx.Permute2x128(u3, u7, 0x31));
+        Gemm.Transpose8x8(r0, r1, r2, r3, r4, r5, r6, r7,
+            out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
+        Avx.Store(d, o0);
+        Avx.Store(d + stride, o1);
+        Avx.Store(d + 2 * stride, o2);
+        Avx.Store(d + 3 * stride, o3);
+        Avx.Store(d + 4 * stride, o4);
+        Avx.Store(d + 5 * stride, o5);
+        Avx.Store(d + 6 * stride, o6);
+        Avx.Store(d + 7 * stride, o7);
     }
 
     // A transform of one vector of tiles read from the interleaved plane: Rows rows and columns
@@ -348,18 +341,7 @@ public static unsafe partial class Winograd
                     out rows[column], out rows[6 + column], out rows[12 + column],
                     out rows[18 + column], out rows[24 + column], out rows[30 + column]);
             }
-            for (int i = 0; i < 6; i++)
-            {
-                Vector256<float>* r = rows + 6 * i;
-                Large.InputRows(r[0], r[1], r[2], r[3], r[4], r[5], out var v0, out var v1, out var v2, out var v3, out var v4, out var v5);
-                float* o = at + 6 * i * positionStride;
-                Vector256.Store(v0, o);
-                Vector256.Store(v1, o + positionStride);
-                Vector256.Store(v2, o + 2 * positionStride);
-                Vector256.Store(v3, o + 3 * positionStride);
-                Vector256.Store(v4, o + 4 * positionStride);
-                Vector256.Store(v5, o + 5 * positionStride);
-            }
+            Large.StoreInputColumns(rows, at, positionStride);
         }
     }
 

@@ -15,11 +15,8 @@ namespace GoogLeNet.Tests.Kernels;
 [Collection(EngineThreadsCollection.Name)]
 public class WinogradInterleavedTests
 {
-    // The bounds of WinogradTests: per tile the arithmetic is the same, only the lanes differ.
-    private const double Tolerance = 1e-5;
-    private const double LargeTolerance = 2e-5;
-
-    private static double ToleranceOf(string tiles) => tiles == "2x2" ? Tolerance : LargeTolerance;
+    // WinogradTests' bounds: per tile the arithmetic is the same, only the lanes differ.
+    private static double ToleranceOf(string tiles) => tiles == "2x2" ? WinogradTests.Tolerance : WinogradTests.LargeTolerance;
 
     private static int KernelOf(string tiles) => tiles == "5x5" ? 5 : 3;
 
@@ -182,7 +179,7 @@ public class WinogradInterleavedTests
         ReferenceConvolution.Backward(new float[expected.Length], batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
             ToBatchMajor(dy, batch, co, h * w), new float[weight.Length], new float[co], expected);
         float[] actual = Run(true, 2);
-        Compare.Close(ToChannelMajor(expected, batch, ci, h * w), actual, LargeTolerance, "dInput");
+        Compare.Close(ToChannelMajor(expected, batch, ci, h * w), actual, WinogradTests.LargeTolerance, "dInput");
         Assert.Equal(Run(false, 2), actual);
         Assert.Equal(Run(true, 1), actual);
     }

@@ -20,13 +20,13 @@ public class WinogradTests
     // 2.6e-7 for outputs and input gradients and 4.1e-7 for weight gradients (sums over every
     // tile); 1e-5, the direct kernels' bound, leaves room and still flags any misplaced tap,
     // which costs 1e-2 or more.
-    private const double Tolerance = 1e-5;
+    internal const double Tolerance = 1e-5;
 
     // F(4x4, 3x3) scales by up to 8 in its output transform and 5/2 in its input transform, and
     // its kernel transform has thirds and fifteenths: on the same shapes the worst scaled error
     // measured is 1.6e-6 (forward), 1.8e-6 (input gradient) and 1.1e-6 (weight gradient); 2e-5
     // leaves room and still flags a misplaced tap.
-    private const double LargeTolerance = 2e-5;
+    internal const double LargeTolerance = 2e-5;
 
     // F(2x2, 5x5) has F(4x4, 3x3)'s input transform and similar constants elsewhere: worst
     // scaled error measured 1.5e-6 (forward) and 1.2e-6 (input gradient); the same bound.
