@@ -174,9 +174,11 @@ public static unsafe partial class Winograd
         {
             return forced;
         }
-        return LargeTilesFill(batch, height, width, LanesFor(batch, height, width) != 0)
+        bool interleaved = LanesFor(batch, height, width) != 0;
+        return LargeTilesFill(batch, height, width, interleaved)
             && (groupFloats / (Large.Positions * inChannels) >= 2 * Panel
-                || (outChannels > 0 && ChunksFor(inChannels, outChannels, groupFloats, Large.Positions, kSplit: true) > 1));
+                || (outChannels > 0 && ChunksFor(inChannels, outChannels, groupFloats, Large.Positions, kSplit: true) > 1)
+                || (outChannels > 0 && interleaved && InterleavedChunks(inChannels, (width + 3) / 4, groupFloats, Large.Positions).Chunks > 1));
     }
 
     // All but the group: the plane's coverage, the transforms' lanes and the batch. Where the
@@ -678,6 +680,38 @@ public static unsafe partial class Winograd
 
     private const int MaxChunks = 4;
 
+    /// <summary>Forces the k chunks of input gradients that are split (for tests: row order against interleaved tiles).</summary>
+    internal static int? ChunksForced { get; set; }
+
+    // Interleaved tiles are gathered a tile row of eight images at a time, each channel's rows
+    // again for every group that reaches into the tile row, so k-split groups are whole tile rows
+    // (about three panels), with as many chunks as keep a chunk's V within half the group's L2
+    // budget; M, with every output channel of the group, then overflows to L3, which measured
+    // cheaper than gathering rows two or three times. On the Cascade Lake VM (best of 6-8, two
+    // rounds) the input gradient of d2l conv3 (192 -> 64 channels, 24x24, batch 128) went
+    // 66.0 ms (two chunks, groups of 32) -> 54.0 (four chunks, 48), and that of 3b
+    // (192 -> 128, 12x12), which no chunking fitted on 4x4 tiles, 30.4 ms on 2x2 tiles -> 24.3.
+    // (0, 0) where no such plan fits.
+    internal static (int Group, int Chunks) InterleavedChunks(int cIn, int tilesWide, int groupFloats, int positions)
+    {
+        int rowTiles = tilesWide * ImageLanes;
+        int group = Math.Max(1, ChunkedGroupTiles / rowTiles) * rowTiles;
+        if (group % Panel != 0 || group > MaxGroupTiles)
+        {
+            return (0, 0);
+        }
+        for (int chunks = 2; chunks <= MaxChunks && (cIn + chunks - 1) / chunks >= MinChunkChannels; chunks++)
+        {
+            if ((long)positions * ((cIn + chunks - 1) / chunks) * group <= groupFloats / 2)
+            {
+                return (group, chunks);
+            }
+        }
+        return (0, 0);
+    }
+
+    private const int ChunkedGroupTiles = 3 * Panel;
+
     // Each chunk's products are micro-kernel calls with this many k steps or more.
     private const int MinChunkChannels = 32;
 
@@ -691,17 +725,26 @@ public static unsafe partial class Winograd
         int tilesHigh = (height + T.Size - 1) / T.Size;
         int tiles = batch * tilesHigh * tilesWide;
         int blocks = Blocks(cOut);
+        int lanes = LanesFor(batch, height, width);
         int chunks = ChunksFor(cIn, cOut, groupFloats, T.Positions, kSplit);
         int group = chunks == 1
             ? GroupTiles(cIn, tiles, groupFloats, T.Positions)
             : Math.Clamp(Math.Min(groupFloats / (T.Positions * ((cIn + chunks - 1) / chunks + blocks * Rows)) / Panel * Panel,
                 (tiles + Panel - 1) / Panel * Panel), Panel, MaxGroupTiles);
+        bool split = kSplit && groupFloats / (T.Positions * cIn) < 2 * Panel;
+        if (split && lanes != 0 && InterleavedChunks(cIn, tilesWide, groupFloats, T.Positions) is (> 0, > 1) plan)
+        {
+            (group, chunks) = plan;
+        }
+        if (split && ChunksForced is int forced)
+        {
+            chunks = forced;
+        }
         int groups = (tiles + group - 1) / group;
         // With few groups the output channels are split as well, so every thread has work; each
         // split transforms its group's input again, a small cost beside its products.
         int splits = Math.Clamp((4 * Gemm.MaxThreads + groups - 1) / groups, 1, blocks);
-        var shape = new Shape(batch, cIn, cOut, height, width, tilesWide, tilesHigh, tiles, group, group + Slack, splits, chunks,
-            LanesFor(batch, height, width));
+        var shape = new Shape(batch, cIn, cOut, height, width, tilesWide, tilesHigh, tiles, group, group + Slack, splits, chunks, lanes);
         fixed (float* x = input, pu = u, y = output, pBias = bias, pScale = scale)
         {
             Parallelism.For(groups * splits, (long)group * cIn * Rows * blocks / splits * T.Positions,

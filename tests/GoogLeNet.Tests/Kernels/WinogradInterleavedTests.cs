@@ -184,6 +184,39 @@ public class WinogradInterleavedTests
         Assert.Equal(Run(true, 1), actual);
     }
 
+    // Where k chunks are needed, interleaved tiles run in groups of whole tile rows (two of a
+    // 12-wide plane's three-tile rows: 48 tiles, the second group of eight images short) with
+    // as many chunks as keep a chunk's V in half the group budget: four of 130 channels here,
+    // where image-row order takes two. Forced to the same chunks, row order gives the same bits.
+    [Fact]
+    public void InputGradientInTileRowGroupsMatchesTheRowOrder()
+    {
+        const int batch = 8, ci = 24, co = 130, h = 12, w = 12, groupFloats = 80000; // input-gradient groups of 120000 floats
+        Assert.Equal((48, 4), Winograd.InterleavedChunks(co, 3, groupFloats / 2 * 3, 36));
+        Assert.Equal(2, Winograd.ChunksFor(co, ci, groupFloats / 2 * 3, 36, kSplit: true));
+        Assert.Equal((0, 0), Winograd.InterleavedChunks(co, 3, groupFloats / 2, 36)); // no chunk of 32 channels or more fits
+        Assert.Equal((0, 0), Winograd.InterleavedChunks(co, 5, groupFloats / 2 * 3, 36)); // 40-tile rows: not whole panels
+        float[] weight = GoldenFill.Fill("wino.lanes.rows.w", co * ci * 9, 2.0);
+        float[] dy = GoldenFill.Fill("wino.lanes.rows.dy", batch * co * h * w, 2.0);
+        float[] Run(bool interleaved, int threads, int? chunks) => EngineThreads.With(threads, () =>
+            EngineSetting.With(() => Winograd.GroupFloats, value => Winograd.GroupFloats = value, groupFloats, () =>
+                EngineSetting.With(() => Winograd.ChunksForced, value => Winograd.ChunksForced = value, chunks, () => With(interleaved, "4x4", () =>
+                {
+                    var dx = new float[batch * ci * h * w];
+                    dx.AsSpan().Fill(float.NaN); // overwritten, never read
+                    Winograd.BackwardDataChannelMajor(dy, batch, ci, h, w, weight, co, dx);
+                    return dx;
+                }))));
+        var expected = new float[batch * ci * h * w];
+        ReferenceConvolution.Backward(new float[expected.Length], batch, ci, h, w, weight, co, 3, 3, 1, 1, h, w,
+            ToBatchMajor(dy, batch, co, h * w), new float[weight.Length], new float[co], expected);
+        float[] actual = Run(true, 2, null);
+        Compare.Close(ToChannelMajor(expected, batch, ci, h * w), actual, WinogradTests.LargeTolerance, "dInput");
+        Assert.Equal(Run(false, 2, 4), actual);
+        Assert.NotEqual(Run(false, 2, null), actual); // two chunks round differently: the plan was taken
+        Assert.Equal(Run(true, 1, null), actual);
+    }
+
     // Interleaving needs whole blocks of eight images and planes of at most 64 x 64; by default
     // the forward pass and input gradient take it on planes up to 24 wide, the weight gradient
     // wherever it is possible.

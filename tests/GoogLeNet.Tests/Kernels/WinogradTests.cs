@@ -455,6 +455,10 @@ public class WinogradTests
         // fit only in k chunks, which its caller takes.
         Assert.False(Winograd.TakesLargeTiles(32, 192, 24, 24, halfL2 / 2 * 3));
         Assert.True(Winograd.TakesLargeTiles(32, 192, 24, 24, halfL2 / 2 * 3, outChannels: 64));
+        // To 128 channels no chunking leaves room for M in image-row order; interleaved (d2l 3b's
+        // input gradient) chunks in groups of whole tile rows (InterleavedChunks).
+        Assert.True(Winograd.TakesLargeTiles(128, 192, 12, 12, halfL2 / 2 * 3, outChannels: 128));
+        Assert.Equal(1, Winograd.ChunksFor(192, 128, halfL2 / 2 * 3, 36, kSplit: true));
     }
 
     // Through the convolution entry points a 5x5 layer takes F(2x2, 5x5) for its output and
