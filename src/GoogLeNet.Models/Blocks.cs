@@ -141,6 +141,13 @@ public sealed class ConvBlock : Layer
         CopyInParallel(Norm.Backward(_relu.Backward(dOutput)), destination);
     }
 
+    /// <summary>
+    /// <see cref="BackwardToConvolution"/> from the gradient with respect to the ReLU's input
+    /// (a caller applied the ReLU's gradient): BatchNorm's backward, if any, else a copy.
+    /// </summary>
+    internal void BackwardToConvolutionBelowRelu(Tensor dPreActivation, Memory<float> destination) =>
+        CopyInParallel(Norm is null ? dPreActivation : Norm.Backward(dPreActivation), destination);
+
     public override Tensor? Backward(Tensor dOutput)
     {
         RerunFoldedForward();
@@ -424,7 +431,10 @@ public sealed class Inception : Layer
         return output;
     }
 
-    private Tensor BackwardStackedTraining(Tensor input, Tensor dOutput)
+    // belowRelu: dOutput is the gradient below the branches' closing ReLUs (a max pool or the
+    // block above applied them). reluInput: the input is a ReLU's output, and dInput comes back
+    // through that ReLU's gradient as well, applied in the pass that sums the branches.
+    private Tensor BackwardStackedTraining(Tensor input, Tensor dOutput, bool belowRelu, bool reluInput)
     {
         int batch = input.Shape[0];
         int pixels = batch * input.Shape[2] * input.Shape[3];
@@ -439,12 +449,20 @@ public sealed class Inception : Layer
             _stackedWeightGradient = new float[rows * inChannels];
         }
         ConvBlock[] blocks = _stackedBlocks;
-        Tensor dReduced3x3 = _branchTails[1].Backward(GradientSlice(1, dOutput, pixels))!;
-        Tensor dReduced5x5 = _branchTails[2].Backward(GradientSlice(2, dOutput, pixels))!;
+        Tensor dReduced3x3 = TailBackward(1, GradientSlice(1, dOutput, pixels), belowRelu);
+        Tensor dReduced5x5 = TailBackward(2, GradientSlice(2, dOutput, pixels), belowRelu);
         Memory<float> stacked = _stackedGradient.AsMemory(0, rows * pixels);
         blocks[0].BackwardToConvolution(dReduced3x3, stacked.Slice(0, Spec.Ch3x3Reduce * pixels));
         blocks[1].BackwardToConvolution(dReduced5x5, stacked.Slice(Spec.Ch3x3Reduce * pixels, Spec.Ch5x5Reduce * pixels));
-        blocks[2].BackwardToConvolution(GradientSlice(0, dOutput, pixels), stacked.Slice((Spec.Ch3x3Reduce + Spec.Ch5x5Reduce) * pixels));
+        Memory<float> branch1 = stacked.Slice((Spec.Ch3x3Reduce + Spec.Ch5x5Reduce) * pixels);
+        if (belowRelu)
+        {
+            blocks[2].BackwardToConvolutionBelowRelu(GradientSlice(0, dOutput, pixels), branch1);
+        }
+        else
+        {
+            blocks[2].BackwardToConvolution(GradientSlice(0, dOutput, pixels), branch1);
+        }
         Span<float> dStacked = stacked.Span;
 
         // dW (rows, in) = dS (rows, n*p) X^T; dX (in, n*p) = W^T dS, over all three at once.
@@ -466,12 +484,21 @@ public sealed class Inception : Layer
             row += count;
         }
 
-        Tensor dPool = _branchHeads[3]!.Backward(_branchTails[3].Backward(GradientSlice(3, dOutput, pixels))!)!;
+        Tensor dPool = _branchHeads[3]!.Backward(TailBackward(3, GradientSlice(3, dOutput, pixels), belowRelu))!;
+        if (reluInput)
+        {
+            Parallelism.For(dInput.Length, 1, (sum: dInput, dPool, input), static (s, start, count) =>
+                Elementwise.AddReluBackward(s.input.Span.Slice(start, count), s.dPool.Span.Slice(start, count), s.sum.Span.Slice(start, count)));
+            return dInput;
+        }
         Parallelism.For(dInput.Length, 1, (sum: dInput, dPool), static (s, start, count) =>
             System.Numerics.Tensors.TensorPrimitives.Add(s.sum.Span.Slice(start, count), s.dPool.Span.Slice(start, count),
                 s.sum.Span.Slice(start, count)));
         return dInput;
     }
+
+    private Tensor TailBackward(int branch, Tensor dOutput, bool belowRelu) =>
+        (belowRelu ? _branchTails[branch].BackwardBelowRelu(dOutput) : _branchTails[branch].Backward(dOutput))!;
 
     private Tensor StackedView(ref Tensor? view, int offset, ReadOnlySpan<int> shape)
     {
@@ -505,12 +532,28 @@ public sealed class Inception : Layer
     }
 
     /// <summary>The input feeds four branches, so its gradient is the sum of theirs.</summary>
-    public override Tensor Backward(Tensor dOutput)
+    public override Tensor Backward(Tensor dOutput) => Backward(dOutput, belowRelu: false, reluInput: false).DInput;
+
+    /// <summary>
+    /// Backward from the gradient with respect to the branches' outputs before their closing
+    /// ReLUs (<paramref name="belowRelu"/>: a max pool above, or the block above, applied them),
+    /// and with <paramref name="reluInput"/> the input gradient taken back through the ReLU whose
+    /// output the input is (the block below's), which the training pass does while it sums the
+    /// branches: one pass over the output and one over the input fewer, bit for bit the same.
+    /// ThroughInputRelu tells whether that was done; where not, the caller applies it.
+    /// </summary>
+    internal (Tensor DInput, bool ThroughInputRelu) Backward(Tensor dOutput, bool belowRelu, bool reluInput)
     {
         if (_stackedInput is not null)
         {
-            return BackwardStackedTraining(_stackedInput, dOutput);
+            return (BackwardStackedTraining(_stackedInput, dOutput, belowRelu, reluInput), reluInput);
         }
+        // The ReLUs' gradients are idempotent: a gradient they have passed passes them again unchanged.
+        return (BackwardBranches(dOutput), false);
+    }
+
+    private Tensor BackwardBranches(Tensor dOutput)
+    {
         int batch = dOutput.Shape[0];
         (int runs, int pixels) = PerChannelRuns(dOutput);
         int offset = 0;

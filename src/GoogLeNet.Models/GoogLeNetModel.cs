@@ -206,6 +206,8 @@ public sealed class GoogLeNetModel
             _trunk[_pooledStemIndex + 1].Forward(_trunk[_pooledStemIndex].Forward(stemInput));
             _pooledStemInput = null;
         }
+        // Whether d is the gradient below the ReLUs that close _trunk[i] (an Inception block's).
+        bool belowRelu = false;
         for (int i = _trunk.Length - 1; i >= 0 && d is not null; i--)
         {
             if (i == _aux2Tap && dAux2 is not null)
@@ -216,13 +218,32 @@ public sealed class GoogLeNetModel
             {
                 AddInPlace(d, RunBackward(RequireAux(_aux1), dAux1, profile)!);
             }
-            if (FoldReluIntoPoolBackward && i > 0 && _trunk[i] is MaxPool2d pool && _trunk[i - 1] is ConvBlock below
-                && i - 1 != _aux1Tap && i - 1 != _aux2Tap && RunBackwardThroughRelu(pool, d, profile) is { } dPreActivation)
+            // A layer below may take the ReLU gradient of its output from the layer above, where
+            // no auxiliary classifier adds to that gradient in between.
+            bool foldsBelow = FoldReluBackward && i > 0 && !AuxAddsAt(i - 1, dAux1, dAux2);
+            if (_trunk[i] is Inception block && (belowRelu || foldsBelow))
             {
-                // The pool applied the block's ReLU gradient in its scatter (conv1 -> maxpool1,
-                // conv3 -> maxpool2): one pass over the block's output fewer.
-                d = RunBackwardBelowRelu(below, dPreActivation, profile);
-                i--;
+                // Inception -> Inception (3a -> 3b, 4a -> ... -> 4e, 5a -> 5b): the block above
+                // applies the gradient of the ReLUs below while it sums its branches.
+                (d, belowRelu) = RunBackward(block, d, belowRelu, foldsBelow && _trunk[i - 1] is Inception, profile);
+                continue;
+            }
+            if (foldsBelow && _trunk[i] is MaxPool2d pool && _trunk[i - 1] is ConvBlock or Inception
+                && RunBackwardThroughRelu(pool, d, profile) is { } dPreActivation)
+            {
+                // The pool applied the ReLU gradient of the layer below in its scatter (conv1 ->
+                // maxpool1, conv3 -> maxpool2, 3b -> maxpool3, 4e -> maxpool4): one pass over that
+                // layer's output fewer.
+                if (_trunk[i - 1] is ConvBlock below)
+                {
+                    d = RunBackwardBelowRelu(below, dPreActivation, profile);
+                    i--;
+                }
+                else
+                {
+                    d = dPreActivation;
+                    belowRelu = true;
+                }
                 continue;
             }
             d = RunBackward(_trunk[i], d, profile);
@@ -272,8 +293,23 @@ public sealed class GoogLeNetModel
         return dInput;
     }
 
-    /// <summary>Whether Backward lets a max pool apply the ReLU gradient of the ConvBlock before it (on by default; off to compare).</summary>
-    internal static bool FoldReluIntoPoolBackward { get; set; } = true;
+    /// <summary>
+    /// Whether Backward lets the layer above a ReLU apply its gradient (on by default; off to
+    /// compare): a max pool over a ConvBlock or an Inception block, or an Inception block over another.
+    /// </summary>
+    internal static bool FoldReluBackward { get; set; } = true;
+
+    private bool AuxAddsAt(int layer, Tensor? dAux1, Tensor? dAux2) =>
+        (layer == _aux1Tap && dAux1 is not null) || (layer == _aux2Tap && dAux2 is not null);
+
+    private static (Tensor DInput, bool BelowRelu) RunBackward(Inception block, Tensor dOutput, bool belowRelu, bool reluInput,
+        ModuleProfile? profile)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        (Tensor dInput, bool throughInputRelu) = block.Backward(dOutput, belowRelu, reluInput);
+        profile?.Add(block.Name, start, backward: true);
+        return (dInput, throughInputRelu);
+    }
 
     private static Tensor? RunBackwardThroughRelu(MaxPool2d pool, Tensor dOutput, ModuleProfile? profile)
     {

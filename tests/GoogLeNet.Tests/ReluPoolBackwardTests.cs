@@ -5,7 +5,10 @@ using Xunit;
 
 namespace GoogLeNet.Tests;
 
-/// <summary>A max pool applying the gradient of the ReLU before it (MaxPool2d.BackwardThroughRelu) changes no bit of any gradient.</summary>
+/// <summary>
+/// The layer above a ReLU applying its gradient (a max pool in its scatter, MaxPool2d.BackwardThroughRelu;
+/// an Inception block while it sums its branches, Elementwise.AddReluBackward) changes no bit of any gradient.
+/// </summary>
 [Collection(EngineThreadsCollection.Name)]
 public class ReluPoolBackwardTests
 {
@@ -46,36 +49,73 @@ public class ReluPoolBackwardTests
         Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
     }
 
-    // Whole training steps of the three presets (conv1 -> maxpool1, and conv3 -> maxpool2 where
-    // no LRN sits between them), fold on and off: every parameter gradient bit for bit.
-    [Theory]
-    [InlineData(Preset.Torchvision)]
-    [InlineData(Preset.D2l)]
-    [InlineData(Preset.Paper)]
-    public void TrainingGradientsAreUnchanged(Preset preset)
+    // A sum of two gradients through a ReLU: zeros, negative and positive outputs, a NaN, and a
+    // tail past the vectors; against the addition followed by ReluBackward.
+    [Fact]
+    public void SumThroughReluEqualsAdditionThenReluBackward()
     {
-        var options = GoogLeNetOptions.For(preset) with { InputHeight = 61, InputWidth = 58, Classes = 5 };
+        const int n = 37;
+        float[] y = GoldenFill.Fill("relusum.y", n, 2.0);
+        y[0] = 0f;
+        y[3] = -0f;
+        y[9] = float.NaN;
+        y[n - 1] = 1f;
+        float[] a = GoldenFill.Fill("relusum.a", n, 1.0);
+        float[] b = GoldenFill.Fill("relusum.b", n, 1.0);
+        b[n - 1] = float.NaN; // passes where the output is positive
+        var sum = new float[n];
+        System.Numerics.Tensors.TensorPrimitives.Add(a, b, sum);
+        var expected = new float[n];
+        Elementwise.ReluBackward(y, sum, expected);
+        float[] actual = (float[])a.Clone();
+        Elementwise.AddReluBackward(y, b, actual);
+        Assert.Contains(y, v => v > 0f);
+        Assert.Contains(y, v => v < 0f);
+        Assert.True(float.IsNaN(actual[n - 1]));
+        Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
+        Assert.Throws<ArgumentException>(() => Elementwise.AddReluBackward(y, b.AsSpan(1), new float[n]));
+    }
+
+    // Whole training steps of the three presets, fold on and off: every parameter gradient bit for
+    // bit. The folds: conv1 -> maxpool1, conv3 -> maxpool2 where no LRN sits between them, 3b ->
+    // maxpool3, 4e -> maxpool4, and each Inception block over another; with the auxiliary
+    // classifiers' gradients, none below 4b and 4e (the classifiers add to 4a's and 4d's).
+    [Theory]
+    [InlineData(Preset.Torchvision, false)]
+    [InlineData(Preset.Torchvision, true)]
+    [InlineData(Preset.D2l, false)]
+    [InlineData(Preset.Paper, false)]
+    [InlineData(Preset.Paper, true)]
+    public void TrainingGradientsAreUnchanged(Preset preset, bool aux)
+    {
+        // The paper's auxiliary classifiers pool 5x5/3 from 4a's output: 79x79 inputs or more.
+        (int h, int w) = preset == Preset.Paper && aux ? (80, 79) : (61, 58);
+        var options = GoogLeNetOptions.For(preset) with { InputHeight = h, InputWidth = w, Classes = 5, AuxLogits = aux, AuxDropout = 0f };
         int channels = options.InputChannels;
-        float[] x = GoldenFill.Fill("relupool.model.x", 2 * channels * 61 * 58, 2.0);
+        float[] x = GoldenFill.Fill("relupool.model.x", 2 * channels * h * w, 2.0);
         float[] dLogits = GoldenFill.Fill("relupool.model.dy", 2 * 5, 1.0);
+        float[] dAux1 = GoldenFill.Fill("relupool.model.daux1", 2 * 5, 1.0);
+        float[] dAux2 = GoldenFill.Fill("relupool.model.daux2", 2 * 5, 1.0);
 
         float[][] Gradients(bool fold)
         {
-            bool saved = GoogLeNetModel.FoldReluIntoPoolBackward;
+            bool saved = GoogLeNetModel.FoldReluBackward;
             try
             {
-                GoogLeNetModel.FoldReluIntoPoolBackward = fold;
+                GoogLeNetModel.FoldReluBackward = fold;
                 var model = new GoogLeNetModel(options);
                 GoldenFill.FillAll(model.Parameters.All);
                 model.SetTraining(true);
                 model.Parameters.ZeroGrad();
-                Tensor logits = model.Forward(Tensor.FromArray(x, [2, channels, 61, 58])).Logits;
-                model.Backward(Tensor.FromArray(dLogits, logits.Shape));
+                GoogLeNetOutput output = model.Forward(Tensor.FromArray(x, [2, channels, h, w]));
+                Assert.Equal(aux, output.Aux1 is not null && output.Aux2 is not null);
+                model.Backward(Tensor.FromArray(dLogits, output.Logits.Shape),
+                    aux ? Tensor.FromArray(dAux1, output.Logits.Shape) : null, aux ? Tensor.FromArray(dAux2, output.Logits.Shape) : null);
                 return model.Parameters.All.Where(p => p.Parameter.Grad is not null).Select(p => p.Parameter.Grad!.Span.ToArray()).ToArray();
             }
             finally
             {
-                GoogLeNetModel.FoldReluIntoPoolBackward = saved;
+                GoogLeNetModel.FoldReluBackward = saved;
             }
         }
 

@@ -35,6 +35,35 @@ public static class Elementwise
     }
 
     /// <summary>
+    /// sum = ReLU backward of (sum + addend) through a ReLU whose output is <paramref name="output"/>:
+    /// the sum where the output is positive, else zero; bit for bit the addition followed by
+    /// <see cref="ReluBackward"/>, in one pass.
+    /// </summary>
+    public static void AddReluBackward(ReadOnlySpan<float> output, ReadOnlySpan<float> addend, Span<float> sum)
+    {
+        if (addend.Length < output.Length || sum.Length < output.Length)
+        {
+            throw new ArgumentException($"ReLU backward of a sum needs {output.Length} values in each term, got {sum.Length} and {addend.Length}.");
+        }
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref float y = ref MemoryMarshal.GetReference(output);
+            ref float a = ref MemoryMarshal.GetReference(addend);
+            ref float s = ref MemoryMarshal.GetReference(sum);
+            for (; i + Vector256<float>.Count <= output.Length; i += Vector256<float>.Count)
+            {
+                Vector256<float> positive = Vector256.GreaterThan(Vector256.LoadUnsafe(ref y, (nuint)i), Vector256<float>.Zero);
+                ((Vector256.LoadUnsafe(ref s, (nuint)i) + Vector256.LoadUnsafe(ref a, (nuint)i)) & positive).StoreUnsafe(ref s, (nuint)i);
+            }
+        }
+        for (; i < output.Length; i++)
+        {
+            sum[i] = output[i] > 0f ? sum[i] + addend[i] : 0f;
+        }
+    }
+
+    /// <summary>
     /// sums[c] += the sum of channel c's values, for channels runs of length values back to back
     /// (a channel-major gradient: its bias gradient). The channels are shared among the engine's
     /// threads, each summed whole by one, so the sums do not depend on the thread count.
