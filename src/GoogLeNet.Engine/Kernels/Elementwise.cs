@@ -16,22 +16,7 @@ public static class Elementwise
         {
             throw new ArgumentException($"ReLU backward needs {output.Length} gradient values, got {dOutput.Length} and {dInput.Length}.");
         }
-        int i = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            ref float y = ref MemoryMarshal.GetReference(output);
-            ref float dy = ref MemoryMarshal.GetReference(dOutput);
-            ref float dx = ref MemoryMarshal.GetReference(dInput);
-            for (; i + Vector256<float>.Count <= output.Length; i += Vector256<float>.Count)
-            {
-                Vector256<float> positive = Vector256.GreaterThan(Vector256.LoadUnsafe(ref y, (nuint)i), Vector256<float>.Zero);
-                (Vector256.LoadUnsafe(ref dy, (nuint)i) & positive).StoreUnsafe(ref dx, (nuint)i);
-            }
-        }
-        for (; i < output.Length; i++)
-        {
-            dInput[i] = output[i] > 0f ? dOutput[i] : 0f;
-        }
+        WherePositive(output, dOutput, default, dInput);
     }
 
     /// <summary>
@@ -45,21 +30,34 @@ public static class Elementwise
         {
             throw new ArgumentException($"ReLU backward of a sum needs {output.Length} values in each term, got {sum.Length} and {addend.Length}.");
         }
+        WherePositive(output, sum, addend, sum);
+    }
+
+    // result = a (+ b, unless b is empty) where output > 0, else 0.
+    private static void WherePositive(ReadOnlySpan<float> output, ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> result)
+    {
+        bool add = !b.IsEmpty;
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
             ref float y = ref MemoryMarshal.GetReference(output);
-            ref float a = ref MemoryMarshal.GetReference(addend);
-            ref float s = ref MemoryMarshal.GetReference(sum);
+            ref float first = ref MemoryMarshal.GetReference(a);
+            ref float second = ref MemoryMarshal.GetReference(b);
+            ref float target = ref MemoryMarshal.GetReference(result);
             for (; i + Vector256<float>.Count <= output.Length; i += Vector256<float>.Count)
             {
                 Vector256<float> positive = Vector256.GreaterThan(Vector256.LoadUnsafe(ref y, (nuint)i), Vector256<float>.Zero);
-                ((Vector256.LoadUnsafe(ref s, (nuint)i) + Vector256.LoadUnsafe(ref a, (nuint)i)) & positive).StoreUnsafe(ref s, (nuint)i);
+                Vector256<float> value = Vector256.LoadUnsafe(ref first, (nuint)i);
+                if (add)
+                {
+                    value += Vector256.LoadUnsafe(ref second, (nuint)i);
+                }
+                (value & positive).StoreUnsafe(ref target, (nuint)i);
             }
         }
         for (; i < output.Length; i++)
         {
-            sum[i] = output[i] > 0f ? sum[i] + addend[i] : 0f;
+            result[i] = output[i] > 0f ? (add ? a[i] + b[i] : a[i]) : 0f;
         }
     }
 
