@@ -1411,21 +1411,7 @@ public static unsafe partial class Winograd
                     for (int tx = tx0; tx < tx1; tx += 8)
                     {
                         float* p = source + tx;
-                        for (int j = 0; j < 6; j++)
-                        {
-                            float* q = p + j * positionStride;
-                            Vector256<float> m0 = Vector256.Load(q), m1 = Vector256.Load(q + 6 * positionStride);
-                            Vector256<float> m2 = Vector256.Load(q + 12 * positionStride), m3 = Vector256.Load(q + 18 * positionStride);
-                            Vector256<float> m4 = Vector256.Load(q + 24 * positionStride), m5 = Vector256.Load(q + 30 * positionStride);
-                            if (size == 4)
-                            {
-                                OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j], out columns[12 + j], out columns[18 + j]);
-                            }
-                            else
-                            {
-                                Five.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j]);
-                            }
-                        }
+                        OutputColumns(size, p, positionStride, columns);
                         for (int row = 0; row < size; row++)
                         {
                             Vector256<float>* z = columns + 6 * row;
@@ -1518,20 +1504,49 @@ public static unsafe partial class Winograd
                             GradientRows(Vector256.Load(p[0] + tx), Vector256.Load(p[1] + tx), Vector256.Load(p[2] + tx), Vector256.Load(p[3] + tx),
                                 out rows[6 * r], out rows[6 * r + 1], out rows[6 * r + 2], out rows[6 * r + 3], out rows[6 * r + 4], out rows[6 * r + 5]);
                         }
-                        float* d = target + tx;
-                        for (int j = 0; j < 6; j++)
-                        {
-                            GradientRows(rows[j], rows[6 + j], rows[12 + j], rows[18 + j],
-                                out var m0, out var m1, out var m2, out var m3, out var m4, out var m5);
-                            Vector256.Store(m0, d + j * positionStride);
-                            Vector256.Store(m1, d + (6 + j) * positionStride);
-                            Vector256.Store(m2, d + (12 + j) * positionStride);
-                            Vector256.Store(m3, d + (18 + j) * positionStride);
-                            Vector256.Store(m4, d + (24 + j) * positionStride);
-                            Vector256.Store(m5, d + (30 + j) * positionStride);
-                        }
+                        StoreGradientColumns(rows, target + tx, positionStride);
                     }
                     t += tx1 - tx0;
+                }
+            }
+        }
+
+        // dM[6i + j] at d, positions positionStride apart, = (A dY A^T)[i][j] from rows[6r + j] =
+        // (A y_r)[j], the transform of dY's tile row r (r = 0..3).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void StoreGradientColumns(Vector256<float>* rows, float* d, long positionStride)
+        {
+            for (int j = 0; j < 6; j++)
+            {
+                GradientRows(rows[j], rows[6 + j], rows[12 + j], rows[18 + j],
+                    out var m0, out var m1, out var m2, out var m3, out var m4, out var m5);
+                Vector256.Store(m0, d + j * positionStride);
+                Vector256.Store(m1, d + (6 + j) * positionStride);
+                Vector256.Store(m2, d + (12 + j) * positionStride);
+                Vector256.Store(m3, d + (18 + j) * positionStride);
+                Vector256.Store(m4, d + (24 + j) * positionStride);
+                Vector256.Store(m5, d + (30 + j) * positionStride);
+            }
+        }
+
+        // columns[6r + j] = (A^T M)[r][j] for the size output rows r (4: F(4x4, 3x3); 2: F(2x2, 5x5)),
+        // from M's 36 positions at m, positionStride apart.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void OutputColumns(int size, float* m, long positionStride, Vector256<float>* columns)
+        {
+            for (int j = 0; j < 6; j++)
+            {
+                float* q = m + j * positionStride;
+                Vector256<float> m0 = Vector256.Load(q), m1 = Vector256.Load(q + 6 * positionStride);
+                Vector256<float> m2 = Vector256.Load(q + 12 * positionStride), m3 = Vector256.Load(q + 18 * positionStride);
+                Vector256<float> m4 = Vector256.Load(q + 24 * positionStride), m5 = Vector256.Load(q + 30 * positionStride);
+                if (size == 4)
+                {
+                    OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j], out columns[12 + j], out columns[18 + j]);
+                }
+                else
+                {
+                    Five.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j]);
                 }
             }
         }

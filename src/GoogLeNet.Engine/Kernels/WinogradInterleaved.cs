@@ -362,17 +362,7 @@ public static unsafe partial class Winograd
                 Large.GradientRows(e[0], e[1], e[2], e[3],
                     out rows[6 * r], out rows[6 * r + 1], out rows[6 * r + 2], out rows[6 * r + 3], out rows[6 * r + 4], out rows[6 * r + 5]);
             }
-            for (int j = 0; j < 6; j++)
-            {
-                Large.GradientRows(rows[j], rows[6 + j], rows[12 + j], rows[18 + j],
-                    out var m0, out var m1, out var m2, out var m3, out var m4, out var m5);
-                Vector256.Store(m0, at + j * positionStride);
-                Vector256.Store(m1, at + (6 + j) * positionStride);
-                Vector256.Store(m2, at + (12 + j) * positionStride);
-                Vector256.Store(m3, at + (18 + j) * positionStride);
-                Vector256.Store(m4, at + (24 + j) * positionStride);
-                Vector256.Store(m5, at + (30 + j) * positionStride);
-            }
+            Large.StoreGradientColumns(rows, at, positionStride);
         }
     }
 
@@ -404,21 +394,7 @@ public static unsafe partial class Winograd
             Vector256<float> scale, Vector256<float> bias, bool relu, Vector256<float>* columns)
         {
             int size = T.Size;
-            for (int j = 0; j < 6; j++)
-            {
-                float* e = at + j * positionStride;
-                Vector256<float> m0 = Vector256.Load(e), m1 = Vector256.Load(e + 6 * positionStride);
-                Vector256<float> m2 = Vector256.Load(e + 12 * positionStride), m3 = Vector256.Load(e + 18 * positionStride);
-                Vector256<float> m4 = Vector256.Load(e + 24 * positionStride), m5 = Vector256.Load(e + 30 * positionStride);
-                if (size == 4)
-                {
-                    Large.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j], out columns[12 + j], out columns[18 + j]);
-                }
-                else
-                {
-                    Five.OutputRows(m0, m1, m2, m3, m4, m5, out columns[j], out columns[6 + j]);
-                }
-            }
+            Large.OutputColumns(size, at, positionStride, columns);
             for (int row = 0; row < size; row++)
             {
                 Vector256<float>* z = columns + 6 * row;
