@@ -14,6 +14,7 @@ public sealed class ConvBlock : Layer
     private readonly ReLU _relu = new("relu");
     private Tensor? _foldedInput;
     private (MaxPool2d Pool, Tensor Input)? _pooledFoldedInput;
+    private Tensor? _pooledTrainingInput;
 
     public ConvBlock(string name, int inChannels, int outChannels, int kernelSize, int stride, int padding, bool batchNorm)
         : base(name)
@@ -46,6 +47,7 @@ public sealed class ConvBlock : Layer
     public Tensor ForwardInto(Tensor input, Tensor? destination)
     {
         _pooledFoldedInput = null;
+        _pooledTrainingInput = null;
         if (IsTraining)
         {
             _foldedInput = null;
@@ -81,7 +83,27 @@ public sealed class ConvBlock : Layer
         }
         _foldedInput = input;
         _pooledFoldedInput = null;
+        _pooledTrainingInput = null;
         return Conv.ForwardFoldedPooled(input, Norm, pool);
+    }
+
+    /// <summary>
+    /// Training: this block then <paramref name="pool"/> in one pass where the convolution can
+    /// pool its own output and record the argmax (the stem without BatchNorm,
+    /// <see cref="Conv2d.CanFusePoolInTraining"/>); null where it cannot. The block's output is
+    /// never stored: the pool's <see cref="MaxPool2d.BackwardThroughRelu"/> and then
+    /// <see cref="BackwardBelowRelu"/> go back through the two (plain Backward computes the output again).
+    /// </summary>
+    internal Tensor? TryForwardPooledInTraining(Tensor input, MaxPool2d pool)
+    {
+        if (!IsTraining || Norm is not null || !pool.IsTraining || !Conv.CanFusePoolInTraining(pool))
+        {
+            return null;
+        }
+        _foldedInput = null;
+        _pooledFoldedInput = null;
+        _pooledTrainingInput = input;
+        return Conv.ForwardWithReluPooled(input, pool);
     }
 
     /// <summary>
@@ -97,6 +119,7 @@ public sealed class ConvBlock : Layer
         }
         _foldedInput = null;
         _pooledFoldedInput = (pool, input);
+        _pooledTrainingInput = null;
         return Conv.ForwardFoldedAfterPool(input, Norm, pool, destination);
     }
 
@@ -108,6 +131,7 @@ public sealed class ConvBlock : Layer
     {
         _foldedInput = input;
         _pooledFoldedInput = null;
+        _pooledTrainingInput = null;
     }
 
     /// <summary>
@@ -119,6 +143,7 @@ public sealed class ConvBlock : Layer
     {
         _foldedInput = null;
         _pooledFoldedInput = null;
+        _pooledTrainingInput = null;
         if (Norm is null)
         {
             _relu.AdoptOutput(convolved);
@@ -150,6 +175,12 @@ public sealed class ConvBlock : Layer
 
     public override Tensor? Backward(Tensor dOutput)
     {
+        if (_pooledTrainingInput is { } input)
+        {
+            // The pooled forward stored no output for the ReLU's backward: compute it.
+            _relu.AdoptOutput(Conv.ForwardWithRelu(input));
+            _pooledTrainingInput = null;
+        }
         RerunFoldedForward();
         return _body.Backward(dOutput);
     }
@@ -166,6 +197,7 @@ public sealed class ConvBlock : Layer
     /// </summary>
     internal Tensor? BackwardBelowRelu(Tensor dPreActivation)
     {
+        _pooledTrainingInput = null;
         RerunFoldedForward();
         return Conv.Backward(Norm is null ? dPreActivation : Norm.Backward(dPreActivation));
     }

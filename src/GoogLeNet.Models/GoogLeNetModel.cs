@@ -178,6 +178,16 @@ public sealed class GoogLeNetModel
                 i++;
                 continue;
             }
+            if (IsTraining && FuseStemPool && FoldReluBackward && _trunk[i] is ConvBlock trainedStem && i + 1 < _trunk.Length
+                && _trunk[i + 1] is MaxPool2d trainedPool && !(aux && (i == _aux1Tap || i == _aux2Tap))
+                && RunPooledInTraining(trainedStem, trainedPool, x, profile) is { } trainedPooled)
+            {
+                // The stem and its pool ran as one (training): the pool kept its maxima and
+                // argmax, the stem no output; Backward goes through the pool's folded ReLU gradient.
+                x = trainedPooled;
+                i++;
+                continue;
+            }
             x = Run(_trunk[i], x, profile);
             if (aux && i == _aux1Tap)
             {
@@ -269,6 +279,17 @@ public sealed class GoogLeNetModel
         return output;
     }
 
+    private static Tensor? RunPooledInTraining(ConvBlock stem, MaxPool2d pool, Tensor input, ModuleProfile? profile)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        Tensor? output = stem.TryForwardPooledInTraining(input, pool);
+        if (output is not null)
+        {
+            profile?.Add(stem.Name, start, backward: false);
+        }
+        return output;
+    }
+
     private static Tensor Run(Layer layer, Tensor input, ModuleProfile? profile)
     {
         if (profile is null)
@@ -298,6 +319,14 @@ public sealed class GoogLeNetModel
     /// compare): a max pool over a ConvBlock or an Inception block, or an Inception block over another.
     /// </summary>
     internal static bool FoldReluBackward { get; set; } = true;
+
+    /// <summary>
+    /// Whether a training Forward runs a stem without BatchNorm and the max pool after it as one
+    /// (<see cref="ConvBlock.TryForwardPooledInTraining"/>; on by default, with
+    /// <see cref="FoldReluBackward"/>; off to compare): the stem's output, the network's largest
+    /// tensor, is then neither written nor read back.
+    /// </summary>
+    internal static bool FuseStemPool { get; set; } = true;
 
     private bool AuxAddsAt(int layer, Tensor? dAux1, Tensor? dAux2) =>
         (layer == _aux1Tap && dAux1 is not null) || (layer == _aux2Tap && dAux2 is not null);

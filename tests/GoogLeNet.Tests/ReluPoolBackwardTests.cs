@@ -128,4 +128,59 @@ public class ReluPoolBackwardTests
         }
         Assert.Contains(folded[0], v => v != 0f); // conv1's weight gradient: the fold's own layer
     }
+
+    // Training runs a stem without BatchNorm and its pool as one (GoogLeNetModel.FuseStemPool):
+    // the logits and every parameter gradient bit for bit as with the two apart, whether
+    // Backward takes the ReLU's gradient from the pool's scatter or (the fold switched off after
+    // the forward pass) runs the stem block's own backward, which computes its output again. The
+    // profile shows that the fusion ran: maxpool1 has no forward time of its own.
+    [Theory]
+    [InlineData(Preset.D2l, true)]
+    [InlineData(Preset.D2l, false)]
+    [InlineData(Preset.Paper, true)]
+    public void FusedStemPoolKeepsEveryGradient(Preset preset, bool foldBackward)
+    {
+        const int h = 61, w = 58;
+        var options = GoogLeNetOptions.For(preset) with { InputHeight = h, InputWidth = w, Classes = 5, AuxLogits = false };
+        int channels = options.InputChannels;
+        float[] x = GoldenFill.Fill("stempool.train.x", 2 * channels * h * w, 2.0);
+        float[] dLogits = GoldenFill.Fill("stempool.train.dy", 2 * 5, 1.0);
+
+        (float[] Logits, float[][] Gradients, double PoolForward) Step(bool fuse)
+        {
+            bool savedFold = GoogLeNetModel.FoldReluBackward, savedFuse = GoogLeNetModel.FuseStemPool;
+            try
+            {
+                GoogLeNetModel.FoldReluBackward = true;
+                GoogLeNetModel.FuseStemPool = fuse;
+                var model = new GoogLeNetModel(options) { Profile = new ModuleProfile() };
+                GoldenFill.FillAll(model.Parameters.All);
+                model.SetTraining(true);
+                model.Parameters.ZeroGrad();
+                GoogLeNetOutput output = model.Forward(Tensor.FromArray(x, [2, channels, h, w]));
+                GoogLeNetModel.FoldReluBackward = foldBackward;
+                model.Backward(Tensor.FromArray(dLogits, output.Logits.Shape));
+                return (output.Logits.Span.ToArray(),
+                    model.Parameters.All.Where(p => p.Parameter.Grad is not null).Select(p => p.Parameter.Grad!.Span.ToArray()).ToArray(),
+                    model.Profile.Rows.Single(r => r.Module == "maxpool1").ForwardMilliseconds);
+            }
+            finally
+            {
+                GoogLeNetModel.FoldReluBackward = savedFold;
+                GoogLeNetModel.FuseStemPool = savedFuse;
+            }
+        }
+
+        var fused = Step(fuse: true);
+        var apart = Step(fuse: false);
+        Assert.Equal(0.0, fused.PoolForward);
+        Assert.True(apart.PoolForward > 0.0);
+        Assert.Equal(apart.Logits.Select(BitConverter.SingleToInt32Bits), fused.Logits.Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(apart.Gradients.Length, fused.Gradients.Length);
+        for (int i = 0; i < apart.Gradients.Length; i++)
+        {
+            Assert.Equal(apart.Gradients[i].Select(BitConverter.SingleToInt32Bits), fused.Gradients[i].Select(BitConverter.SingleToInt32Bits));
+        }
+        Assert.Contains(fused.Gradients[0], v => v != 0f); // conv1's weight gradient
+    }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -438,88 +439,99 @@ public static class Pooling
         float* input, int planes, int height, int width, int kernel, int stride, int padding,
         int outH, int outW, float* output, int* indices) where TArgmax : struct, IArgmax
     {
-        const int Group = 16;
-        int lastGroup = (outW - 1) / Group * Group;
-        int rowVectors = (width + 7) / 8;
-        // Room for the loads of the last group (two vectors past its first tap with stride 2) and
-        // for whole-vector copies of the rows.
-        int pitch = Math.Max(lastGroup * stride + kernel - 1 + 2 * Group, padding + rowVectors * 8);
+        int pitch = PaddedPitch512(width, kernel, stride, padding, outW);
         int size = height * pitch;
         float[] scratch = PaddedPlaneScratch(size);
         int inPlane = height * width;
         int outPlane = outH * outW;
         long outputEnd = (long)planes * outPlane;
-        Vector512<int> lanes = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) * stride;
-        Vector512<int> evenLanes = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        Vector512<float> negativeInfinity = Vector512.Create(float.NegativeInfinity);
         fixed (float* padded = scratch)
         {
             new Span<float>(padded, size).Fill(float.NegativeInfinity);
             for (int p = 0; p < planes; p++)
             {
                 CopyPaddedRows(input + (long)p * inPlane, height, width, pitch, padding, padded);
-                float* y = output + (long)p * outPlane;
-                int* argmax = TArgmax.Records ? indices + (long)p * outPlane : null;
-                for (int oy = 0; oy < outH; oy++)
+                MaxRows512<TArgmax>(padded, 0, pitch, height, width, kernel, stride, padding, 0, outH, outW,
+                    output + (long)p * outPlane, TArgmax.Records ? indices + (long)p * outPlane : null, outputEnd - (long)p * outPlane);
+            }
+        }
+    }
+
+    // Room for the loads of the last group (two vectors past its first tap with stride 2) and
+    // for whole-vector copies of the rows.
+    private static int PaddedPitch512(int width, int kernel, int stride, int padding, int outW) =>
+        Math.Max((outW - 1) / 16 * 16 * stride + kernel - 1 + 2 * 16, padding + (width + 7) / 8 * 8);
+
+    // Output rows [oy0, oy1) of one plane (height x width) from padded, a copy of its rows from
+    // firstRow on (row iy at padded + (iy - firstRow) * pitch, its column 0 padding floats in,
+    // -infinity around it). Whole-vector stores may run past a row's end into outputs written
+    // later while they stay below storeEnd outputs from y.
+    private static unsafe void MaxRows512<TArgmax>(
+        float* padded, int firstRow, int pitch, int height, int width, int kernel, int stride, int padding,
+        int oy0, int oy1, int outW, float* y, int* argmax, long storeEnd) where TArgmax : struct, IArgmax
+    {
+        const int Group = 16;
+        Vector512<int> lanes = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) * stride;
+        Vector512<int> evenLanes = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        Vector512<float> negativeInfinity = Vector512.Create(float.NegativeInfinity);
+        for (int oy = oy0; oy < oy1; oy++)
+        {
+            int y0 = Math.Max(oy * stride - padding, 0);
+            int y1 = Math.Min(oy * stride - padding + kernel, height);
+            for (int ox = 0; ox < outW; ox += Group)
+            {
+                // Window column of lane 0's first tap; in the copy it sits at ox * stride.
+                int column = ox * stride - padding;
+                Vector512<float> best = negativeInfinity;
+                Vector512<float> nan = Vector512<float>.Zero;
+                Vector512<int> where = TArgmax.Records
+                    ? Vector512.Create(y0 * width) + Vector512.Max(Vector512.Create(column) + lanes, Vector512<int>.Zero)
+                    : default;
+                for (int iy = y0; iy < y1; iy++)
                 {
-                    int y0 = Math.Max(oy * stride - padding, 0);
-                    int y1 = Math.Min(oy * stride - padding + kernel, height);
-                    for (int ox = 0; ox < outW; ox += Group)
+                    float* row = padded + (iy - firstRow) * pitch + ox * stride;
+                    int rowStart = iy * width + column;
+                    for (int j = 0; j < kernel; j++)
                     {
-                        // Window column of lane 0's first tap; in the copy it sits at ox * stride.
-                        int column = ox * stride - padding;
-                        Vector512<float> best = negativeInfinity;
-                        Vector512<float> nan = Vector512<float>.Zero;
-                        Vector512<int> where = TArgmax.Records
-                            ? Vector512.Create(y0 * width) + Vector512.Max(Vector512.Create(column) + lanes, Vector512<int>.Zero)
-                            : default;
-                        for (int iy = y0; iy < y1; iy++)
+                        Vector512<float> v = stride == 1
+                            ? Vector512.Load(row + j)
+                            : Avx512F.PermuteVar16x32x2(Vector512.Load(row + j), evenLanes, Vector512.Load(row + j + Group));
+                        if (TArgmax.Records)
                         {
-                            float* row = padded + iy * pitch + ox * stride;
-                            int rowStart = iy * width + column;
-                            for (int j = 0; j < kernel; j++)
-                            {
-                                Vector512<float> v = stride == 1
-                                    ? Vector512.Load(row + j)
-                                    : Avx512F.PermuteVar16x32x2(Vector512.Load(row + j), evenLanes, Vector512.Load(row + j + Group));
-                                if (TArgmax.Records)
-                                {
-                                    // v > best, or v is the window's first NaN
-                                    Vector512<float> take = Vector512.GreaterThan(v, best) |
-                                        Vector512.AndNot(~Vector512.Equals(v, v), ~Vector512.Equals(best, best));
-                                    best = Vector512.ConditionalSelect(take, v, best);
-                                    where = Vector512.ConditionalSelect(take.AsInt32(), Vector512.Create(rowStart + j) + lanes, where);
-                                }
-                                else
-                                {
-                                    best = Vector512.MaxNative(best, v);
-                                    nan |= Vector512.IsNaN(v);
-                                }
-                            }
-                        }
-                        if (!TArgmax.Records)
-                        {
-                            best = Vector512.ConditionalSelect(nan, Vector512.Create(float.NaN), best);
-                        }
-                        int o = oy * outW + ox;
-                        if (ox + Group <= outW || (long)p * outPlane + o + Group <= outputEnd)
-                        {
-                            best.Store(y + o);
-                            if (TArgmax.Records)
-                            {
-                                where.Store(argmax + o);
-                            }
+                            // v > best, or v is the window's first NaN
+                            Vector512<float> take = Vector512.GreaterThan(v, best) |
+                                Vector512.AndNot(~Vector512.Equals(v, v), ~Vector512.Equals(best, best));
+                            best = Vector512.ConditionalSelect(take, v, best);
+                            where = Vector512.ConditionalSelect(take.AsInt32(), Vector512.Create(rowStart + j) + lanes, where);
                         }
                         else
                         {
-                            Vector512<float> mask = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                Vector512.Create(outW - ox)).AsSingle();
-                            Avx512F.MaskStore(y + o, mask, best);
-                            if (TArgmax.Records)
-                            {
-                                Avx512F.MaskStore(argmax + o, mask.AsInt32(), where);
-                            }
+                            best = Vector512.MaxNative(best, v);
+                            nan |= Vector512.IsNaN(v);
                         }
+                    }
+                }
+                if (!TArgmax.Records)
+                {
+                    best = Vector512.ConditionalSelect(nan, Vector512.Create(float.NaN), best);
+                }
+                int o = oy * outW + ox;
+                if (ox + Group <= outW || o + Group <= storeEnd)
+                {
+                    best.Store(y + o);
+                    if (TArgmax.Records)
+                    {
+                        where.Store(argmax + o);
+                    }
+                }
+                else
+                {
+                    Vector512<float> mask = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                        Vector512.Create(outW - ox)).AsSingle();
+                    Avx512F.MaskStore(y + o, mask, best);
+                    if (TArgmax.Records)
+                    {
+                        Avx512F.MaskStore(argmax + o, mask.AsInt32(), where);
                     }
                 }
             }
@@ -530,10 +542,7 @@ public static class Pooling
         float* input, int planes, int height, int width, int kernel, int stride, int padding,
         int outH, int outW, float* output, int* indices) where TArgmax : struct, IArgmax
     {
-        int lastGroup = (outW - 1) / 8 * 8;
-        int rowVectors = (width + 7) / 8;
-        // Room for the loads of the last group and for whole-vector copies of the rows.
-        int pitch = Math.Max(lastGroup * stride + kernel - 1 + 8 * stride, padding + rowVectors * 8);
+        int pitch = PaddedPitch256(width, kernel, stride, padding, outW);
         int size = height * pitch;
         float[] scratch = PaddedPlaneScratch(size);
         int inPlane = height * width;
@@ -541,81 +550,121 @@ public static class Pooling
         // Whole-vector stores may run past a row's end into outputs written later; only the
         // last row of the last plane must stop at the end.
         long outputEnd = (long)planes * outPlane;
-        Vector256<int> lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * stride;
-        Vector256<float> negativeInfinity = Vector256.Create(float.NegativeInfinity);
         fixed (float* padded = scratch)
         {
             new Span<float>(padded, size).Fill(float.NegativeInfinity);
             for (int p = 0; p < planes; p++)
             {
                 CopyPaddedRows(input + (long)p * inPlane, height, width, pitch, padding, padded);
-                float* y = output + (long)p * outPlane;
-                int* argmax = TArgmax.Records ? indices + (long)p * outPlane : null;
-                for (int oy = 0; oy < outH; oy++)
+                MaxRows256<TArgmax>(padded, 0, pitch, height, width, kernel, stride, padding, 0, outH, outW,
+                    output + (long)p * outPlane, TArgmax.Records ? indices + (long)p * outPlane : null, outputEnd - (long)p * outPlane);
+            }
+        }
+    }
+
+    // Room for the loads of the last group and for whole-vector copies of the rows.
+    private static int PaddedPitch256(int width, int kernel, int stride, int padding, int outW) =>
+        Math.Max((outW - 1) / 8 * 8 * stride + kernel - 1 + 8 * stride, padding + (width + 7) / 8 * 8);
+
+    // MaxRows512 with 8 outputs a step.
+    private static unsafe void MaxRows256<TArgmax>(
+        float* padded, int firstRow, int pitch, int height, int width, int kernel, int stride, int padding,
+        int oy0, int oy1, int outW, float* y, int* argmax, long storeEnd) where TArgmax : struct, IArgmax
+    {
+        Vector256<int> lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * stride;
+        Vector256<float> negativeInfinity = Vector256.Create(float.NegativeInfinity);
+        for (int oy = oy0; oy < oy1; oy++)
+        {
+            int y0 = Math.Max(oy * stride - padding, 0);
+            int y1 = Math.Min(oy * stride - padding + kernel, height);
+            for (int ox = 0; ox < outW; ox += 8)
+            {
+                // Window column of lane 0's first tap; in the copy it sits at ox * stride.
+                int column = ox * stride - padding;
+                Vector256<float> best = negativeInfinity;
+                Vector256<float> nan = Vector256<float>.Zero;
+                Vector256<int> where = TArgmax.Records
+                    ? Vector256.Create(y0 * width) + Vector256.Max(Vector256.Create(column) + lanes, Vector256<int>.Zero)
+                    : default;
+                for (int iy = y0; iy < y1; iy++)
                 {
-                    int y0 = Math.Max(oy * stride - padding, 0);
-                    int y1 = Math.Min(oy * stride - padding + kernel, height);
-                    for (int ox = 0; ox < outW; ox += 8)
+                    float* row = padded + (iy - firstRow) * pitch + ox * stride;
+                    int rowStart = iy * width + column;
+                    for (int j = 0; j < kernel; j++)
                     {
-                        // Window column of lane 0's first tap; in the copy it sits at ox * stride.
-                        int column = ox * stride - padding;
-                        Vector256<float> best = negativeInfinity;
-                        Vector256<float> nan = Vector256<float>.Zero;
-                        Vector256<int> where = TArgmax.Records
-                            ? Vector256.Create(y0 * width) + Vector256.Max(Vector256.Create(column) + lanes, Vector256<int>.Zero)
-                            : default;
-                        for (int iy = y0; iy < y1; iy++)
+                        Vector256<float> v = stride == 1 ? Avx.LoadVector256(row + j) : Evens(row + j);
+                        if (TArgmax.Records)
                         {
-                            float* row = padded + iy * pitch + ox * stride;
-                            int rowStart = iy * width + column;
-                            for (int j = 0; j < kernel; j++)
-                            {
-                                Vector256<float> v = stride == 1 ? Avx.LoadVector256(row + j) : Evens(row + j);
-                                if (TArgmax.Records)
-                                {
-                                    // v > best, or v is the window's first NaN
-                                    Vector256<float> take = Vector256.GreaterThan(v, best) |
-                                        Vector256.AndNot(~Vector256.Equals(v, v), ~Vector256.Equals(best, best));
-                                    best = Vector256.ConditionalSelect(take, v, best);
-                                    where = Vector256.ConditionalSelect(take.AsInt32(), Vector256.Create(rowStart + j) + lanes, where);
-                                }
-                                else
-                                {
-                                    // The plain instruction, with NaNs tracked on the side:
-                                    // Vector256.Max's IEEE rules cost four more instructions
-                                    // on the window's chain of maxima.
-                                    best = Vector256.MaxNative(best, v);
-                                    nan |= Vector256.IsNaN(v);
-                                }
-                            }
-                        }
-                        if (!TArgmax.Records)
-                        {
-                            best = Vector256.ConditionalSelect(nan, Vector256.Create(float.NaN), best);
-                        }
-                        int o = oy * outW + ox;
-                        if (ox + 8 <= outW || (long)p * outPlane + o + 8 <= outputEnd)
-                        {
-                            best.Store(y + o);
-                            if (TArgmax.Records)
-                            {
-                                where.Store(argmax + o);
-                            }
+                            // v > best, or v is the window's first NaN
+                            Vector256<float> take = Vector256.GreaterThan(v, best) |
+                                Vector256.AndNot(~Vector256.Equals(v, v), ~Vector256.Equals(best, best));
+                            best = Vector256.ConditionalSelect(take, v, best);
+                            where = Vector256.ConditionalSelect(take.AsInt32(), Vector256.Create(rowStart + j) + lanes, where);
                         }
                         else
                         {
-                            Vector256<int> mask = LanesBelow(outW - ox);
-                            Avx.MaskStore(y + o, mask.AsSingle(), best);
-                            if (TArgmax.Records)
-                            {
-                                Avx2.MaskStore(argmax + o, mask, where);
-                            }
+                            // The plain instruction, with NaNs tracked on the side:
+                            // Vector256.Max's IEEE rules cost four more instructions
+                            // on the window's chain of maxima.
+                            best = Vector256.MaxNative(best, v);
+                            nan |= Vector256.IsNaN(v);
                         }
+                    }
+                }
+                if (!TArgmax.Records)
+                {
+                    best = Vector256.ConditionalSelect(nan, Vector256.Create(float.NaN), best);
+                }
+                int o = oy * outW + ox;
+                if (ox + 8 <= outW || o + 8 <= storeEnd)
+                {
+                    best.Store(y + o);
+                    if (TArgmax.Records)
+                    {
+                        where.Store(argmax + o);
+                    }
+                }
+                else
+                {
+                    Vector256<int> mask = LanesBelow(outW - ox);
+                    Avx.MaskStore(y + o, mask.AsSingle(), best);
+                    if (TArgmax.Records)
+                    {
+                        Avx2.MaskStore(argmax + o, mask, where);
                     }
                 }
             }
         }
     }
+
+    /// <summary>
+    /// Output rows [oy0, oy1) of <see cref="MaxForwardIndexed"/> (stride 1 or 2) for one plane of
+    /// which only rows [firstRow, firstRow + rowCount) are at hand, width apart from
+    /// <paramref name="rows"/>; they must hold every window of those outputs. For a layer that
+    /// pools its output while it is in cache (StemConvolution): the same maxima and indices, by
+    /// the same code, as pooling the whole plane. padded (pitch from <see cref="PaddedRowsPitch"/>,
+    /// rowCount rows) must be filled with -infinity before the first call; calls keep its edges.
+    /// Stores stay inside output rows [oy0, oy1). Needs AVX2.
+    /// </summary>
+    internal static unsafe void MaxRowsIndexed(
+        float* rows, int firstRow, int rowCount, int height, int width, int kernel, int stride, int padding,
+        int oy0, int oy1, int outW, float* output, int* indices, float* padded, int pitch)
+    {
+        Debug.Assert(Avx2.IsSupported && (stride == 1 || stride == 2));
+        Debug.Assert(Math.Max(oy0 * stride - padding, 0) >= firstRow
+            && Math.Min((oy1 - 1) * stride - padding + kernel, height) <= firstRow + rowCount);
+        CopyPaddedRows(rows, rowCount, width, pitch, padding, padded);
+        if (WideVectors && Avx512F.IsSupported && outW > 8)
+        {
+            MaxRows512<WithArgmax>(padded, firstRow, pitch, height, width, kernel, stride, padding, oy0, oy1, outW, output, indices, (long)oy1 * outW);
+            return;
+        }
+        MaxRows256<WithArgmax>(padded, firstRow, pitch, height, width, kernel, stride, padding, oy0, oy1, outW, output, indices, (long)oy1 * outW);
+    }
+
+    /// <summary>The row pitch <see cref="MaxRowsIndexed"/> needs.</summary>
+    internal static int PaddedRowsPitch(int width, int kernel, int stride, int padding, int outW) =>
+        Math.Max(PaddedPitch512(width, kernel, stride, padding, outW), PaddedPitch256(width, kernel, stride, padding, outW));
 
     // The calling thread's copy of one plane for MaxPlanesVector, filled with -infinity by the caller.
     private static float[] PaddedPlaneScratch(int size) =>

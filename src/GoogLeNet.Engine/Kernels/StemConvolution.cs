@@ -46,10 +46,14 @@ public static unsafe class StemConvolution
     // With a pool, output is instead (co, n, ph, pw), the max pooling of that result: bands of
     // pooled rows compute the convolution rows they need into cache and pool them there, so the
     // convolution's output (the network's largest tensor) is never written out and read back.
+    // With indices as well (training; relu, a pool of stride 1 or 2, AVX2), each pooled output's
+    // argmax goes there as Pooling.MaxForwardIndexed records it (MaxRowsIndexed), so that the
+    // pool's backward pass is the usual scatter.
     public static void Forward(
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int outChannels, int kernelH, int kernelW, int padding,
-        int outH, int outW, bool relu, Span<float> output, ReadOnlySpan<float> scale = default, PoolWindow? pool = null)
+        int outH, int outW, bool relu, Span<float> output, ReadOnlySpan<float> scale = default, PoolWindow? pool = null,
+        Span<int> indices = default)
     {
         if (!Applies(inChannels, kernelH, kernelW, 2, padding))
         {
@@ -69,6 +73,10 @@ public static unsafe class StemConvolution
             throw new ArgumentException($"A {kernelH}x{kernelW} stride-2 convolution with padding {padding} of {height} x {width} gives {WindowMath.OutputSize(height, kernelH, 2, padding, false)} x {WindowMath.OutputSize(width, kernelW, 2, padding, false)}, not {outH} x {outW}.");
         }
         pool?.Check(outH, outW);
+        if (!indices.IsEmpty && (pool is not { } indexed || !CanIndexPool(indexed, relu) || indices.Length < outChannels * batch * outputPlane))
+        {
+            throw new ArgumentException($"Pooling indices need a pool of stride 1 or 2 after the ReLU on an AVX2 CPU and {outChannels * batch * outputPlane} entries; got {indices.Length}.");
+        }
 
         // Weights as A panels of six output channels (a[p * 6 + r]), the channel count rounded up
         // with zero rows, and the epilogue's per-channel values padded alike.
@@ -80,6 +88,7 @@ public static unsafe class StemConvolution
             t_scratch = GC.AllocateUninitializedArray<float>(packedLength, pinned: true);
         }
         fixed (float* packed = t_scratch, w = weight, x = input, y = output, pBias = bias, pScale = scale)
+        fixed (int* argmax = indices)
         {
             float* paddedScale = packed + padded * taps;
             float* paddedBias = paddedScale + padded;
@@ -99,8 +108,9 @@ public static unsafe class StemConvolution
             if (pool is { } window)
             {
                 int pooledBands = (window.OutH + BandRows - 1) / BandRows;
-                Parallelism.For(batch * pooledBands, (long)2 * BandRows * outW * taps * padded, (shape, x: (nint)x, y: (nint)y, epilogue, window, pooledBands),
-                    static (s, start, count) => RunPooledBands(s.shape, (float*)s.x, s.epilogue, (float*)s.y, s.window, s.pooledBands, start, count));
+                Parallelism.For(batch * pooledBands, (long)2 * BandRows * outW * taps * padded,
+                    (shape, x: (nint)x, y: (nint)y, argmax: (nint)argmax, epilogue, window, pooledBands),
+                    static (s, start, count) => RunPooledBands(s.shape, (float*)s.x, s.epilogue, (float*)s.y, (int*)s.argmax, s.window, s.pooledBands, start, count));
                 return;
             }
             int bands = (outH + BandRows - 1) / BandRows;
@@ -115,6 +125,10 @@ public static unsafe class StemConvolution
     {
         public int Taps => CIn * KernelH * KernelW;
     }
+
+    /// <summary>Whether <see cref="Forward"/> can record <paramref name="pool"/>'s argmax: after the ReLU, stride 1 or 2, on an AVX2 CPU.</summary>
+    public static bool CanIndexPool(PoolWindow pool, bool relu) =>
+        relu && (pool.Stride == 1 || pool.Stride == 2) && Avx2.IsSupported;
 
     // Even and odd columns of a padded input row: element j of half q is column 2j + q - padding.
     // A panel starting at output column ox reads columns ox + kx / 2 .. + 63 of half kx % 2.
@@ -374,17 +388,24 @@ public static unsafe class StemConvolution
     // never win a window: each starts inside the row.
     private static int MaxRowLength(in Shape s, PoolWindow pool) => 2 * pool.Padding + s.OutW + pool.Kernel + 16;
 
+    // With indices, that room holds a padded copy of one channel's band of rows instead (Pooling.MaxRowsIndexed).
+    private static int PaddedRowsLength(int rows, in Shape s, PoolWindow pool) =>
+        rows * Pooling.PaddedRowsPitch(s.OutW, pool.Kernel, pool.Stride, pool.Padding, pool.OutW);
+
     // Units [start, start + count): unit = image * bands + band of BandRows pooled rows. Each
     // band computes the convolution rows its windows cover (one row more than twice its own for
     // a 3x3/2 pool: the row its neighbour shares is computed by both).
-    private static void RunPooledBands(in Shape s, float* x, in Epilogue e, float* y, PoolWindow pool, int bands, int start, int count)
+    private static void RunPooledBands(in Shape s, float* x, in Epilogue e, float* y, int* indices, PoolWindow pool, int bands, int start, int count)
     {
         int maxRows = (BandRows - 1) * pool.Stride + pool.Kernel;
+        int edgesLength = indices == null ? MaxRowLength(s, pool) : PaddedRowsLength(maxRows, s, pool);
+        int pitch = Pooling.PaddedRowsPitch(s.OutW, pool.Kernel, pool.Stride, pool.Padding, pool.OutW);
         // All of a band's convolution rows in one pass, so the input rows they share are split once.
-        float* rows = Scratch(s, maxRows, maxRows, MaxRowLength(s, pool), out float* split, out float* panel, out float* edge);
+        float* rows = Scratch(s, maxRows, maxRows, edgesLength, out float* split, out float* panel, out float* edge);
         int splitRows = SplitRowCount(s, maxRows);
         float* rowMax = rows + (long)s.Blocks * Rows * maxRows * s.OutW;
-        new Span<float>(rowMax, MaxRowLength(s, pool)).Fill(float.NegativeInfinity);
+        new Span<float>(rowMax, edgesLength).Fill(float.NegativeInfinity);
+        float* padded = rowMax;
         rowMax += pool.Padding;
         long channelRows = (long)maxRows * s.OutW;
         long pooledPlane = (long)pool.OutH * pool.OutW;
@@ -400,6 +421,12 @@ public static unsafe class StemConvolution
             {
                 float* channel = rows + co * channelRows;
                 float* target = y + ((long)co * s.Batch + image) * pooledPlane;
+                if (indices != null)
+                {
+                    Pooling.MaxRowsIndexed(channel, r0, r1 - r0, s.OutH, s.OutW, pool.Kernel, pool.Stride, pool.Padding, py0, py1, pool.OutW,
+                        target, indices + ((long)co * s.Batch + image) * pooledPlane, padded, pitch);
+                    continue;
+                }
                 for (int py = py0; py < py1; py++)
                 {
                     int y0 = Math.Max(py * pool.Stride - pool.Padding, 0);

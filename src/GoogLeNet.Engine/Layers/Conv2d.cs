@@ -100,6 +100,37 @@ public sealed class Conv2d : Layer
     }
 
     /// <summary>
+    /// Whether <see cref="ForwardWithReluPooled"/> can fuse <paramref name="pool"/>: a
+    /// channel-major stride-2 stem (<see cref="StemConvolution"/>) and a pool of stride 1 or 2 on
+    /// an AVX2 CPU.
+    /// </summary>
+    public bool CanFusePoolInTraining(MaxPool2d pool) =>
+        CanFusePool(pool) && StemConvolution.CanIndexPool(new PoolWindow(pool.KernelSize, pool.Stride, pool.Padding, 1, 1), relu: true);
+
+    /// <summary>
+    /// Training: <see cref="ForwardWithRelu"/> then <paramref name="pool"/> (in training) in one
+    /// pass that writes only the pool's output and argmax (<see cref="MaxPool2d.BeginFusedForward"/>),
+    /// the same values as the two apart; returns the pool's output. The convolution's output is
+    /// never stored, so Backward takes the gradient with respect to the convolution's output from
+    /// the pool (<see cref="MaxPool2d.BackwardThroughRelu"/>); the input is kept for it.
+    /// </summary>
+    public Tensor ForwardWithReluPooled(Tensor input, MaxPool2d pool)
+    {
+        if (!CanFusePoolInTraining(pool) || !pool.IsTraining)
+        {
+            throw new InvalidOperationException($"{Name}: only a channel-major stride-2 stem convolution can run with its pool (of stride 1 or 2, in training, on an AVX2 CPU).");
+        }
+        int[] shape = OutputShapeFor(input); // checked and cached per input shape
+        (Tensor pooled, int[] argmax) = pool.BeginFusedForward(shape);
+        StemConvolution.Forward(input.Span, input.Shape[0], InChannels, input.Shape[2], input.Shape[3], _weight.Value.Span,
+            _bias is null ? default : _bias.Value.Span, OutChannels, KernelSize, KernelSize, Padding, shape[2], shape[3], relu: true,
+            pooled.Span, default, new PoolWindow(pool.KernelSize, pool.Stride, pool.Padding, pooled.Shape[2], pooled.Shape[3]),
+            argmax.AsSpan(0, pooled.Length));
+        _input = input;
+        return pooled;
+    }
+
+    /// <summary>
     /// Inference with the BatchNorm that follows (its running statistics) and the ReLU after it
     /// folded into this convolution's epilogue: relu(conv(x; w) * s + b * s + beta - mean * s),
     /// s = gamma / sqrt(var + eps), in one pass over the output. The weights are read as they are,

@@ -43,6 +43,7 @@ public abstract class WindowPool2d : Layer
 public sealed class MaxPool2d : WindowPool2d
 {
     private Tensor? _input;
+    private int[]? _inputShape;
     private Tensor? _output;
     private Tensor? _dInput;
     private int[] _argmax = [];
@@ -80,16 +81,43 @@ public sealed class MaxPool2d : WindowPool2d
                     s.output.Span.Slice(start * s.outPlane, count * s.outPlane)));
         }
         _input = input;
+        _inputShape = input.Shape;
         return output;
+    }
+
+    /// <summary>
+    /// Training, for a layer that pools its own output as it computes it
+    /// (<see cref="Conv2d.ForwardWithReluPooled"/>): this pool's output and argmax buffers for an
+    /// input of <paramref name="inputShape"/>, to be filled as <see cref="Forward"/> fills them;
+    /// Backward then scatters as after Forward. The input itself is never stored.
+    /// </summary>
+    internal (Tensor Output, int[] Argmax) BeginFusedForward(int[] inputShape)
+    {
+        // Not OutputShape, which allocates: the training step allocates nothing.
+        int oh = WindowMath.OutputSize(inputShape[2], KernelSize, Stride, Padding, CeilMode);
+        int ow = WindowMath.OutputSize(inputShape[3], KernelSize, Stride, Padding, CeilMode);
+        if (oh < 1 || ow < 1)
+        {
+            throw new ShapeException($"{Name}: input {Tensor.Format(inputShape)} is smaller than the {KernelSize}x{KernelSize} pooling window.");
+        }
+        Tensor output = Ensure(ref _output, stackalloc int[] { inputShape[0], inputShape[1], oh, ow });
+        if (_argmax.Length < output.Length)
+        {
+            _argmax = new int[output.Length];
+        }
+        _indexed = true;
+        _input = null;
+        _inputShape = inputShape;
+        return (output, _argmax);
     }
 
     public override Tensor Backward(Tensor dOutput)
     {
-        Tensor input = RequireForward(_input);
         if (_indexed)
         {
-            return Scatter(input, dOutput, throughRelu: false);
+            return Scatter(RequireShape(), dOutput, throughRelu: false);
         }
+        Tensor input = RequireForward(_input);
         Tensor dInput = Ensure(ref _dInput, input.Shape);
         int inPlane = input.Shape[2] * input.Shape[3];
         int outPlane = dOutput.Shape[2] * dOutput.Shape[3];
@@ -111,17 +139,19 @@ public sealed class MaxPool2d : WindowPool2d
     /// </summary>
     public Tensor? BackwardThroughRelu(Tensor dOutput)
     {
-        Tensor input = RequireForward(_input);
-        return _indexed ? Scatter(input, dOutput, throughRelu: true) : null;
+        int[] inputShape = RequireShape();
+        return _indexed ? Scatter(inputShape, dOutput, throughRelu: true) : null;
     }
 
+    private int[] RequireShape() => _inputShape ?? throw new InvalidOperationException($"{Name}: Backward was called before Forward.");
+
     // The training backward: each output's gradient to its recorded argmax (Pooling.MaxBackwardIndexed).
-    private Tensor Scatter(Tensor input, Tensor dOutput, bool throughRelu)
+    private Tensor Scatter(int[] inputShape, Tensor dOutput, bool throughRelu)
     {
-        Tensor dInput = Ensure(ref _dInput, input.Shape);
-        int inPlane = input.Shape[2] * input.Shape[3];
+        Tensor dInput = Ensure(ref _dInput, inputShape);
+        int inPlane = inputShape[2] * inputShape[3];
         int outPlane = dOutput.Shape[2] * dOutput.Shape[3];
-        int planes = input.Shape[0] * input.Shape[1];
+        int planes = inputShape[0] * inputShape[1];
         Parallelism.For(planes, inPlane, (argmax: _argmax, pooled: throughRelu ? _output : null, dOutput, dInput, inPlane, outPlane),
             static (s, start, count) => Pooling.MaxBackwardIndexed(s.argmax.AsSpan(start * s.outPlane, count * s.outPlane),
                 s.dOutput.Span.Slice(start * s.outPlane, count * s.outPlane), count, s.inPlane, s.outPlane,

@@ -165,6 +165,131 @@ public class StemConvolutionTests
             relu: true, new float[co * batch * ph * pw], scale, new PoolWindow(poolKernel, poolStride, poolPadding, ph + 2, pw)));
     }
 
+    // Training pools the stem's output as it computes it and records each maximum's index: the
+    // same maxima and indices as the stem followed by Pooling.MaxForwardIndexed, with both vector
+    // widths of the pool and 1 or 2 threads. The ReLU's zeros tie in most windows, which is where
+    // the first-maximum rule shows.
+    [Theory]
+    [MemberData(nameof(PooledShapes))]
+    public void IndexedPoolEqualsConvolutionThenIndexedPoolingExactly(int ci, int co, int h, int w, int k, int padding, int batch,
+        int poolKernel, int poolPadding, bool ceil)
+    {
+        const int poolStride = 2;
+        int oh = WindowMath.OutputSize(h, k, 2, padding, false);
+        int ow = WindowMath.OutputSize(w, k, 2, padding, false);
+        int ph = WindowMath.OutputSize(oh, poolKernel, poolStride, poolPadding, ceil);
+        int pw = WindowMath.OutputSize(ow, poolKernel, poolStride, poolPadding, ceil);
+        float[] x = GoldenFill.Fill("stempool.x", ci * batch * h * w, 4.0);
+        x[(batch - 1) * h * w + h / 2 * w + w / 3] = float.NaN;
+        float[] weight = GoldenFill.Fill("stempool.w", co * ci * k * k, 4.0);
+        float[] bias = GoldenFill.Fill("stempool.b", co, 1.0);
+        var convolved = new float[co * batch * oh * ow];
+        StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow, relu: true, convolved);
+        var expected = new float[co * batch * ph * pw];
+        var expectedIndices = new int[expected.Length];
+        Pooling.MaxForwardIndexed(convolved, co * batch, oh, ow, poolKernel, poolStride, poolPadding, ph, pw, expected, expectedIndices);
+        Assert.Contains(expected, float.IsNaN);
+        Assert.Contains(expected, v => v == 0f);
+        var window = new PoolWindow(poolKernel, poolStride, poolPadding, ph, pw);
+
+        foreach (bool wide in new[] { true, false })
+        {
+            foreach (int threads in new[] { 1, 2 })
+            {
+                (float[] pooled, int[] indices) = EngineSetting.With(() => Pooling.WideVectors, value => Pooling.WideVectors = value, wide,
+                    () => EngineThreads.With(threads, () =>
+                    {
+                        var values = new float[expected.Length];
+                        values.AsSpan().Fill(-7f); // every output is written
+                        var argmax = new int[expected.Length];
+                        argmax.AsSpan().Fill(-1);
+                        StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow, relu: true, values, default,
+                            window, argmax);
+                        return (values, argmax);
+                    }));
+                Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), pooled.Select(BitConverter.SingleToInt32Bits));
+                Assert.Equal(expectedIndices, indices);
+            }
+        }
+        // Indices need the ReLU (so that the padding's -infinity never ties) and room for every output.
+        Assert.Throws<ArgumentException>(() => StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow,
+            relu: false, new float[expected.Length], default, window, new int[expected.Length]));
+        Assert.Throws<ArgumentException>(() => StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow,
+            relu: true, new float[expected.Length], default, window, new int[expected.Length - 1]));
+        Assert.Throws<ArgumentException>(() => StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow,
+            relu: true, new float[expected.Length], default, null, new int[expected.Length]));
+    }
+
+    // Pooling.MaxRowsIndexed, which pools a band of rows of a plane: bands of every size that
+    // hold their windows, strides 1 and 2, both vector widths, rows of 5 to 37 outputs (one
+    // group, tails of 16- and 8-lane groups), against the whole plane's MaxForwardIndexed; stores
+    // stay inside the band's output rows.
+    [Theory]
+    [InlineData(11, 9, 3, 1, 1)]
+    [InlineData(13, 37, 3, 1, 1)]
+    [InlineData(12, 48, 3, 2, 1)]
+    [InlineData(17, 49, 3, 2, 0)]
+    [InlineData(9, 19, 2, 2, 0)]
+    public void PoolingABandOfRowsEqualsPoolingThePlane(int height, int width, int kernel, int stride, int padding)
+    {
+        int outH = WindowMath.OutputSize(height, kernel, stride, padding, false);
+        int outW = WindowMath.OutputSize(width, kernel, stride, padding, false);
+        float[] plane = GoldenFill.Fill("bandpool.x", height * width, 2.0);
+        for (int i = 0; i < plane.Length; i++)
+        {
+            plane[i] = MathF.Round(plane[i] * 2f) / 2f; // ties
+        }
+        plane[width + 2] = float.NaN;
+        var expected = new float[outH * outW];
+        var expectedIndices = new int[expected.Length];
+        Pooling.MaxForwardIndexed(plane, 1, height, width, kernel, stride, padding, outH, outW, expected, expectedIndices);
+        int pitch = Pooling.PaddedRowsPitch(width, kernel, stride, padding, outW);
+        bool savedWide = Pooling.WideVectors;
+        try
+        {
+            foreach (bool wide in new[] { true, false })
+            {
+                Pooling.WideVectors = wide;
+                PoolBands(plane, height, width, kernel, stride, padding, outH, outW, pitch, expected, expectedIndices);
+            }
+        }
+        finally
+        {
+            Pooling.WideVectors = savedWide;
+        }
+    }
+
+    private static unsafe void PoolBands(float[] plane, int height, int width, int kernel, int stride, int padding, int outH, int outW,
+        int pitch, float[] expected, int[] expectedIndices)
+    {
+        for (int bandRows = 1; bandRows <= outH; bandRows++)
+        {
+            var values = new float[expected.Length + 16];
+            values.AsSpan().Fill(-7f);
+            var indices = new int[expected.Length + 16];
+            indices.AsSpan().Fill(-1);
+            var padded = new float[height * pitch];
+            padded.AsSpan().Fill(float.NegativeInfinity);
+            for (int oy0 = 0; oy0 < outH; oy0 += bandRows)
+            {
+                int oy1 = Math.Min(outH, oy0 + bandRows);
+                int r0 = Math.Max(oy0 * stride - padding, 0);
+                int r1 = Math.Min((oy1 - 1) * stride - padding + kernel, height);
+                // Everything past the band's output rows reads -7 until its own band writes it.
+                Assert.All(values.AsSpan(oy0 * outW).ToArray(), v => Assert.Equal(-7f, v));
+                fixed (float* rows = plane, y = values, scratch = padded)
+                fixed (int* argmax = indices)
+                {
+                    Pooling.MaxRowsIndexed(rows + r0 * width, r0, r1 - r0, height, width, kernel, stride, padding, oy0, oy1, outW,
+                        y, argmax, scratch, pitch);
+                }
+            }
+            Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), values.Take(expected.Length).Select(BitConverter.SingleToInt32Bits));
+            Assert.Equal(expectedIndices, indices.Take(expected.Length));
+            Assert.All(values.Skip(expected.Length), v => Assert.Equal(-7f, v));
+        }
+    }
+
     // Inference runs the stem and its pool as one; with the stem kernel off they run apart. The
     // logits and, through the re-run that Backward makes, the input gradient must not differ.
     [Theory]
