@@ -173,6 +173,21 @@ public sealed class ConvBlock : Layer
     internal void BackwardToConvolutionBelowRelu(Tensor dPreActivation, Memory<float> destination) =>
         CopyInParallel(Norm is null ? dPreActivation : Norm.Backward(dPreActivation), destination);
 
+    /// <summary>
+    /// After <see cref="TryForwardPooledInTraining"/>: the parameter gradients from the pool's
+    /// output gradient in one pass (<see cref="Conv2d.BackwardThroughPool"/>), where no input
+    /// gradient is wanted; false (nothing done) otherwise, and the pool's backward then runs.
+    /// </summary>
+    internal bool TryBackwardThroughPool(MaxPool2d pool, Tensor dPooled)
+    {
+        if (_pooledTrainingInput is null || Norm is not null || !Conv.BackwardThroughPool(pool, dPooled))
+        {
+            return false;
+        }
+        _pooledTrainingInput = null;
+        return true;
+    }
+
     public override Tensor? Backward(Tensor dOutput)
     {
         if (_pooledTrainingInput is { } input)

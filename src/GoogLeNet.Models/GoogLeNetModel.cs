@@ -238,6 +238,15 @@ public sealed class GoogLeNetModel
                 (d, belowRelu) = RunBackward(block, d, belowRelu, foldsBelow && _trunk[i - 1] is Inception, profile);
                 continue;
             }
+            if (foldsBelow && _trunk[i] is MaxPool2d stemPool && _trunk[i - 1] is ConvBlock stem
+                && RunBackwardThroughPool(stem, stemPool, d, profile))
+            {
+                // The stem and its pool ran as one: the stem's parameter gradients come straight
+                // from the pool's output gradient (no input gradient is wanted below it).
+                d = null;
+                i--;
+                continue;
+            }
             if (foldsBelow && _trunk[i] is MaxPool2d pool && _trunk[i - 1] is ConvBlock or Inception
                 && RunBackwardThroughRelu(pool, d, profile) is { } dPreActivation)
             {
@@ -349,6 +358,18 @@ public sealed class GoogLeNetModel
             profile?.Add(pool.Name, start, backward: true);
         }
         return dInput;
+    }
+
+    // The time goes to the stem's row of the profile.
+    private static bool RunBackwardThroughPool(ConvBlock stem, MaxPool2d pool, Tensor dPooled, ModuleProfile? profile)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (!stem.TryBackwardThroughPool(pool, dPooled))
+        {
+            return false;
+        }
+        profile?.Add(stem.Name, start, backward: true);
+        return true;
     }
 
     private static Tensor? RunBackwardBelowRelu(ConvBlock block, Tensor dPreActivation, ModuleProfile? profile)

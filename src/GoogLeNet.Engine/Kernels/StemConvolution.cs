@@ -172,21 +172,78 @@ public static unsafe class StemConvolution
         ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
         ReadOnlySpan<float> dOutput, int outChannels, int kernelH, int kernelW, int padding, int outH, int outW, Span<float> dWeight)
     {
+        CheckWeightGradient(input, batch, inChannels, height, width, outChannels, kernelH, kernelW, padding, outH, outW, dWeight);
+        if (dOutput.Length < (long)outChannels * batch * outH * outW)
+        {
+            throw new ArgumentException($"The stem weight gradient {inChannels} x {batch} x {height} x {width} -> {outChannels} x {outH} x {outW} got too short a span.");
+        }
+        fixed (float* dy = dOutput)
+        {
+            AccumulateWeightGradient(input, batch, inChannels, height, width, new OutputGradient((nint)dy, 0, 0, 0, default),
+                outChannels, kernelH, kernelW, padding, outH, outW, dWeight, default);
+        }
+    }
+
+    // input (ci, n, h, w); dPooled, maxima, argmax (co, n, ph, pw); dWeight (co, ci, kh, kw) and
+    // dBias (co, or empty) += the gradients.
+    /// <summary>
+    /// The weight and bias gradients of a stem whose ReLU output went through a max pool that
+    /// recorded its argmax (<see cref="Forward"/> with indices), from the pool's output gradient:
+    /// the pool's scatter and the ReLU's gradient are applied as each product's operand is
+    /// built, so the gradient with respect to the stem's output (the size of that output) is
+    /// never stored. The weight gradient equals <see cref="BackwardWeights"/> of
+    /// Pooling.MaxBackwardIndexed's result (with the maxima) bit for bit; the bias gradient sums
+    /// the same values in another order than Elementwise.AddChannelSums.
+    /// </summary>
+    public static void BackwardWeightsThroughPool(
+        ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
+        ReadOnlySpan<float> dPooled, ReadOnlySpan<float> maxima, ReadOnlySpan<int> argmax, PoolWindow pool,
+        int outChannels, int kernelH, int kernelW, int padding, int outH, int outW, Span<float> dWeight, Span<float> dBias)
+    {
+        CheckWeightGradient(input, batch, inChannels, height, width, outChannels, kernelH, kernelW, padding, outH, outW, dWeight);
+        pool.Check(outH, outW);
+        long pooled = (long)outChannels * batch * pool.OutH * pool.OutW;
+        if (dPooled.Length < pooled || maxima.Length < pooled || argmax.Length < pooled || (!dBias.IsEmpty && dBias.Length < outChannels))
+        {
+            throw new ArgumentException($"The stem gradient through a pool to {outChannels} x {batch} x {pool.OutH} x {pool.OutW} got too short a span.");
+        }
+        fixed (float* dy = dPooled, m = maxima)
+        fixed (int* index = argmax)
+        {
+            AccumulateWeightGradient(input, batch, inChannels, height, width, new OutputGradient(0, (nint)dy, (nint)m, (nint)index, pool),
+                outChannels, kernelH, kernelW, padding, outH, outW, dWeight, dBias);
+        }
+    }
+
+    private static void CheckWeightGradient(ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
+        int outChannels, int kernelH, int kernelW, int padding, int outH, int outW, Span<float> dWeight)
+    {
         if (!TakesWeightGradient(inChannels, outChannels, kernelH, kernelW, 2, padding))
         {
             throw new ArgumentException($"The stem weight gradient takes stride-2 kernels of 3x3 and more with padding under the kernel, at most {MaxTaps} taps and {PanelColumns} output channels; got {inChannels} x {kernelH} x {kernelW} -> {outChannels}, padding {padding}.");
         }
-        int taps = inChannels * kernelH * kernelW;
         if (outH != WindowMath.OutputSize(height, kernelH, 2, padding, false) || outW != WindowMath.OutputSize(width, kernelW, 2, padding, false))
         {
             throw new ArgumentException($"A {kernelH}x{kernelW} stride-2 convolution with padding {padding} of {height} x {width} gives {WindowMath.OutputSize(height, kernelH, 2, padding, false)} x {WindowMath.OutputSize(width, kernelW, 2, padding, false)}, not {outH} x {outW}.");
         }
-        if (input.Length < (long)inChannels * batch * height * width || dOutput.Length < (long)outChannels * batch * outH * outW
-            || dWeight.Length < outChannels * taps)
+        if (input.Length < (long)inChannels * batch * height * width || dWeight.Length < outChannels * inChannels * kernelH * kernelW)
         {
             throw new ArgumentException($"The stem weight gradient {inChannels} x {batch} x {height} x {width} -> {outChannels} x {outH} x {outW} got too short a span.");
         }
-        int blocks = (taps + Rows - 1) / Rows;
+    }
+
+    // The gradient with respect to the stem's output: stored (Dy, (co, n, oh, ow)), or the
+    // pool's (DPooled, Maxima, Argmax, (co, n, ph, pw)) to scatter through the ReLU.
+    private readonly record struct OutputGradient(nint Dy, nint DPooled, nint Maxima, nint Argmax, PoolWindow Pool);
+
+    // dWeight (co, taps) and dBias (co, or empty) += the parts' C^T (taps, co), in part order;
+    // with a bias, A has one more row, of ones, whose products are the bias's sums.
+    private static void AccumulateWeightGradient(ReadOnlySpan<float> input, int batch, int inChannels, int height, int width,
+        OutputGradient gradient, int outChannels, int kernelH, int kernelW, int padding, int outH, int outW, Span<float> dWeight, Span<float> dBias)
+    {
+        int taps = inChannels * kernelH * kernelW;
+        int rows = taps + (dBias.IsEmpty ? 0 : 1);
+        int blocks = (rows + Rows - 1) / Rows;
         int tapRows = blocks * Rows;
         var shape = new Shape(batch, inChannels, height, width, outChannels, kernelH, kernelW, padding, outH, outW,
             blocks, SplitRowLength(width, kernelW, padding, outW));
@@ -198,10 +255,10 @@ public static unsafe class StemConvolution
         {
             t_parts = GC.AllocateUninitializedArray<float>(Parts * partLength, pinned: true);
         }
-        fixed (float* x = input, dy = dOutput, dw = dWeight, sums = t_parts)
+        fixed (float* x = input, dw = dWeight, db = dBias, sums = t_parts)
         {
             Parallelism.For(parts, (long)units / parts * BandRows * outW * taps * outChannels,
-                (shape, x: (nint)x, dy: (nint)dy, sums: (nint)sums, parts, units, partLength),
+                (shape, x: (nint)x, gradient, sums: (nint)sums, parts, units, partLength, biasRow: !dBias.IsEmpty),
                 static (t, start, count) =>
                 {
                     for (int part = start; part < start + count; part++)
@@ -211,11 +268,10 @@ public static unsafe class StemConvolution
                         int bandCount = (t.shape.OutH + BandRows - 1) / BandRows;
                         for (int unit = (int)((long)part * t.units / t.parts); unit < (int)((long)(part + 1) * t.units / t.parts); unit++)
                         {
-                            AccumulateBand(t.shape, (float*)t.x, (float*)t.dy, unit / bandCount, unit % bandCount * BandRows, sum);
+                            AccumulateBand(t.shape, (float*)t.x, t.gradient, t.biasRow, unit / bandCount, unit % bandCount * BandRows, sum);
                         }
                     }
                 });
-            // dW (co, tap) += the parts' C^T (tap, co), in part order.
             for (int part = 0; part < parts; part++)
             {
                 float* sum = sums + (long)part * partLength;
@@ -224,6 +280,13 @@ public static unsafe class StemConvolution
                     for (int co = 0; co < outChannels; co++)
                     {
                         dw[(long)co * taps + tap] += sum[tap * PanelColumns + co];
+                    }
+                }
+                if (!dBias.IsEmpty)
+                {
+                    for (int co = 0; co < outChannels; co++)
+                    {
+                        db[co] += sum[taps * PanelColumns + co];
                     }
                 }
             }
@@ -235,8 +298,9 @@ public static unsafe class StemConvolution
     private const int GradientPixels = 384;
 
     // C^T (tapRows, 64) += the products of output rows [oy0, oy0 + BandRows) of one image, in
-    // chunks of whole rows of at most GradientPixels pixels (at least one row).
-    private static void AccumulateBand(in Shape s, float* x, float* dy, int image, int oy0, float* sum)
+    // chunks of whole rows of at most GradientPixels pixels (at least one row). With biasRow,
+    // A's row past the taps is ones.
+    private static void AccumulateBand(in Shape s, float* x, in OutputGradient gradient, bool biasRow, int image, int oy0, float* sum)
     {
         int tapRows = s.Blocks * Rows;
         int chunkRows = Math.Max(1, GradientPixels / s.OutW);
@@ -244,7 +308,8 @@ public static unsafe class StemConvolution
         Scratch(s, BandRows, 0, 0, out float* split, out float* panel, out float* _);
         // Each block's A ends in the eight floats that the last pixel's interleaving store reaches.
         int blockStride = Rows * maxPixels + 8;
-        int operandLength = s.Blocks * blockStride + maxPixels * PanelColumns;
+        // Through a pool, each group of eight channels is scattered into rows of its own first.
+        int operandLength = s.Blocks * blockStride + maxPixels * PanelColumns + (gradient.Argmax == 0 ? 0 : 8 * maxPixels);
         if (t_operands is null || t_operands.Length < operandLength)
         {
             t_operands = GC.AllocateUninitializedArray<float>(operandLength, pinned: true);
@@ -266,11 +331,11 @@ public static unsafe class StemConvolution
                 {
                     int columns = Math.Min(PanelColumns, s.OutW - ox);
                     FillPanel(s, split, splitRows, 2 * (oy - oy0), ox, (columns + Gemm.TileColumns - 1) / Gemm.TileColumns * Gemm.TileColumns, panel);
-                    // Taps past the last are zero rows of A (the panel's last block runs into
-                    // the edge tile after it, unused here).
+                    // Rows past the taps are zero rows of A, or the bias's ones (the panel's last
+                    // block runs into the edge tile after it, unused here).
                     for (int tap = s.Taps; tap < tapRows; tap++)
                     {
-                        new Span<float>(panel + tap * PanelColumns, columns).Clear();
+                        new Span<float>(panel + tap * PanelColumns, columns).Fill(biasRow && tap == s.Taps ? 1f : 0f);
                     }
                     int k0 = (oy - first) * s.OutW + ox;
                     for (int block = 0; block < s.Blocks; block++)
@@ -279,12 +344,84 @@ public static unsafe class StemConvolution
                     }
                 }
             }
-            // The chunk's rows are one run of each channel's plane.
-            Transpose(dy + ((long)image * s.OutH + first) * s.OutW, channelStride, s.COut, pixels, b);
+            if (gradient.Argmax == 0)
+            {
+                // The chunk's rows are one run of each channel's plane.
+                Transpose((float*)gradient.Dy + ((long)image * s.OutH + first) * s.OutW, channelStride, s.COut, pixels, b);
+            }
+            else
+            {
+                ScatterPooled(s, gradient, image, first, last, b + maxPixels * PanelColumns, b);
+            }
             for (int block = 0; block < s.Blocks; block++)
             {
                 Gemm.MicroKernel(vectors, pixels, a + (long)block * blockStride, b, PanelColumns, sum + block * Rows * PanelColumns,
                     PanelColumns, accumulate: true);
+            }
+        }
+    }
+
+    // b[k * 64 + co] = the gradient at pixel k of output rows [first, last) of one image and
+    // channel co, co < channels, as Pooling.MaxBackwardIndexed with the maxima leaves it: each
+    // pooled output whose window reaches those rows, in the pooled plane's order, adds its
+    // gradient at its argmax where its maximum is positive. Eight channels at a time go to rows
+    // (8 x pixels, in L1) and then, transposed, to b: scattered straight into b, each add
+    // touched another line of it.
+    private static void ScatterPooled(in Shape s, in OutputGradient g, int image, int first, int last, float* rows, float* b)
+    {
+        int pixels = (last - first) * s.OutW;
+        PoolWindow pool = g.Pool;
+        // Pooled rows [py0, py1) have windows that reach rows [first, last); those of [inner0,
+        // inner1) lie inside them, so their argmax needs no check.
+        int py0 = Math.Max(0, (first + pool.Padding - pool.Kernel + pool.Stride) / pool.Stride);
+        int py1 = Math.Min(pool.OutH, (last - 1 + pool.Padding) / pool.Stride + 1);
+        int inner0 = Math.Min(py1, Math.Max(py0, (first + pool.Padding + pool.Stride - 1) / pool.Stride));
+        int innerEnd = last + pool.Padding - pool.Kernel; // the last window start inside, floored below
+        int inner1 = Math.Max(inner0, Math.Min(py1, innerEnd < 0 ? 0 : innerEnd / pool.Stride + 1));
+        long pooledPlane = (long)pool.OutH * pool.OutW;
+        int start = first * s.OutW;
+        for (int co0 = 0; co0 < s.COut; co0 += 8)
+        {
+            int channels = Math.Min(8, s.COut - co0);
+            new Span<float>(rows, channels * pixels).Clear();
+            for (int c = 0; c < channels; c++)
+            {
+                long plane = ((long)(co0 + c) * s.Batch + image) * pooledPlane;
+                float* dy = (float*)g.DPooled + plane;
+                float* maxima = (float*)g.Maxima + plane;
+                int* argmax = (int*)g.Argmax + plane;
+                float* row = rows + c * pixels - start;
+                if (Sse.IsSupported)
+                {
+                    // The next band's pooled rows of this channel (its planes lie far apart, more
+                    // streams than the prefetchers follow).
+                    for (int o = py1 * pool.OutW; o < Math.Min(pool.OutH, 2 * py1 - py0) * pool.OutW; o += 16)
+                    {
+                        Sse.Prefetch0(dy + o);
+                        Sse.Prefetch0(maxima + o);
+                        Sse.Prefetch0(argmax + o);
+                    }
+                }
+                ScatterChecked(dy, maxima, argmax, py0 * pool.OutW, inner0 * pool.OutW, row, start, pixels);
+                for (int o = inner0 * pool.OutW; o < inner1 * pool.OutW; o++)
+                {
+                    row[argmax[o]] += maxima[o] > 0f ? dy[o] : 0f;
+                }
+                ScatterChecked(dy, maxima, argmax, inner1 * pool.OutW, py1 * pool.OutW, row, start, pixels);
+            }
+            Transpose(rows, pixels, channels, pixels, b + co0);
+        }
+    }
+
+    // row[argmax[o]] += the gradient of outputs [o0, o1) whose argmax lies in [start, start + pixels).
+    private static void ScatterChecked(float* dy, float* maxima, int* argmax, int o0, int o1, float* row, int start, int pixels)
+    {
+        for (int o = o0; o < o1; o++)
+        {
+            int k = argmax[o];
+            if ((uint)(k - start) < (uint)pixels)
+            {
+                row[k] += maxima[o] > 0f ? dy[o] : 0f;
             }
         }
     }

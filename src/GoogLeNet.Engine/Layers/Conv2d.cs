@@ -131,6 +131,30 @@ public sealed class Conv2d : Layer
     }
 
     /// <summary>
+    /// Backward after <see cref="ForwardWithReluPooled"/> from the pool's output gradient: the
+    /// weight and bias gradients with the pool's scatter and the ReLU's gradient folded in
+    /// (<see cref="StemConvolution.BackwardWeightsThroughPool"/>), so the gradient with respect to
+    /// this layer's output is never stored. The pool's Backward is not run. Returns false (and
+    /// does nothing) where it cannot: the input gradient is wanted (<see cref="PropagateDown"/>),
+    /// or the last forward pass was not <see cref="ForwardWithReluPooled"/> with this pool.
+    /// </summary>
+    public bool BackwardThroughPool(MaxPool2d pool, Tensor dPooled)
+    {
+        if (PropagateDown || _input is not { } input || pool.FusedForwardRecord() is not { } record
+            || !StemConvolution.TakesWeightGradient(InChannels, OutChannels, KernelSize, KernelSize, Stride, Padding)
+            || !dPooled.HasShape(record.Maxima.Shape))
+        {
+            return false;
+        }
+        int oh = WindowMath.OutputSize(input.Shape[2], KernelSize, Stride, Padding, false);
+        int ow = WindowMath.OutputSize(input.Shape[3], KernelSize, Stride, Padding, false);
+        StemConvolution.BackwardWeightsThroughPool(input.Span, input.Shape[0], InChannels, input.Shape[2], input.Shape[3],
+            dPooled.Span, record.Maxima.Span, record.Argmax, new PoolWindow(pool.KernelSize, pool.Stride, pool.Padding, dPooled.Shape[2], dPooled.Shape[3]),
+            OutChannels, KernelSize, KernelSize, Padding, oh, ow, _weight.Grad!.Span, _bias is null ? default : _bias.Grad!.Span);
+        return true;
+    }
+
+    /// <summary>
     /// Inference with the BatchNorm that follows (its running statistics) and the ReLU after it
     /// folded into this convolution's epilogue: relu(conv(x; w) * s + b * s + beta - mean * s),
     /// s = gamma / sqrt(var + eps), in one pass over the output. The weights are read as they are,

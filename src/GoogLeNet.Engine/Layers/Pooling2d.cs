@@ -111,6 +111,14 @@ public sealed class MaxPool2d : WindowPool2d
         return (output, _argmax);
     }
 
+    /// <summary>
+    /// After <see cref="BeginFusedForward"/>: the maxima and argmax that a layer going back
+    /// through this pool itself (<see cref="Conv2d.BackwardThroughPool"/>) scatters from; null
+    /// after any other forward pass.
+    /// </summary>
+    internal (Tensor Maxima, int[] Argmax)? FusedForwardRecord() =>
+        _indexed && _input is null && _inputShape is not null && _output is not null ? (_output, _argmax) : null;
+
     public override Tensor Backward(Tensor dOutput)
     {
         if (_indexed)

@@ -220,6 +220,66 @@ public class StemConvolutionTests
             relu: true, new float[expected.Length], default, null, new int[expected.Length]));
     }
 
+    // The training backward through a fused pool: the weight gradient bit for bit as the
+    // pool's scatter through the ReLU (Pooling.MaxBackwardIndexed with the maxima) followed by
+    // BackwardWeights, the bias gradient as the channel sums of that scatter within
+    // BiasTolerance; against the reference through the scatter as well; 1 and 2 threads alike.
+    [Theory]
+    [MemberData(nameof(PooledShapes))]
+    public void GradientThroughThePoolEqualsScatterThenWeightGradient(int ci, int co, int h, int w, int k, int padding, int batch,
+        int poolKernel, int poolPadding, bool ceil)
+    {
+        const int poolStride = 2;
+        int oh = WindowMath.OutputSize(h, k, 2, padding, false);
+        int ow = WindowMath.OutputSize(w, k, 2, padding, false);
+        int ph = WindowMath.OutputSize(oh, poolKernel, poolStride, poolPadding, ceil);
+        int pw = WindowMath.OutputSize(ow, poolKernel, poolStride, poolPadding, ceil);
+        float[] x = GoldenFill.Fill("stempool.x", ci * batch * h * w, 4.0);
+        float[] weight = GoldenFill.Fill("stempool.w", co * ci * k * k, 4.0);
+        float[] bias = GoldenFill.Fill("stempool.b", co, 1.0);
+        var window = new PoolWindow(poolKernel, poolStride, poolPadding, ph, pw);
+        var maxima = new float[co * batch * ph * pw];
+        var argmax = new int[maxima.Length];
+        StemConvolution.Forward(x, batch, ci, h, w, weight, bias, co, k, k, padding, oh, ow, relu: true, maxima, default, window, argmax);
+        float[] dPooled = GoldenFill.Fill("stempool.dpooled", maxima.Length, 2.0);
+        Assert.Contains(maxima, v => v == 0f); // windows whose gradient the ReLU stops
+        Assert.Contains(maxima, v => v > 0f);
+
+        var dy = new float[co * batch * oh * ow];
+        Pooling.MaxBackwardIndexed(argmax, dPooled, co * batch, oh * ow, ph * pw, dy, reluPooled: maxima);
+        float[] expectedWeight = Enumerable.Repeat(1f, weight.Length).ToArray(); // both accumulate
+        StemConvolution.BackwardWeights(x, batch, ci, h, w, dy, co, k, k, padding, oh, ow, expectedWeight);
+        float[] expectedBias = Enumerable.Repeat(1f, co).ToArray();
+        Elementwise.AddChannelSums(dy, co, batch * oh * ow, expectedBias);
+        var referenceWeight = new float[weight.Length];
+        var referenceBias = new float[co];
+        ReferenceConvolution.Backward(Layouts.ToBatchMajor(x, batch, ci, h * w), batch, ci, h, w, new float[weight.Length], co, k, k, 2,
+            padding, oh, ow, Layouts.ToBatchMajor(dy, batch, co, oh * ow), referenceWeight, referenceBias, new float[x.Length]);
+
+        (float[] Weight, float[] Bias) Run(int threads) => EngineThreads.With(threads, () =>
+        {
+            float[] dw = Enumerable.Repeat(1f, weight.Length).ToArray();
+            float[] db = Enumerable.Repeat(1f, co).ToArray();
+            StemConvolution.BackwardWeightsThroughPool(x, batch, ci, h, w, dPooled, maxima, argmax, window, co, k, k, padding, oh, ow, dw, db);
+            return (dw, db);
+        });
+
+        (float[] dWeight, float[] dBias) = Run(2);
+        Assert.Equal(expectedWeight.Select(BitConverter.SingleToInt32Bits), dWeight.Select(BitConverter.SingleToInt32Bits));
+        Compare.Close(expectedBias, dBias, BiasTolerance, "dBias");
+        Compare.Close(referenceWeight.Select(v => v + 1f).ToArray(), dWeight, WeightGradientTolerance, "dWeight");
+        Compare.Close(referenceBias.Select(v => v + 1f).ToArray(), dBias, BiasTolerance, "dBias");
+        (float[] oneWeight, float[] oneBias) = Run(1);
+        Assert.Equal(dWeight, oneWeight);
+        Assert.Equal(dBias, oneBias);
+        Assert.Throws<ArgumentException>(() => StemConvolution.BackwardWeightsThroughPool(x, batch, ci, h, w, dPooled, maxima,
+            argmax.AsSpan(1), window, co, k, k, padding, oh, ow, new float[weight.Length], new float[co]));
+    }
+
+    // Sums of up to 4,950 gradients in [-2, 2] (those of outputs with a positive maximum) in two
+    // orders: relative to the largest sum, rounding stays near 1e-7.
+    private const double BiasTolerance = 1e-5;
+
     // Pooling.MaxRowsIndexed, which pools a band of rows of a plane: bands of every size that
     // hold their windows, strides 1 and 2, both vector widths, rows of 5 to 37 outputs (one
     // group, tails of 16- and 8-lane groups), against the whole plane's MaxForwardIndexed; stores
