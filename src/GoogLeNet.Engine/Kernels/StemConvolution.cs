@@ -308,8 +308,9 @@ public static unsafe class StemConvolution
         Scratch(s, BandRows, 0, 0, out float* split, out float* panel, out float* _);
         // Each block's A ends in the eight floats that the last pixel's interleaving store reaches.
         int blockStride = Rows * maxPixels + 8;
-        // Through a pool, each group of eight channels is scattered into rows of its own first.
-        int operandLength = s.Blocks * blockStride + maxPixels * PanelColumns + (gradient.Argmax == 0 ? 0 : 8 * maxPixels);
+        // Through a pool, the band's gradient rows of every channel are scattered first.
+        int bandPixels = BandRows * s.OutW;
+        int operandLength = s.Blocks * blockStride + maxPixels * PanelColumns + (gradient.Argmax == 0 ? 0 : s.COut * bandPixels);
         if (t_operands is null || t_operands.Length < operandLength)
         {
             t_operands = GC.AllocateUninitializedArray<float>(operandLength, pinned: true);
@@ -321,6 +322,15 @@ public static unsafe class StemConvolution
         SplitRows(s, x, image, 2 * oy0 - s.Padding, 2 * (oy1 - oy0 - 1) + s.KernelH, splitRows, split);
         int vectors = (s.COut + Gemm.TileColumns - 1) / Gemm.TileColumns;
         long channelStride = (long)s.Batch * s.OutH * s.OutW;
+        float* gradientRows = (float*)gradient.Dy + (long)image * s.OutH * s.OutW;
+        if (gradient.Argmax != 0)
+        {
+            // (co, band pixels), in L2; the products read it as they would dY.
+            gradientRows = b + maxPixels * PanelColumns;
+            channelStride = (oy1 - oy0) * s.OutW;
+            ScatterPooled(s, gradient, image, oy0, oy1, gradientRows);
+            gradientRows -= (long)oy0 * s.OutW;
+        }
         for (int first = oy0; first < oy1; first += chunkRows)
         {
             int last = Math.Min(oy1, first + chunkRows);
@@ -344,15 +354,8 @@ public static unsafe class StemConvolution
                     }
                 }
             }
-            if (gradient.Argmax == 0)
-            {
-                // The chunk's rows are one run of each channel's plane.
-                Transpose((float*)gradient.Dy + ((long)image * s.OutH + first) * s.OutW, channelStride, s.COut, pixels, b);
-            }
-            else
-            {
-                ScatterPooled(s, gradient, image, first, last, b + maxPixels * PanelColumns, b);
-            }
+            // The chunk's rows are one run of each channel's plane (or band).
+            Transpose(gradientRows + (long)first * s.OutW, channelStride, s.COut, pixels, b);
             for (int block = 0; block < s.Blocks; block++)
             {
                 Gemm.MicroKernel(vectors, pixels, a + (long)block * blockStride, b, PanelColumns, sum + block * Rows * PanelColumns,
@@ -361,13 +364,12 @@ public static unsafe class StemConvolution
         }
     }
 
-    // b[k * 64 + co] = the gradient at pixel k of output rows [first, last) of one image and
-    // channel co, co < channels, as Pooling.MaxBackwardIndexed with the maxima leaves it: each
-    // pooled output whose window reaches those rows, in the pooled plane's order, adds its
-    // gradient at its argmax where its maximum is positive. Eight channels at a time go to rows
-    // (8 x pixels, in L1) and then, transposed, to b: scattered straight into b, each add
-    // touched another line of it.
-    private static void ScatterPooled(in Shape s, in OutputGradient g, int image, int first, int last, float* rows, float* b)
+    // rows (co, pixels of output rows [first, last)) = the gradient of one image as
+    // Pooling.MaxBackwardIndexed with the maxima leaves it: each pooled output whose window reaches
+    // those rows, in the pooled plane's order, adds its gradient at its argmax where its maximum is
+    // positive. A whole band at a time: a chunk of a few rows (the paper's 112-wide rows) would
+    // visit most pooled rows twice.
+    private static void ScatterPooled(in Shape s, in OutputGradient g, int image, int first, int last, float* rows)
     {
         int pixels = (last - first) * s.OutW;
         PoolWindow pool = g.Pool;
@@ -380,36 +382,31 @@ public static unsafe class StemConvolution
         int inner1 = Math.Max(inner0, Math.Min(py1, innerEnd < 0 ? 0 : innerEnd / pool.Stride + 1));
         long pooledPlane = (long)pool.OutH * pool.OutW;
         int start = first * s.OutW;
-        for (int co0 = 0; co0 < s.COut; co0 += 8)
+        new Span<float>(rows, s.COut * pixels).Clear();
+        for (int c = 0; c < s.COut; c++)
         {
-            int channels = Math.Min(8, s.COut - co0);
-            new Span<float>(rows, channels * pixels).Clear();
-            for (int c = 0; c < channels; c++)
+            long plane = ((long)c * s.Batch + image) * pooledPlane;
+            float* dy = (float*)g.DPooled + plane;
+            float* maxima = (float*)g.Maxima + plane;
+            int* argmax = (int*)g.Argmax + plane;
+            float* row = rows + c * pixels - start;
+            if (Sse.IsSupported)
             {
-                long plane = ((long)(co0 + c) * s.Batch + image) * pooledPlane;
-                float* dy = (float*)g.DPooled + plane;
-                float* maxima = (float*)g.Maxima + plane;
-                int* argmax = (int*)g.Argmax + plane;
-                float* row = rows + c * pixels - start;
-                if (Sse.IsSupported)
+                // The next band's pooled rows of this channel (its planes lie far apart, more
+                // streams than the prefetchers follow).
+                for (int o = py1 * pool.OutW; o < Math.Min(pool.OutH, 2 * py1 - py0) * pool.OutW; o += 16)
                 {
-                    // The next band's pooled rows of this channel (its planes lie far apart, more
-                    // streams than the prefetchers follow).
-                    for (int o = py1 * pool.OutW; o < Math.Min(pool.OutH, 2 * py1 - py0) * pool.OutW; o += 16)
-                    {
-                        Sse.Prefetch0(dy + o);
-                        Sse.Prefetch0(maxima + o);
-                        Sse.Prefetch0(argmax + o);
-                    }
+                    Sse.Prefetch0(dy + o);
+                    Sse.Prefetch0(maxima + o);
+                    Sse.Prefetch0(argmax + o);
                 }
-                ScatterChecked(dy, maxima, argmax, py0 * pool.OutW, inner0 * pool.OutW, row, start, pixels);
-                for (int o = inner0 * pool.OutW; o < inner1 * pool.OutW; o++)
-                {
-                    row[argmax[o]] += maxima[o] > 0f ? dy[o] : 0f;
-                }
-                ScatterChecked(dy, maxima, argmax, inner1 * pool.OutW, py1 * pool.OutW, row, start, pixels);
             }
-            Transpose(rows, pixels, channels, pixels, b + co0);
+            ScatterChecked(dy, maxima, argmax, py0 * pool.OutW, inner0 * pool.OutW, row, start, pixels);
+            for (int o = inner0 * pool.OutW; o < inner1 * pool.OutW; o++)
+            {
+                row[argmax[o]] += maxima[o] > 0f ? dy[o] : 0f;
+            }
+            ScatterChecked(dy, maxima, argmax, inner1 * pool.OutW, py1 * pool.OutW, row, start, pixels);
         }
     }
 
