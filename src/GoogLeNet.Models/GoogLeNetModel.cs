@@ -168,23 +168,19 @@ public sealed class GoogLeNetModel
         _pooledStemInput = null;
         for (int i = 0; i < _trunk.Length; i++)
         {
-            if (!IsTraining && _trunk[i] is ConvBlock stem && i + 1 < _trunk.Length && _trunk[i + 1] is MaxPool2d pool
-                && RunPooled(stem, pool, x, profile) is { } pooled)
+            if (_trunk[i] is ConvBlock stem && i + 1 < _trunk.Length && _trunk[i + 1] is MaxPool2d pool
+                && (!IsTraining || (FuseStemPool && FoldReluBackward && !(aux && (i == _aux1Tap || i == _aux2Tap))))
+                && RunPooled(stem, pool, x, IsTraining, profile) is { } pooled)
             {
-                // The stem and its pool ran as one (inference): the pool layer kept nothing.
-                _pooledStemInput = x;
-                _pooledStemIndex = i;
+                // The stem and its pool ran as one. In inference the pool layer kept nothing (a
+                // Backward runs the two apart first); in training it kept its maxima and argmax and
+                // the stem no output, and Backward goes through the two in one pass.
+                if (!IsTraining)
+                {
+                    _pooledStemInput = x;
+                    _pooledStemIndex = i;
+                }
                 x = pooled;
-                i++;
-                continue;
-            }
-            if (IsTraining && FuseStemPool && FoldReluBackward && _trunk[i] is ConvBlock trainedStem && i + 1 < _trunk.Length
-                && _trunk[i + 1] is MaxPool2d trainedPool && !(aux && (i == _aux1Tap || i == _aux2Tap))
-                && RunPooledInTraining(trainedStem, trainedPool, x, profile) is { } trainedPooled)
-            {
-                // The stem and its pool ran as one (training): the pool kept its maxima and
-                // argmax, the stem no output; Backward goes through the pool's folded ReLU gradient.
-                x = trainedPooled;
                 i++;
                 continue;
             }
@@ -277,21 +273,10 @@ public sealed class GoogLeNetModel
     }
 
     // The stem's time goes to its row of the profile; the pool's row stays empty.
-    private static Tensor? RunPooled(ConvBlock stem, MaxPool2d pool, Tensor input, ModuleProfile? profile)
+    private static Tensor? RunPooled(ConvBlock stem, MaxPool2d pool, Tensor input, bool training, ModuleProfile? profile)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        Tensor? output = stem.TryForwardPooled(input, pool);
-        if (output is not null)
-        {
-            profile?.Add(stem.Name, start, backward: false);
-        }
-        return output;
-    }
-
-    private static Tensor? RunPooledInTraining(ConvBlock stem, MaxPool2d pool, Tensor input, ModuleProfile? profile)
-    {
-        long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        Tensor? output = stem.TryForwardPooledInTraining(input, pool);
+        Tensor? output = training ? stem.TryForwardPooledInTraining(input, pool) : stem.TryForwardPooled(input, pool);
         if (output is not null)
         {
             profile?.Add(stem.Name, start, backward: false);
