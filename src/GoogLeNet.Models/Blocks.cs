@@ -91,8 +91,9 @@ public sealed class ConvBlock : Layer
     /// Training: this block then <paramref name="pool"/> in one pass where the convolution can
     /// pool its own output and record the argmax (the stem without BatchNorm,
     /// <see cref="Conv2d.CanFusePoolInTraining"/>); null where it cannot. The block's output is
-    /// never stored: the pool's <see cref="MaxPool2d.BackwardThroughRelu"/> and then
-    /// <see cref="BackwardBelowRelu"/> go back through the two (plain Backward computes the output again).
+    /// never stored: <see cref="TryBackwardThroughPool"/> goes back through the two in one pass,
+    /// or the pool's <see cref="MaxPool2d.BackwardThroughRelu"/> and then <see cref="BackwardBelowRelu"/>
+    /// (plain Backward computes the output again).
     /// </summary>
     internal Tensor? TryForwardPooledInTraining(Tensor input, MaxPool2d pool)
     {

@@ -111,8 +111,9 @@ public sealed class Conv2d : Layer
     /// Training: <see cref="ForwardWithRelu"/> then <paramref name="pool"/> (in training) in one
     /// pass that writes only the pool's output and argmax (<see cref="MaxPool2d.BeginFusedForward"/>),
     /// the same values as the two apart; returns the pool's output. The convolution's output is
-    /// never stored, so Backward takes the gradient with respect to the convolution's output from
-    /// the pool (<see cref="MaxPool2d.BackwardThroughRelu"/>); the input is kept for it.
+    /// never stored: <see cref="BackwardThroughPool"/> goes back from the pool's output gradient,
+    /// or Backward from the gradient the pool's <see cref="MaxPool2d.BackwardThroughRelu"/> gives;
+    /// the input is kept for either.
     /// </summary>
     public Tensor ForwardWithReluPooled(Tensor input, MaxPool2d pool)
     {
