@@ -242,8 +242,8 @@ public static unsafe class StemConvolution
         OutputGradient gradient, int outChannels, int kernelH, int kernelW, int padding, int outH, int outW, Span<float> dWeight, Span<float> dBias)
     {
         int taps = inChannels * kernelH * kernelW;
-        int rows = taps + (dBias.IsEmpty ? 0 : 1);
-        int blocks = (rows + Rows - 1) / Rows;
+        int productRows = taps + (dBias.IsEmpty ? 0 : 1);
+        int blocks = (productRows + Rows - 1) / Rows;
         int tapRows = blocks * Rows;
         var shape = new Shape(batch, inChannels, height, width, outChannels, kernelH, kernelW, padding, outH, outW,
             blocks, SplitRowLength(width, kernelW, padding, outW));
@@ -373,13 +373,11 @@ public static unsafe class StemConvolution
     {
         int pixels = (last - first) * s.OutW;
         PoolWindow pool = g.Pool;
-        // Pooled rows [py0, py1) have windows that reach rows [first, last); those of [inner0,
-        // inner1) lie inside them, so their argmax needs no check.
+        // Pooled rows [py0, py1) have windows that reach rows [first, last). Every argmax is
+        // checked against the band, also those of windows inside it: a caller's indices are not
+        // trusted to stay in the plane (skipping the check measured no faster).
         int py0 = Math.Max(0, (first + pool.Padding - pool.Kernel + pool.Stride) / pool.Stride);
         int py1 = Math.Min(pool.OutH, (last - 1 + pool.Padding) / pool.Stride + 1);
-        int inner0 = Math.Min(py1, Math.Max(py0, (first + pool.Padding + pool.Stride - 1) / pool.Stride));
-        int innerEnd = last + pool.Padding - pool.Kernel; // the last window start inside, floored below
-        int inner1 = Math.Max(inner0, Math.Min(py1, innerEnd < 0 ? 0 : innerEnd / pool.Stride + 1));
         long pooledPlane = (long)pool.OutH * pool.OutW;
         int start = first * s.OutW;
         new Span<float>(rows, s.COut * pixels).Clear();
@@ -401,24 +399,13 @@ public static unsafe class StemConvolution
                     Sse.Prefetch0(argmax + o);
                 }
             }
-            ScatterChecked(dy, maxima, argmax, py0 * pool.OutW, inner0 * pool.OutW, row, start, pixels);
-            for (int o = inner0 * pool.OutW; o < inner1 * pool.OutW; o++)
+            for (int o = py0 * pool.OutW; o < py1 * pool.OutW; o++)
             {
-                row[argmax[o]] += maxima[o] > 0f ? dy[o] : 0f;
-            }
-            ScatterChecked(dy, maxima, argmax, inner1 * pool.OutW, py1 * pool.OutW, row, start, pixels);
-        }
-    }
-
-    // row[argmax[o]] += the gradient of outputs [o0, o1) whose argmax lies in [start, start + pixels).
-    private static void ScatterChecked(float* dy, float* maxima, int* argmax, int o0, int o1, float* row, int start, int pixels)
-    {
-        for (int o = o0; o < o1; o++)
-        {
-            int k = argmax[o];
-            if ((uint)(k - start) < (uint)pixels)
-            {
-                row[k] += maxima[o] > 0f ? dy[o] : 0f;
+                int k = argmax[o];
+                if ((uint)(k - start) < (uint)pixels)
+                {
+                    row[k] += maxima[o] > 0f ? dy[o] : 0f;
+                }
             }
         }
     }

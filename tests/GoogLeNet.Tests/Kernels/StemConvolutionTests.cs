@@ -274,6 +274,23 @@ public class StemConvolutionTests
         Assert.Equal(dBias, oneBias);
         Assert.Throws<ArgumentException>(() => StemConvolution.BackwardWeightsThroughPool(x, batch, ci, h, w, dPooled, maxima,
             argmax.AsSpan(1), window, co, k, k, padding, oh, ow, new float[weight.Length], new float[co]));
+
+        // Indices outside the plane (not from Forward) are skipped, never written through: as if
+        // those outputs had no gradient.
+        int[] corrupt = (int[])argmax.Clone();
+        float[] withoutThem = (float[])dPooled.Clone();
+        foreach (int o in new[] { 0, corrupt.Length / 2, corrupt.Length - 1 })
+        {
+            corrupt[o] = o % 2 == 0 ? -1 - o : int.MaxValue - o;
+            withoutThem[o] = 0f;
+        }
+        float[] Weights(int[] indices, float[] gradient)
+        {
+            var dw = new float[weight.Length];
+            StemConvolution.BackwardWeightsThroughPool(x, batch, ci, h, w, gradient, maxima, indices, window, co, k, k, padding, oh, ow, dw, new float[co]);
+            return dw;
+        }
+        Assert.Equal(Weights(argmax, withoutThem), Weights(corrupt, dPooled));
     }
 
     // Sums of up to 4,950 gradients in [-2, 2] (those of outputs with a positive maximum) in two
