@@ -414,12 +414,34 @@ public static class Pooling
         int outH, int outW, float* output, int* indices) where TArgmax : struct, IArgmax
     {
         // Rows of up to eight outputs fit one AVX2 group; a 16-lane group would be half empty.
-        if (WideVectors && Avx512F.IsSupported && outW > 8)
+        bool wide = WideVectors && Avx512F.IsSupported && outW > 8;
+        int pitch = wide ? PaddedPitch512(width, kernel, stride, padding, outW) : PaddedPitch256(width, kernel, stride, padding, outW);
+        int size = height * pitch;
+        float[] scratch = PaddedPlaneScratch(size);
+        int inPlane = height * width;
+        int outPlane = outH * outW;
+        // Whole-vector stores may run past a row's end into outputs written later; only the
+        // last row of the last plane must stop at the end.
+        long outputEnd = (long)planes * outPlane;
+        fixed (float* padded = scratch)
         {
-            MaxPlanesVector512<TArgmax>(input, planes, height, width, kernel, stride, padding, outH, outW, output, indices);
-            return;
+            new Span<float>(padded, size).Fill(float.NegativeInfinity);
+            for (int p = 0; p < planes; p++)
+            {
+                CopyPaddedRows(input + (long)p * inPlane, height, width, pitch, padding, padded);
+                float* y = output + (long)p * outPlane;
+                int* argmax = TArgmax.Records ? indices + (long)p * outPlane : null;
+                long storeEnd = outputEnd - (long)p * outPlane;
+                if (wide)
+                {
+                    MaxRows512<TArgmax>(padded, 0, pitch, height, width, kernel, stride, padding, 0, outH, outW, y, argmax, storeEnd);
+                }
+                else
+                {
+                    MaxRows256<TArgmax>(padded, 0, pitch, height, width, kernel, stride, padding, 0, outH, outW, y, argmax, storeEnd);
+                }
+            }
         }
-        MaxPlanesVector256<TArgmax>(input, planes, height, width, kernel, stride, padding, outH, outW, output, indices);
     }
 
     /// <summary>
@@ -429,34 +451,6 @@ public static class Pooling
     /// </summary>
     public static bool WideVectors { get; set; } = true;
 
-    // MaxPlanesVector with 16 outputs a step: stride 2 takes the even lanes of two loads with one
-    // permutation. On the Cascade Lake VM (two threads, best of 10, alternating with the AVX2
-    // path) the training pools with indices: d2l (batch 128) maxpool1 12.5 -> 11.4 ms, maxpool2
-    // 11.5 -> 8.7, torchvision (batch 32) maxpool1 16.7 -> 14.1; torchvision's inference maxpool3
-    // 6.7 -> 5.7. Rows of 3 to 7 outputs (d2l maxpool3 and 4, torchvision maxpool4) ran 12-17%
-    // slower, so they keep the AVX2 path.
-    private static unsafe void MaxPlanesVector512<TArgmax>(
-        float* input, int planes, int height, int width, int kernel, int stride, int padding,
-        int outH, int outW, float* output, int* indices) where TArgmax : struct, IArgmax
-    {
-        int pitch = PaddedPitch512(width, kernel, stride, padding, outW);
-        int size = height * pitch;
-        float[] scratch = PaddedPlaneScratch(size);
-        int inPlane = height * width;
-        int outPlane = outH * outW;
-        long outputEnd = (long)planes * outPlane;
-        fixed (float* padded = scratch)
-        {
-            new Span<float>(padded, size).Fill(float.NegativeInfinity);
-            for (int p = 0; p < planes; p++)
-            {
-                CopyPaddedRows(input + (long)p * inPlane, height, width, pitch, padding, padded);
-                MaxRows512<TArgmax>(padded, 0, pitch, height, width, kernel, stride, padding, 0, outH, outW,
-                    output + (long)p * outPlane, TArgmax.Records ? indices + (long)p * outPlane : null, outputEnd - (long)p * outPlane);
-            }
-        }
-    }
-
     // Room for the loads of the last group (two vectors past its first tap with stride 2) and
     // for whole-vector copies of the rows.
     private static int PaddedPitch512(int width, int kernel, int stride, int padding, int outW) =>
@@ -465,7 +459,12 @@ public static class Pooling
     // Output rows [oy0, oy1) of one plane (height x width) from padded, a copy of its rows from
     // firstRow on (row iy at padded + (iy - firstRow) * pitch, its column 0 padding floats in,
     // -infinity around it). Whole-vector stores may run past a row's end into outputs written
-    // later while they stay below storeEnd outputs from y.
+    // later while they stay below storeEnd outputs from y. 16 outputs a step: stride 2 takes the
+    // even lanes of two loads with one permutation. On the Cascade Lake VM (two threads, best of
+    // 10, alternating with the AVX2 path) the training pools with indices: d2l (batch 128)
+    // maxpool1 12.5 -> 11.4 ms, maxpool2 11.5 -> 8.7, torchvision (batch 32) maxpool1 16.7 ->
+    // 14.1; torchvision's inference maxpool3 6.7 -> 5.7. Rows of 3 to 7 outputs (d2l maxpool3 and
+    // 4, torchvision maxpool4) ran 12-17% slower, so they keep the AVX2 path.
     private static unsafe void MaxRows512<TArgmax>(
         float* padded, int firstRow, int pitch, int height, int width, int kernel, int stride, int padding,
         int oy0, int oy1, int outW, float* y, int* argmax, long storeEnd) where TArgmax : struct, IArgmax
@@ -534,30 +533,6 @@ public static class Pooling
                         Avx512F.MaskStore(argmax + o, mask.AsInt32(), where);
                     }
                 }
-            }
-        }
-    }
-
-    private static unsafe void MaxPlanesVector256<TArgmax>(
-        float* input, int planes, int height, int width, int kernel, int stride, int padding,
-        int outH, int outW, float* output, int* indices) where TArgmax : struct, IArgmax
-    {
-        int pitch = PaddedPitch256(width, kernel, stride, padding, outW);
-        int size = height * pitch;
-        float[] scratch = PaddedPlaneScratch(size);
-        int inPlane = height * width;
-        int outPlane = outH * outW;
-        // Whole-vector stores may run past a row's end into outputs written later; only the
-        // last row of the last plane must stop at the end.
-        long outputEnd = (long)planes * outPlane;
-        fixed (float* padded = scratch)
-        {
-            new Span<float>(padded, size).Fill(float.NegativeInfinity);
-            for (int p = 0; p < planes; p++)
-            {
-                CopyPaddedRows(input + (long)p * inPlane, height, width, pitch, padding, padded);
-                MaxRows256<TArgmax>(padded, 0, pitch, height, width, kernel, stride, padding, 0, outH, outW,
-                    output + (long)p * outPlane, TArgmax.Records ? indices + (long)p * outPlane : null, outputEnd - (long)p * outPlane);
             }
         }
     }
